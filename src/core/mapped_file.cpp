@@ -1,0 +1,75 @@
+#include "core/mapped_file.h"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <utility>
+
+#include "core/error.h"
+
+namespace chatvec {
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd_ < 0) {
+    if (errno == ENOENT) throw InputError(path + ": no such file");
+    throw_errno(path + ": cannot open");
+  }
+  struct stat st {};
+  if (::fstat(fd_, &st) != 0) throw_errno(path + ": cannot stat");
+  if (!S_ISREG(st.st_mode)) throw InputError(path + ": not a regular file");
+  size_ = size_t(st.st_size);
+  if (size_ > 0) {
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
+    if (p == MAP_FAILED) throw_errno(path + ": cannot memory-map");
+    data_ = static_cast<const uint8_t*>(p);
+  }
+}
+
+MappedFile::~MappedFile() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept
+    : path_(std::move(o.path_)), data_(std::exchange(o.data_, nullptr)),
+      size_(std::exchange(o.size_, 0)), fd_(std::exchange(o.fd_, -1)) {}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this != &o) {
+    this->~MappedFile();
+    new (this) MappedFile(std::move(o));
+  }
+  return *this;
+}
+
+namespace {
+// Page-align a range inwards/outwards as madvise requires.
+void page_range(const uint8_t* base, size_t offset, size_t len, uint8_t** start, size_t* n) {
+  static const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  uintptr_t s = reinterpret_cast<uintptr_t>(base + offset) & ~(page - 1);
+  uintptr_t e = reinterpret_cast<uintptr_t>(base + offset + len);
+  *start = reinterpret_cast<uint8_t*>(s);
+  *n = e - s;
+}
+}  // namespace
+
+void MappedFile::will_need(size_t offset, size_t len) const {
+  if (!data_ || len == 0) return;
+  uint8_t* s;
+  size_t n;
+  page_range(data_, offset, len, &s, &n);
+  ::madvise(s, n, MADV_WILLNEED);
+}
+
+void MappedFile::release(size_t offset, size_t len) const {
+  if (!data_ || len == 0) return;
+  uint8_t* s;
+  size_t n;
+  page_range(data_, offset, len, &s, &n);
+  ::madvise(s, n, MADV_DONTNEED);
+}
+
+}  // namespace chatvec

@@ -1,0 +1,75 @@
+// Helpers shared by the test suites: where things are, temporary folders,
+// running the chatvec command and peer programs.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+
+namespace chatvec::testing {
+
+namespace fs = std::filesystem;
+
+inline fs::path source_dir() { return CHATVEC_SOURCE_DIR; }
+inline fs::path binary_dir() { return CHATVEC_BINARY_DIR; }
+inline fs::path shared_dir() {
+  if (const char* e = std::getenv("CHATVEC_SHARED")) return e;
+  return CHATVEC_SHARED_DIR;
+}
+inline bool in_ci() {
+  const char* ci = std::getenv("CI");
+  return ci && std::string(ci) == "true";
+}
+// The npm reference programs (tests/peers/node_modules, installed by
+// scripts/setup.sh).
+inline fs::path peers_dir() { return source_dir() / "tests" / "peers"; }
+inline bool peers_installed() { return fs::exists(peers_dir() / "node_modules"); }
+
+// The chatvec binary under test.
+inline std::string chatvec_bin() {
+  if (const char* e = std::getenv("CHATVEC_BIN")) return e;
+  return (binary_dir() / "src" / "cli" / "chatvec").string();
+}
+
+// A fresh temporary directory removed when the object dies.
+class TempDir {
+ public:
+  TempDir() {
+    std::string tmpl = (fs::temp_directory_path() / "chatvec-test-XXXXXX").string();
+    if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+  fs::path operator/(const std::string& s) const { return path_ / s; }
+
+ private:
+  fs::path path_;
+};
+
+struct CommandResult {
+  int exit_code;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+
+// Run a shell command line; stdout and stderr captured separately.
+CommandResult run_command(const std::string& command_line);
+// Shell-quote one argument.
+std::string shell_quote(const std::string& s);
+
+}  // namespace chatvec::testing
+
+// Skip (outside CI) or fail (in CI) when a needed input is missing.
+#define CHATVEC_REQUIRE_PATH(p)                                                             \
+  do {                                                                                      \
+    if (!std::filesystem::exists(p)) {                                                      \
+      if (::chatvec::testing::in_ci()) FAIL() << "required in CI but missing: " << (p);     \
+      GTEST_SKIP() << "skipped: " << (p) << " is absent (see README: shared/ and peers)";   \
+    }                                                                                       \
+  } while (0)
