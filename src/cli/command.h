@@ -1,0 +1,31 @@
+// The chatvec command line: each subcommand lives in its own cmd_<name>.cpp
+// and registers itself here.  The CLI only parses flags, calls the engine and
+// reports; it does no arithmetic or file-format work of its own.
+#pragma once
+
+#include <CLI/CLI.hpp>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace chatvec::cli {
+
+// A subcommand's registration: adds itself to `app` and sets a callback that
+// runs it.  The callback returns the process exit status.
+using Register = void (*)(CLI::App& app, std::function<int()>& run);
+
+// Global flags shared by all subcommands.
+struct GlobalOptions {
+  bool quiet = false;
+};
+GlobalOptions& global_options();
+
+// Every subcommand, in the order `chatvec --help` lists them.
+void register_merge(CLI::App& app, std::function<int()>& run);
+void register_extract(CLI::App& app, std::function<int()>& run);
+void register_apply(CLI::App& app, std::function<int()>& run);
+void register_inspect(CLI::App& app, std::function<int()>& run);
+void register_diff(CLI::App& app, std::function<int()>& run);
+void register_engine_commands(CLI::App& app, std::function<int()>& run);  // convert, generate, chat, perplexity
+
+}  // namespace chatvec::cli

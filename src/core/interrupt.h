@@ -1,0 +1,13 @@
+// Ctrl-C and termination signals: the first one sets a flag that long loops
+// poll (check_interrupted() throws, so destructors remove partial output); a
+// second one ends the process at once.
+#pragma once
+
+namespace chatvec {
+
+void install_interrupt_handlers();
+bool interrupted();
+// Throws an Error (exit status 130) if a signal arrived.
+void check_interrupted();
+
+}  // namespace chatvec

@@ -1,0 +1,44 @@
+// Output that appears complete or not at all.
+//
+// A StagedOutput is built in a hidden sibling of its final path
+// (".NAME.chatvec-tmp-PID"), then renamed into place by commit() after
+// everything in it has been flushed.  If commit() is never reached (an error,
+// Ctrl-C), the destructor removes the staging path.  Staging paths left by a
+// killed process (SIGKILL, power loss) are removed by the next run that
+// writes to the same final path.
+#pragma once
+
+#include <string>
+
+namespace chatvec {
+
+class StagedOutput {
+ public:
+  enum class Kind { Directory, File };
+  // Refuses (InputError) when `final_path` exists and `force` is false, or
+  // when its parent directory does not exist.
+  StagedOutput(std::string final_path, Kind kind, bool force);
+  ~StagedOutput();
+  StagedOutput(const StagedOutput&) = delete;
+  StagedOutput& operator=(const StagedOutput&) = delete;
+
+  // Where to write: a directory (Kind::Directory) or a file path (Kind::File,
+  // not yet created).
+  const std::string& path() const { return staging_; }
+  const std::string& final_path() const { return final_; }
+  // The directory holding the final path (for free-space checks).
+  const std::string& parent() const { return parent_; }
+  // Flush and move into place, replacing an existing final path when forced.
+  void commit();
+
+ private:
+  std::string final_, staging_, parent_;
+  Kind kind_;
+  bool force_;
+  bool committed_ = false;
+};
+
+// Remove a path recursively; errors ignored.
+void remove_tree(const std::string& path) noexcept;
+
+}  // namespace chatvec
