@@ -1,0 +1,224 @@
+#!/usr/bin/env python3
+"""Generate a synthetic Llama-shaped Hugging Face checkpoint (safetensors).
+
+Written independently of chatvec's C++ writer (numpy only), so that tests and
+benchmarks read files chatvec did not make.  Values are random normal * 0.02,
+or, with --derive-from, another such model plus scaled noise (so that base,
+chat and target are related as real ones are).
+
+  make_synthetic_model.py OUT --shape tiny --dtype bf16 --seed 1
+  make_synthetic_model.py OUT --shape 1b --derive-from BASE --noise 0.001
+"""
+import argparse
+import json
+import os
+import struct
+import sys
+
+import numpy as np
+
+SHAPES = {
+    # name: vocab, hidden, intermediate, layers, heads, kv_heads
+    "tiny": (64, 16, 40, 2, 4, 2),
+    "small": (512, 64, 172, 4, 8, 4),
+    "medium": (8192, 512, 1408, 8, 8, 4),
+    "1b": (128256, 2048, 8192, 16, 32, 8),
+    "7b": (32000, 4096, 11008, 32, 32, 32),
+}
+
+ST_DTYPE = {"f32": ("F32", np.float32), "f16": ("F16", np.float16), "bf16": ("BF16", np.uint16)}
+
+
+def tensor_names(vocab, hidden, inter, layers, heads, kv, tied, bias):
+    head_dim = hidden // heads
+    names = [("model.embed_tokens.weight", (vocab, hidden))]
+    for i in range(layers):
+        p = f"model.layers.{i}."
+        names += [
+            (p + "input_layernorm.weight", (hidden,)),
+            (p + "self_attn.q_proj.weight", (heads * head_dim, hidden)),
+            (p + "self_attn.k_proj.weight", (kv * head_dim, hidden)),
+            (p + "self_attn.v_proj.weight", (kv * head_dim, hidden)),
+            (p + "self_attn.o_proj.weight", (hidden, heads * head_dim)),
+            (p + "post_attention_layernorm.weight", (hidden,)),
+            (p + "mlp.gate_proj.weight", (inter, hidden)),
+            (p + "mlp.up_proj.weight", (inter, hidden)),
+            (p + "mlp.down_proj.weight", (hidden, inter)),
+        ]
+        if bias:
+            names += [
+                (p + "self_attn.q_proj.bias", (heads * head_dim,)),
+                (p + "self_attn.k_proj.bias", (kv * head_dim,)),
+                (p + "self_attn.v_proj.bias", (kv * head_dim,)),
+            ]
+    names.append(("model.norm.weight", (hidden,)))
+    if not tied:
+        names.append(("lm_head.weight", (vocab, hidden)))
+    return names
+
+
+def to_storage(x, dtype):
+    """float32 array -> bytes of the storage dtype (bf16 by truncation: data only)."""
+    if dtype == "bf16":
+        return (x.astype(np.float32).view(np.uint32) >> 16).astype(np.uint16).tobytes()
+    return x.astype(ST_DTYPE[dtype][1]).tobytes()
+
+
+def from_storage(buf, dtype, shape):
+    if dtype == "BF16":
+        u = np.frombuffer(buf, dtype=np.uint16).astype(np.uint32) << 16
+        return u.view(np.float32).reshape(shape)
+    if dtype == "F16":
+        return np.frombuffer(buf, dtype=np.float16).astype(np.float32).reshape(shape)
+    if dtype == "F32":
+        return np.frombuffer(buf, dtype=np.float32).reshape(shape)
+    raise ValueError(dtype)
+
+
+def read_safetensors_dir(path):
+    """{name: (dtype, shape, memoryview)} for a directory (single or sharded)."""
+    files = []
+    idx = os.path.join(path, "model.safetensors.index.json")
+    if os.path.exists(idx):
+        files = sorted(set(json.load(open(idx))["weight_map"].values()))
+    else:
+        files = ["model.safetensors"]
+    out = {}
+    for f in files:
+        data = open(os.path.join(path, f), "rb").read()
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+        base = 8 + n
+        for k, v in header.items():
+            if k == "__metadata__":
+                continue
+            b, e = v["data_offsets"]
+            out[k] = (v["dtype"], tuple(v["shape"]), data[base + b : base + e])
+    return out
+
+
+def write_shards(out, tensors, shard_bytes):
+    """tensors: list of (name, st_dtype, shape, bytes_fn) written lazily, sharded."""
+    shards, cur, cur_size = [], [], 0
+    for t in tensors:
+        size = int(np.prod(t[2], dtype=np.int64)) * {"F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4}[t[1]]
+        if cur and cur_size + size > shard_bytes:
+            shards.append(cur)
+            cur, cur_size = [], 0
+        cur.append((t, size))
+        cur_size += size
+    if cur:
+        shards.append(cur)
+    weight_map, total = {}, 0
+    for si, shard in enumerate(shards):
+        fname = "model.safetensors" if len(shards) == 1 else f"model-{si + 1:05d}-of-{len(shards):05d}.safetensors"
+        header, off = {"__metadata__": {"format": "pt"}}, 0
+        for (name, dt, shape, _), size in shard:
+            header[name] = {"dtype": dt, "shape": list(shape), "data_offsets": [off, off + size]}
+            off += size
+            weight_map[name] = fname
+            total += size
+        hb = json.dumps(header).encode()
+        hb += b" " * ((8 - len(hb) % 8) % 8)
+        with open(os.path.join(out, fname), "wb") as f:
+            f.write(struct.pack("<Q", len(hb)))
+            f.write(hb)
+            for (name, dt, shape, fn), size in shard:
+                b = fn()
+                assert len(b) == size, (name, len(b), size)
+                f.write(b)
+    if len(shards) > 1:
+        with open(os.path.join(out, "model.safetensors.index.json"), "w") as f:
+            json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("out")
+    ap.add_argument("--shape", default="tiny", choices=sorted(SHAPES))
+    ap.add_argument("--vocab", type=int, help="override the vocabulary size")
+    ap.add_argument("--dtype", default="bf16", help="bf16, f16, f32, or 'mixed' (cycles through them per tensor)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tied", action="store_true", help="tied embeddings: no lm_head.weight")
+    ap.add_argument("--bias", action="store_true", help="q/k/v biases (Qwen2)")
+    ap.add_argument("--int-buffer", action="store_true", help="add an I64 buffer tensor")
+    ap.add_argument("--shard-bytes", type=int, default=5_000_000_000)
+    ap.add_argument("--derive-from", help="start from this model's values and add noise")
+    ap.add_argument("--noise", type=float, default=0.001)
+    ap.add_argument("--chat-template", help="chat_template string for tokenizer_config.json")
+    ap.add_argument("--reverse-order", action="store_true", help="store tensors in reverse name order")
+    a = ap.parse_args()
+
+    vocab, hidden, inter, layers, heads, kv = SHAPES[a.shape]
+    if a.vocab:
+        vocab = a.vocab
+    names = tensor_names(vocab, hidden, inter, layers, heads, kv, a.tied, a.bias)
+    if a.reverse_order:
+        names = names[::-1]
+    src = read_safetensors_dir(a.derive_from) if a.derive_from else None
+    os.makedirs(a.out, exist_ok=True)
+    cycle = ["bf16", "f16", "f32"]
+
+    tensors = []
+    for i, (name, shape) in enumerate(names):
+        dt = cycle[i % 3] if a.dtype == "mixed" else a.dtype
+        if src is not None and name in src and src[name][0] in ("BF16", "F16", "F32") and a.dtype != "mixed":
+            dt = {"BF16": "bf16", "F16": "f16", "F32": "f32"}[src[name][0]]
+
+        def make(name=name, shape=shape, dt=dt, i=i):
+            rng = np.random.default_rng([a.seed, i])
+            if src is not None and name in src:
+                sdt, sshape, buf = src[name]
+                base = from_storage(buf, sdt, sshape)
+                if base.shape != tuple(shape):  # vocabulary override: keep what fits
+                    full = (rng.standard_normal(shape, dtype=np.float32) * 0.02)
+                    r = min(base.shape[0], shape[0])
+                    full[:r] = base[:r]
+                    base = full
+                x = base + rng.standard_normal(shape, dtype=np.float32) * np.float32(a.noise)
+            elif name.endswith("norm.weight"):
+                x = 1.0 + rng.standard_normal(shape, dtype=np.float32) * 0.1
+            else:
+                x = rng.standard_normal(shape, dtype=np.float32) * 0.02
+            return to_storage(x, dt)
+
+        tensors.append((name, ST_DTYPE[dt][0], shape, make))
+    if a.int_buffer:
+        tensors.append(("model.rotary_emb.position_ids", "I64", (1, 16), lambda: np.arange(16, dtype=np.int64).tobytes()))
+    write_shards(a.out, tensors, a.shard_bytes)
+
+    torch_dtype = {"bf16": "bfloat16", "f16": "float16", "f32": "float32", "mixed": "float32"}[a.dtype]
+    config = {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "hidden_size": hidden,
+        "intermediate_size": inter,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": kv,
+        "vocab_size": vocab,
+        "max_position_embeddings": 2048,
+        "rms_norm_eps": 1e-5,
+        "rope_theta": 10000.0,
+        "tie_word_embeddings": bool(a.tied),
+        "torch_dtype": torch_dtype,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    if a.bias:
+        config["architectures"] = ["Qwen2ForCausalLM"]
+        config["model_type"] = "qwen2"
+    with open(os.path.join(a.out, "config.json"), "w") as f:
+        json.dump(config, f, indent=2)
+    with open(os.path.join(a.out, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": 1, "eos_token_id": 2, "seed_marker": a.seed}, f, indent=2)
+    tc = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "marker": a.seed}
+    if a.chat_template:
+        tc["chat_template"] = a.chat_template
+    with open(os.path.join(a.out, "tokenizer_config.json"), "w") as f:
+        json.dump(tc, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
