@@ -19,7 +19,6 @@ namespace chatvec::jinja {
 
 struct Value;
 struct CallArgs;
-class Interpreter;
 
 // Insertion-ordered string-keyed map (JSON objects, dict literals, namespaces).
 class ObjectMap {
