@@ -1,0 +1,154 @@
+#include "engine/kernels.h"
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+namespace chatvec {
+namespace {
+
+// Each dot product keeps kLanes independent partial sums so that the compiler
+// can vectorise it without reassociating (we build with -ffp-contract=off and
+// no -ffast-math), then adds them pairwise.
+constexpr int kLanes = 16;
+
+inline float reduce_lanes(float* acc) {
+  for (int w = kLanes / 2; w > 0; w /= 2)
+    for (int i = 0; i < w; ++i) acc[i] += acc[i + w];
+  return acc[0];
+}
+
+inline float load_bf16(const uint16_t* p, int64_t i) {
+  uint16_t h;
+  std::memcpy(&h, p + i, 2);
+  return bf16_to_f32(h);
+}
+
+// Table of all 65536 half values (built once): fast and exact f16 decoding.
+const float* f16_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(65536);
+    for (uint32_t i = 0; i < 65536; ++i) t[i] = f16_to_f32(uint16_t(i));
+    return t;
+  }();
+  return table.data();
+}
+
+#define CHATVEC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+
+CHATVEC_CLONES float dot_f32(const float* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += w[j + k] * x[j + k];
+  float s = reduce_lanes(acc);
+  for (; j < n; ++j) s += w[j] * x[j];
+  return s;
+}
+
+CHATVEC_CLONES float dot_bf16(const uint16_t* w, const float* x, int64_t n) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) {
+      const uint32_t u = uint32_t(w[j + k]) << 16;
+      float f;
+      std::memcpy(&f, &u, 4);
+      acc[k] += f * x[j + k];
+    }
+  float s = reduce_lanes(acc);
+  for (; j < n; ++j) s += load_bf16(w, j) * x[j];
+  return s;
+}
+
+float dot_f16(const uint16_t* w, const float* x, int64_t n, const float* table) {
+  float acc[kLanes] = {};
+  int64_t j = 0;
+  for (; j + kLanes <= n; j += kLanes)
+    for (int k = 0; k < kLanes; ++k) acc[k] += table[w[j + k]] * x[j + k];
+  float s = reduce_lanes(acc);
+  for (; j < n; ++j) s += table[w[j]] * x[j];
+  return s;
+}
+
+}  // namespace
+
+void matvec(const WeightView& w, const float* x, float* out, const float* bias) {
+  const int64_t rows = w.rows, cols = w.cols;
+  const bool parallel = rows * cols >= (int64_t(1) << 16);
+  switch (w.dtype) {
+    case DType::F32: {
+      const float* p = static_cast<const float*>(w.data);
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t r = 0; r < rows; ++r) out[r] = dot_f32(p + r * cols, x, cols);
+      break;
+    }
+    case DType::BF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data);
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t r = 0; r < rows; ++r) out[r] = dot_bf16(p + r * cols, x, cols);
+      break;
+    }
+    case DType::F16: {
+      const uint16_t* p = static_cast<const uint16_t*>(w.data);
+      const float* table = f16_table();
+#pragma omp parallel for schedule(static) if (parallel)
+      for (int64_t r = 0; r < rows; ++r) out[r] = dot_f16(p + r * cols, x, cols, table);
+      break;
+    }
+    default:
+      break;  // the loader admits only the three types above
+  }
+  if (bias)
+    for (int64_t r = 0; r < rows; ++r) out[r] += bias[r];
+}
+
+void weights_to_f32(DType dtype, const void* data, int64_t n, float* out) {
+  switch (dtype) {
+    case DType::F32:
+      std::memcpy(out, data, size_t(n) * 4);
+      break;
+    case DType::BF16: {
+      const uint16_t* p = static_cast<const uint16_t*>(data);
+      for (int64_t i = 0; i < n; ++i) out[i] = load_bf16(p, i);
+      break;
+    }
+    case DType::F16: {
+      const uint8_t* p = static_cast<const uint8_t*>(data);
+      for (int64_t i = 0; i < n; ++i) {
+        uint16_t h;
+        std::memcpy(&h, p + 2 * i, 2);
+        out[i] = f16_to_f32(h);
+      }
+      break;
+    }
+    default:
+      break;
+  }
+}
+
+void weight_row_to_f32(const WeightView& w, int64_t row, float* out) {
+  const size_t esize = w.dtype == DType::F32 ? 4 : 2;
+  weights_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(row) * size_t(w.cols) * esize, w.cols, out);
+}
+
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, double eps) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += double(x[i]) * double(x[i]);
+  const float inv = float(1.0 / std::sqrt(ss / double(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = weight[i] * (x[i] * inv);
+}
+
+void softmax_inplace(float* x, int64_t n) {
+  float mx = x[0];
+  for (int64_t i = 1; i < n; ++i) mx = std::max(mx, x[i]);
+  double sum = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    x[i] = std::exp(x[i] - mx);
+    sum += x[i];
+  }
+  const float inv = float(1.0 / sum);
+  for (int64_t i = 0; i < n; ++i) x[i] *= inv;
+}
+
+}  // namespace chatvec

@@ -1,0 +1,33 @@
+// Numeric kernels of the engine: matrix-vector products over weights kept in
+// their stored type (f32, bf16, f16; computed in fp32), RMS norm, softmax.
+#pragma once
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace chatvec {
+
+// A row-major [rows, cols] matrix in a checkpoint's memory (not owned).
+struct WeightView {
+  DType dtype = DType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+// out[r] = sum_c w[r, c] * x[c] (+ bias[r] when bias is not null), fp32
+// accumulation, rows split across OpenMP threads.  `out` must not alias `x`.
+void matvec(const WeightView& w, const float* x, float* out, const float* bias = nullptr);
+
+// Row `row` of w as fp32 (embedding lookup).
+void weight_row_to_f32(const WeightView& w, int64_t row, float* out);
+// A whole (small) tensor as fp32: norm weights and biases.
+void weights_to_f32(DType dtype, const void* data, int64_t n, float* out);
+
+// out = x / sqrt(mean(x^2) + eps) * weight.  out may alias x.
+void rmsnorm(float* out, const float* x, const float* weight, int64_t n, double eps);
+
+// In-place softmax of x[0..n).
+void softmax_inplace(float* x, int64_t n);
+
+}  // namespace chatvec

@@ -1,0 +1,67 @@
+// A Llama-family decoder (Llama, Mistral, Qwen2) running on the CPU, one
+// token at a time, with a KV cache.
+//
+// Weights stay in the checkpoint's memory map in their stored type (f32,
+// bf16 or f16) and are read by the fp32 kernels directly; only norm weights
+// and biases (small) are converted to fp32 copies.  Activations, KV cache and
+// logits are fp32.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/kernels.h"
+#include "engine/model_config.h"
+#include "formats/checkpoint.h"
+
+namespace chatvec {
+
+struct EngineOptions {
+  // Largest number of positions (prompt + generated) the KV cache holds.
+  // 0: min(max_position_embeddings, 4096).
+  int64_t context_length = 0;
+};
+
+class LlamaModel {
+ public:
+  // Open a Hugging Face model directory (config.json + safetensors).  Throws
+  // InputError naming the file, field or tensor on any problem.
+  static std::unique_ptr<LlamaModel> open(const std::string& dir, const EngineOptions& opts = {});
+
+  const ModelConfig& config() const { return config_; }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+  int64_t context_length() const { return ctx_; }
+  // The stored type of the large weights ("BF16" ...), for reports.
+  DType weight_dtype() const { return weight_dtype_; }
+
+  // Run `token` at position `pos` (0 <= pos < context_length(); the cache
+  // holds positions < pos from earlier calls, which are kept).  Returns the
+  // vocab_size logits, valid until the next call.
+  const float* forward(int64_t token, int64_t pos);
+
+ private:
+  struct Layer {
+    WeightView wq, wk, wv, wo, gate, up, down;
+    std::vector<float> attn_norm, ffn_norm, bq, bk, bv, bo;
+  };
+  LlamaModel(Checkpoint ckpt, ModelConfig config);
+  WeightView matrix(const std::string& name, int64_t rows, int64_t cols);
+  std::vector<float> vector(const std::string& name, int64_t n);
+  void attention(int64_t layer, int64_t pos);
+
+  Checkpoint ckpt_;
+  ModelConfig config_;
+  DType weight_dtype_ = DType::F32;
+  int64_t ctx_ = 0;
+  WeightView embed_, lm_head_;
+  std::vector<Layer> layers_;
+  std::vector<float> final_norm_;
+  std::vector<float> cos_, sin_;  // [ctx, head_dim/2]
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;  // copies of misaligned tensors
+  std::unique_ptr<float[]> key_cache_, value_cache_;  // [layers, ctx, kv_dim]
+  std::vector<float> x_, xb_, q_, k_, v_, att_out_, scores_, hb_, hb2_, logits_;
+};
+
+}  // namespace chatvec
