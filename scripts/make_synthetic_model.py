@@ -147,6 +147,7 @@ def main():
     ap.add_argument("--noise", type=float, default=0.001)
     ap.add_argument("--chat-template", help="chat_template string for tokenizer_config.json")
     ap.add_argument("--reverse-order", action="store_true", help="store tensors in reverse name order")
+    ap.add_argument("--drop", action="append", default=[], help="leave out this tensor (repeatable)")
     a = ap.parse_args()
 
     vocab, hidden, inter, layers, heads, kv = SHAPES[a.shape]
@@ -155,6 +156,7 @@ def main():
     names = tensor_names(vocab, hidden, inter, layers, heads, kv, a.tied, a.bias)
     if a.reverse_order:
         names = names[::-1]
+    names = [n for n in names if n[0] not in a.drop]
     src = read_safetensors_dir(a.derive_from) if a.derive_from else None
     os.makedirs(a.out, exist_ok=True)
     cycle = ["bf16", "f16", "f32"]
