@@ -911,7 +911,7 @@ class Parser {
           node = n;
         }
       } else if (is_op("(")) {
-        auto n = make(NodeType::Call, peek().offset);
+        auto n = make(NodeType::Call, node->offset);
         n->a = node;
         parse_call_args(*n);
         node = n;
