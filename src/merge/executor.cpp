@@ -8,6 +8,7 @@
 #include "core/interrupt.h"
 #include "formats/safetensors/safetensors_writer.h"
 #include "merge/kernels.h"
+#include "merge/row_gather.h"
 
 namespace chatvec {
 
@@ -48,6 +49,14 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
   std::vector<uint8_t> buffer;
 
   for (const TensorTask& task : plan.tasks) {
+    if (task.kind == TaskKind::Rows) {  // vocabulary tensors, row by row
+      gather_rows(task, opt.chunk_bytes, [&](const void* p, size_t n) {
+        writer.append(p, n);
+        done += n;
+        if (opt.progress) opt.progress(done, total);
+      });
+      continue;
+    }
     const uint64_t n = task.numel();
     const uint64_t out_es = dtype_bits(task.dtype) / 8;
     const uint64_t chunk = std::max<uint64_t>(1, opt.chunk_bytes / std::max<uint64_t>(1, out_es));

@@ -65,6 +65,39 @@ void require_computable(const std::string& name, const Checkpoint& c, const Chec
                      ": arithmetic is supported on F16, BF16, F32 and F64 only (exclude it with --exclude)");
 }
 
+// A vocabulary tensor built row by row: operands may have different row
+// counts, but the same row width; every row the map names must exist.
+void plan_rows_task(TensorTask& task, const Checkpoint& layout, const CheckpointTensor& lt, const Checkpoint* source,
+                    const std::vector<VectorInput>& vectors, const std::shared_ptr<const RowMap>& map,
+                    const PlanOptions& opt) {
+  const std::string& name = task.name;
+  if (!source || vectors.size() != 1 || !vectors[0].minus)
+    throw InputError("tensor \"" + name + "\": vocabulary policies other than full/skip need merge's three models");
+  const VectorInput& v = vectors[0];
+  const CheckpointTensor& p = require(*v.plus, name, v.label);
+  const CheckpointTensor& m = require(*v.minus, name, "base");
+  for (auto [c, t] : {std::pair{&layout, &lt}, std::pair{v.plus, &p}, std::pair{v.minus, &m}}) {
+    require_computable(name, *c, *t);
+    if (t->info->shape.size() != 2 || t->info->shape[1] != lt.info->shape[1])
+      throw InputError("tensor \"" + name + "\" has shape " + shape_string(t->info->shape) + " in " + c->path() +
+                       " but " + shape_string(lt.info->shape) + " in " + layout.path() + " (row widths differ)");
+  }
+  const int64_t rows_s = int64_t(task.source->info->shape[0]), rows_p = int64_t(p.info->shape[0]),
+                rows_m = int64_t(m.info->shape[0]);
+  for (size_t i = 0; i < map->rows.size(); ++i) {
+    const RowOp& r = map->rows[i];
+    const bool bad = (r.kind != RowOp::FromPlus && (r.source_row < 0 || r.source_row >= rows_s)) ||
+                     (r.kind != RowOp::FromSource && (r.plus_row < 0 || r.plus_row >= rows_p)) ||
+                     (r.kind == RowOp::Combine && (r.minus_row < 0 || r.minus_row >= rows_m));
+    if (bad) throw std::logic_error("row map of " + name + ": row " + std::to_string(i) + " out of range");
+  }
+  task.kind = TaskKind::Rows;
+  task.row_map = map;
+  task.shape = {uint64_t(map->rows.size()), lt.info->shape[1]};
+  task.terms.push_back(TensorTerm{v.ratio, &p, &m});
+  task.dtype = opt.dtype ? *opt.dtype : lt.info->dtype;
+}
+
 }  // namespace
 
 MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const std::vector<VectorInput>& vectors,
@@ -108,6 +141,18 @@ MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const s
       if (task.note.empty()) task.note = is_int ? "integer/bool tensor" : "outside the selection";
       count_read(task.source);
       ++plan.copied;
+      plan.tasks.push_back(std::move(task));
+      continue;
+    }
+
+    if (auto rm = opt.row_maps.find(name); rm != opt.row_maps.end()) {
+      plan_rows_task(task, layout, lt, source, vectors, rm->second, opt);
+      for (const auto& term : task.terms) {
+        count_read(term.plus);
+        count_read(term.minus);
+      }
+      count_read(task.source);
+      ++plan.combined;
       plan.tasks.push_back(std::move(task));
       continue;
     }

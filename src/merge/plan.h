@@ -9,6 +9,8 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
+#include <memory>
 #include <optional>
 #include <regex>
 #include <string>
@@ -44,9 +46,31 @@ struct PlanOptions {
   // When there is no source (extract), tensors that are not combined are
   // dropped rather than copied.
   bool drop_uncombined = false;
+  // Row maps for the vocabulary tensors (by tensor name), from the
+  // vocabulary policy.  Those tensors become Rows tasks.
+  std::map<std::string, std::shared_ptr<const RowMap>> row_maps;
 };
 
-enum class TaskKind { Copy, Combine };
+// Copy: bytes of one input tensor.  Combine: element-wise arithmetic.
+// Rows: an embedding/LM-head tensor built row by row from a RowMap (the
+// vocabulary policy decides where each output row comes from).
+enum class TaskKind { Copy, Combine, Rows };
+
+// Where one output row of a row-mapped tensor comes from.
+struct RowOp {
+  enum Kind : uint8_t {
+    Combine,     // source[source_row] + ratio * (plus[plus_row] - minus[minus_row])
+    FromSource,  // source[source_row] unchanged (rounded to the output dtype)
+    FromPlus,    // plus[plus_row]: the chat model's trained row (transplanted tokens)
+  };
+  Kind kind;
+  int64_t source_row = -1, plus_row = -1, minus_row = -1;
+};
+
+// Output rows of the embedding and LM-head tensors, decided once for both.
+struct RowMap {
+  std::vector<RowOp> rows;  // one per output row
+};
 
 struct TensorTerm {
   double ratio;
@@ -60,7 +84,8 @@ struct TensorTask {
   std::vector<uint64_t> shape;
   TaskKind kind;
   const CheckpointTensor* source = nullptr;  // Copy: the tensor copied; Combine: the base term (may be null)
-  std::vector<TensorTerm> terms;             // Combine only
+  std::vector<TensorTerm> terms;             // Combine and Rows
+  std::shared_ptr<const RowMap> row_map;     // Rows only
   std::string note;                          // why it was copied, when it was
   uint64_t nbytes() const;
   uint64_t numel() const;
