@@ -168,6 +168,44 @@ class PeerComparison : public ::testing::Test {
       }
       (*sources_)[spec.name] = spec.source;
     }
+    // Single constructs, where Jinja2 and @huggingface/jinja agree.
+    const Json ctx = Json::parse(R"({"xs": [3, 1, 2], "s": "  Hello, World  ", "d": {"b": 1, "a": [1, 2]},
+      "ms": [{"role": "user", "content": "u1"}, {"role": "assistant", "content": "a1"}, {"role": "user", "content": "u2"}]})");
+    const std::vector<std::string> snippets = {
+        "{{ 7 // 2 }} {{ 7 % 3 }} {{ 2 ** 3 }} {{ 1 / 4 }} {{ 3 * 1.5 }} {{ -5 + 2 }}",
+        "{{ s | trim }}|{{ s.strip() }}|{{ s | upper }}|{{ s | lower }}|{{ s | length }}",
+        "{{ xs | length }} {{ xs | first }} {{ xs | last }} {{ xs | join(', ') }} {{ xs[::-1] | join }}",
+        "{% for x in xs %}{{ loop.index }}/{{ loop.length }}:{{ x }}{% if not loop.last %}, {% endif %}{% endfor %}",
+        "{% for x in xs if x > 1 %}[{{ loop.index0 }}{{ x }}{{ loop.revindex }}]{% else %}none{% endfor %}",
+        "{% for k, v in d | items %}{{ k }}={{ v | tojson }};{% endfor %}",
+        "{% set ns = namespace(c=0) %}{% for m in ms %}{% if m.role == 'user' %}{% set ns.c = ns.c + 1 %}{% endif %}{% endfor %}{{ ns.c }}",
+        "{{ ms | selectattr('role', 'equalto', 'user') | map(attribute='content') | join(' ') }}",
+        "{{ ms | rejectattr('role', 'equalto', 'user') | list | length }}",
+        "{{ d | tojson }}|{{ d | tojson(indent=2) }}|{{ ms[0] | tojson }}",
+        "{{ 'a' if xs | length > 2 else 'b' }}{{ 'yes' if 'ell' in s }}{{ 'no' if 'zz' in s else 'x' }}",
+        "{{ s.split(',')[0] }}|{{ s.split() | join('/') }}|{{ 'T' if s.startswith('  He') }}|{{ 'F' if not s.endswith('x') }}",
+        "{{ 'abc'[1:] }}{{ 'abc'[-1] }}{{ xs[1:] | join }}{{ xs[:-1] | join }}",
+        "{% set a = 'x' %}{% if a is string and a is defined and b is not defined and none is none %}ok{% endif %}",
+        "{% macro tag(name, v='d') %}<{{ name }}={{ v }}>{% endmacro %}{{ tag('a') }}{{ tag('b', 'c') }}{{ tag('e', v='f') }}",
+        "{% set body %}X{{ xs | length }}Y{% endset %}{{ body }}",
+        "  {% if true %}\n  indented\n  {% endif %}\n{%- for x in xs %}\n{{ x }}\n{%- endfor %}\n",
+        "{{- ' a ' -}}\n\n{#- comment -#}\n  {{ 'b' }} {# c #}\n  {% if false %}x{% else %}y{% endif %}",
+        "{{ 'He said \"hi\"\\n' }}{{ \"it's\" }}{{ '\\u00e9\\x41' }}",
+        "{{ {'k': 'v', 'n': [1, {'m': none}]} | tojson }}",
+        "{{ ('a' ~ 1 ~ 'b') | upper }}{{ 'X' + 'Y' }}{{ [1] + [2] }}",
+        "{% for m in ms %}{% if loop.first %}F{% endif %}{{ m['role'][0] | upper }}{% endfor %}",
+        "{{ (ms | last).content }}{{ ms[-1]['content'] }}{{ ms | length - 1 }}",
+        "{% if ms[0].role == 'user' and not (ms | length) % 2 == 0 %}odd{% endif %}",
+        "{{ d.get('b') }}{{ d.get('zz', 'dflt') }}{{ d.keys() | list | length }}",
+        "{% for i in range(3) %}{{ i }}{% endfor %}{% for i in range(1, 7, 2) %}{{ i }}{% endfor %}",
+        "{{ 'x' | default('y') }}{{ undefined_var | default('dflt') }}",
+        "{{ s.replace('l', 'L') }}{{ s | replace('o', '0') }}{{ 'a b' | title }}{{ 'ab' | capitalize }}",
+    };
+    for (size_t k = 0; k < snippets.size(); ++k) {
+      const std::string name = "snippet-" + std::to_string(k);
+      (*sources_)[name] = snippets[k];
+      cases_->push_back({name, name, ctx});
+    }
     Json input = Json::array();
     for (const auto& c : *cases_) input.push_back({{"template", (*sources_)[c.tpl_name]}, {"context", c.context}});
     chatvec::testing::TempDir dir;
