@@ -178,6 +178,12 @@ class Interpreter {
     const Node* node = &n;
     std::weak_ptr<Scope> weak = def_scope;
     return Value::function(n.name, [this, node, weak](CallArgs& args) {
+      if (macro_depth_ >= 200) fail(*node, "macro '" + node->name + "' recursion too deep");
+      struct DepthGuard {
+        int& d;
+        explicit DepthGuard(int& x) : d(x) { ++d; }
+        ~DepthGuard() { --d; }
+      } guard(macro_depth_);
       auto scope = std::make_shared<Scope>();
       scope->parent = weak.lock();
       const auto& params = node->kwargs;
@@ -725,6 +731,7 @@ class Interpreter {
       if (op == "*") return Value::integer(a * b);
       if (op == "**") {
         if (b < 0) return Value::floating(std::pow(double(a), double(b)));
+        if (b > 62 && (a > 1 || a < -1)) fail(n, "integer result of '**' too large");
         int64_t res = 1;
         for (int64_t k = 0; k < b; ++k) res *= a;
         return Value::integer(res);
@@ -756,6 +763,8 @@ class Interpreter {
       if ((l.is_string() && (r.kind == Kind::Int || r.kind == Kind::Bool)) || (r.is_string() && (l.kind == Kind::Int || l.kind == Kind::Bool))) {
         const std::string& s = l.is_string() ? l.s : r.s;
         int64_t times = l.is_string() ? ival(r) : ival(l);
+        if (times > 0 && static_cast<double>(times) * static_cast<double>(s.size()) > 1e8)
+          fail(n, "string repetition result too large");
         std::string out;
         for (int64_t k = 0; k < times; ++k) out += s;
         return Value::string(out);
@@ -1229,6 +1238,7 @@ class Interpreter {
  private:
   const std::string& source_;
   const std::string& name_;
+  int macro_depth_ = 0;
 };
 
 }  // namespace

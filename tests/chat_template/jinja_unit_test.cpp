@@ -199,6 +199,9 @@ TEST(JinjaErrors, RenderErrorsNameTheLineAndColumn) {
   EXPECT_EQ(E("{% for x in 5 %}{% endfor %}"), "chat template t: line 1, column 13: 'int' object is not iterable");
   EXPECT_EQ(E("{{ 1 < 'a' }}"), "chat template t: line 1, column 8: '<' not supported between instances of 'int' and 'str'");
   EXPECT_EQ(E("{{ x + 1 }}"), "chat template t: line 1, column 6: cannot apply '+' to an undefined value");
+  EXPECT_EQ(E("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"), "chat template t: line 1, column 4: macro 'f' recursion too deep");
+  EXPECT_EQ(E("{{ 2 ** 100 }}"), "chat template t: line 1, column 6: integer result of '**' too large");
+  EXPECT_EQ(E("{{ 'ab' * 100000000 }}"), "chat template t: line 1, column 9: string repetition result too large");
 }
 
 TEST(ChatTemplateApi, RenderChatAddsMessagesAndSpecialTokens) {
