@@ -30,6 +30,22 @@ struct VectorInput {
   std::string label;  // for messages: "chat", "vector 2"...
 };
 
+// Where one output row of a row-mapped tensor comes from.
+struct RowOp {
+  enum Kind : uint8_t {
+    Combine,     // source[source_row] + ratio * (plus[plus_row] - minus[minus_row])
+    FromSource,  // source[source_row] unchanged (rounded to the output dtype)
+    FromPlus,    // plus[plus_row]: the chat model's trained row (transplanted tokens)
+  };
+  Kind kind;
+  int64_t source_row = -1, plus_row = -1, minus_row = -1;
+};
+
+// Output rows of the embedding and LM-head tensors, decided once for both.
+struct RowMap {
+  std::vector<RowOp> rows;  // one per output row
+};
+
 struct TensorSelection {
   std::vector<std::regex> include;  // empty: everything
   std::vector<std::regex> exclude;
@@ -56,21 +72,6 @@ struct PlanOptions {
 // vocabulary policy decides where each output row comes from).
 enum class TaskKind { Copy, Combine, Rows };
 
-// Where one output row of a row-mapped tensor comes from.
-struct RowOp {
-  enum Kind : uint8_t {
-    Combine,     // source[source_row] + ratio * (plus[plus_row] - minus[minus_row])
-    FromSource,  // source[source_row] unchanged (rounded to the output dtype)
-    FromPlus,    // plus[plus_row]: the chat model's trained row (transplanted tokens)
-  };
-  Kind kind;
-  int64_t source_row = -1, plus_row = -1, minus_row = -1;
-};
-
-// Output rows of the embedding and LM-head tensors, decided once for both.
-struct RowMap {
-  std::vector<RowOp> rows;  // one per output row
-};
 
 struct TensorTerm {
   double ratio;
