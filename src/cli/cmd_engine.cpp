@@ -1,12 +1,19 @@
 // convert, generate, chat, perplexity: the engine's commands.
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <unistd.h>
 #include <cstdio>
 #include <fmt/core.h>
 #include <memory>
 #include <string>
 
+#include <sentencepiece_processor.h>
+
 #include "cli/command.h"
 #include "convert/llama2c_import.h"
+#include "chat_template/chat_template.h"
 #include "core/error.h"
 #include "core/json_util.h"
 #include "core/file_util.h"
@@ -54,7 +61,54 @@ class TextCodec {
   virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
 };
 
-std::unique_ptr<TextCodec> open_codec(const std::string& /*dir*/) { return nullptr; }
+// Interim codec until chatvec_tokenizer lands: SentencePiece's own library
+// on tokenizer.model, with control-token strings ("<s>") in the text mapped
+// to their ids.
+class SentencePieceCodec : public TextCodec {
+ public:
+  explicit SentencePieceCodec(const std::string& path) {
+    if (!sp_.Load(path).ok()) throw InputError(path + ": not a valid SentencePiece model");
+    for (int i = 0; i < sp_.GetPieceSize(); ++i)
+      if (sp_.IsControl(i) && sp_.IdToPiece(i).size() > 0) controls_.emplace_back(sp_.IdToPiece(i), i);
+  }
+  std::vector<int64_t> encode(const std::string& text) const override {
+    std::vector<int64_t> out;
+    size_t start = 0;
+    while (start <= text.size()) {
+      size_t best = std::string::npos;
+      const std::pair<std::string, int>* which = nullptr;
+      for (const auto& c : controls_) {
+        const size_t at = text.find(c.first, start);
+        if (at < best) best = at, which = &c;
+      }
+      const std::string seg = text.substr(start, best == std::string::npos ? std::string::npos : best - start);
+      if (!seg.empty()) {
+        std::vector<int> ids;
+        sp_.Encode(seg, &ids);
+        out.insert(out.end(), ids.begin(), ids.end());
+      }
+      if (!which) break;
+      out.push_back(which->second);
+      start = best + which->first.size();
+    }
+    return out;
+  }
+  std::string decode(const std::vector<int64_t>& ids) const override {
+    std::vector<int> v(ids.begin(), ids.end());
+    std::string text;
+    sp_.Decode(v, &text);
+    return text;
+  }
+
+ private:
+  sentencepiece::SentencePieceProcessor sp_;
+  std::vector<std::pair<std::string, int>> controls_;
+};
+
+std::unique_ptr<TextCodec> open_codec(const std::string& dir) {
+  if (path_exists(dir + "/tokenizer.model")) return std::make_unique<SentencePieceCodec>(dir + "/tokenizer.model");
+  return nullptr;
+}
 
 // BOS / EOS ids: generation_config.json first, then config.json.
 struct SpecialIds {
@@ -124,7 +178,12 @@ void report_speed(const GenerationStats& st) {
 // Prints the text of a growing id sequence as it becomes valid UTF-8.
 class StreamPrinter {
  public:
-  explicit StreamPrinter(const TextCodec& codec) : codec_(codec) {}
+  // `prefix`: ids already shown (their text is not printed again).
+  StreamPrinter(const TextCodec& codec, std::vector<int64_t> prefix) : codec_(codec), ids_(std::move(prefix)) {
+    printed_text_ = codec_.decode(ids_);
+    printed_ = prefix_size_ = printed_text_.size();
+  }
+  // The text printed so far beyond the prefix.
   void push(int64_t id) {
     ids_.push_back(id);
     const std::string text = codec_.decode(ids_);
@@ -149,6 +208,7 @@ class StreamPrinter {
   std::vector<int64_t> ids_;
   std::string printed_text_;
   size_t printed_ = 0;
+  size_t prefix_size_ = 0;
 };
 
 // ---- generate ---------------------------------------------------------------
@@ -187,7 +247,7 @@ int do_generate(const GenerateOptions& o) {
   if (codec && o.prompt_ids.empty()) {
     std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
     std::fflush(stdout);
-    printer = std::make_unique<StreamPrinter>(*codec);
+    printer = std::make_unique<StreamPrinter>(*codec, prompt);
   }
   bool first = true;
   GenerationStats st = generate_tokens(*model, sampler, prompt, 0, o.steps, sp.eos, [&](int64_t t) {
@@ -221,11 +281,207 @@ void register_generate(CLI::App& app, std::function<int()>& run) {
   g->callback([&run, o] { run = [o] { return do_generate(*o); }; });
 }
 
+// ---- chat -------------------------------------------------------------------
+
+struct ChatOptions {
+  std::string dir, system, messages_file;
+  int64_t steps = 512;
+  double temperature = 0.7, top_p = 0.9;
+  uint64_t seed = 0;
+  int64_t context = 0;
+};
+
+// A conversation held in the model's KV cache: each turn renders the whole
+// conversation with the chat template and feeds only the tokens after the
+// longest prefix already in the cache.
+class ChatSession {
+ public:
+  ChatSession(const ChatOptions& o)
+      : model_(LlamaModel::open(o.dir, {o.context})),
+        tpl_(ChatTemplate::from_model_dir(o.dir)),
+        codec_(open_codec(o.dir)),
+        sampler_({o.temperature, o.top_p, o.seed}),
+        steps_(o.steps) {
+    if (!codec_) throw InputError(o.dir + ": no tokenizer for chat");
+    const SpecialIds sp = special_ids(*model_);
+    stop_ = sp.eos;
+    if (stop_.empty()) throw InputError(o.dir + ": no eos_token_id in generation_config.json or config.json");
+  }
+
+  // Generate the assistant's reply to `messages`; streams it to stdout when
+  // `stream`.  Returns the reply text.
+  std::string reply(const Json& messages, bool stream, GenerationStats* stats) {
+    const std::string text = render_chat(tpl_, messages, true);
+    std::vector<int64_t> ids = codec_->encode(text);
+    size_t common = 0;
+    while (common < ids.size() && common < cached_.size() && ids[common] == cached_[common]) ++common;
+    if (common == ids.size()) --common;  // feed at least one token to get logits
+    std::vector<int64_t> feed(ids.begin() + int64_t(common), ids.end());
+    cached_.assign(ids.begin(), ids.begin() + int64_t(common));
+    cached_.insert(cached_.end(), feed.begin(), feed.end());
+    std::vector<int64_t> out;
+    StreamPrinter printer(*codec_, {});
+    int64_t next_pos = 0;
+    *stats = generate_tokens(*model_, sampler_, feed, int64_t(common), steps_, stop_,
+                             [&](int64_t t) {
+                               out.push_back(t);
+                               if (stream) printer.push(t);
+                               return true;
+                             },
+                             &next_pos);
+    // The cache now holds the prompt and every reply token but the last.
+    cached_.insert(cached_.end(), out.begin(), out.end());
+    cached_.resize(size_t(next_pos));
+    return codec_->decode(out);
+  }
+
+ private:
+  std::unique_ptr<LlamaModel> model_;
+  ChatTemplate tpl_;
+  std::unique_ptr<TextCodec> codec_;
+  Sampler sampler_;
+  int64_t steps_;
+  std::vector<int64_t> stop_, cached_;
+};
+
+int do_chat(const ChatOptions& o) {
+  ChatSession chat(o);
+  Json messages = Json::array();
+  if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
+  GenerationStats st;
+  if (!o.messages_file.empty()) {
+    Json in = read_json_file(o.messages_file);
+    if (in.is_object() && in.contains("messages")) in = in["messages"];
+    if (!in.is_array()) throw InputError(o.messages_file + ": expected a JSON array of messages");
+    Json replies = Json::array();
+    for (size_t i = 0; i < in.size(); ++i) {
+      const Json& m = in[i];
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() || !m.contains("content"))
+        throw InputError(fmt::format("{}: message {} needs \"role\" and \"content\"", o.messages_file, i));
+      messages.push_back(m);
+      const bool answered = i + 1 < in.size() && in[i + 1]["role"] == "assistant";
+      if (m["role"] == "user" && !answered) {
+        const std::string r = chat.reply(messages, false, &st);
+        replies.push_back(r);
+        messages.push_back({{"role", "assistant"}, {"content", r}});
+        if (!global_options().quiet) report_speed(st);
+      }
+    }
+    Json out = Json::object();
+    out["replies"] = replies;
+    out["messages"] = messages;
+    std::fputs(dump_json_pretty(out).c_str(), stdout);
+    return 0;
+  }
+  const bool tty = isatty(0);
+  std::string line;
+  while (true) {
+    if (tty) std::fputs("> ", stdout), std::fflush(stdout);
+    if (!std::getline(std::cin, line)) break;
+    if (line.empty()) continue;
+    messages.push_back({{"role", "user"}, {"content", line}});
+    const std::string r = chat.reply(messages, true, &st);
+    std::fputs("\n", stdout);
+    std::fflush(stdout);
+    messages.push_back({{"role", "assistant"}, {"content", r}});
+    if (!global_options().quiet) report_speed(st);
+  }
+  return 0;
+}
+
+void register_chat(CLI::App& app, std::function<int()>& run) {
+  auto o = std::make_shared<ChatOptions>();
+  CLI::App* c = app.add_subcommand("chat", "Talk with a model through its chat template (stdin lines are user turns)");
+  c->add_option("model", o->dir, "Hugging Face model directory")->required();
+  c->add_option("--system", o->system, "System message");
+  c->add_option("--messages", o->messages_file,
+                "JSON array of messages: answer each unanswered user turn, print {replies, messages} as JSON");
+  c->add_option("-n,--steps", o->steps, "Largest reply length in tokens")->capture_default_str();
+  c->add_option("--temperature", o->temperature, "Sampling temperature (0: greedy)")->capture_default_str();
+  c->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
+  c->add_option("--seed", o->seed, "Random seed")->capture_default_str();
+  c->add_option("--context", o->context, "KV cache length (default min(max_position_embeddings, 4096))");
+  c->callback([&run, o] { run = [o] { return do_chat(*o); }; });
+}
+
+// ---- perplexity ---------------------------------------------------------------
+
+struct PerplexityOptions {
+  std::string dir, file;
+  bool lines = false;
+  int64_t context = 0;
+};
+
+int do_perplexity(const PerplexityOptions& o) {
+  auto model = LlamaModel::open(o.dir, {o.context});
+  std::unique_ptr<TextCodec> codec = open_codec(o.dir);
+  if (!codec) throw InputError(o.dir + ": no tokenizer to encode --file");
+  const SpecialIds sp = special_ids(*model);
+  std::vector<int64_t> bos;
+  if (add_bos_default(o.dir) && !sp.bos.empty()) bos.push_back(sp.bos[0]);
+  const std::string text = read_file(o.file);
+  std::vector<std::vector<int64_t>> seqs;
+  const int64_t ctx = model->context_length();
+  auto add_chunks = [&](const std::vector<int64_t>& ids) {
+    // Windows of at most the context length, each starting with BOS.
+    const size_t room = size_t(ctx) - bos.size();
+    for (size_t i = 0; i < ids.size(); i += room) {
+      std::vector<int64_t> s = bos;
+      s.insert(s.end(), ids.begin() + int64_t(i), ids.begin() + int64_t(std::min(ids.size(), i + room)));
+      seqs.push_back(std::move(s));
+    }
+  };
+  if (o.lines) {
+    size_t start = 0;
+    while (start < text.size()) {
+      size_t end = text.find('\n', start);
+      if (end == std::string::npos) end = text.size();
+      std::string line = text.substr(start, end - start);
+      if (!line.empty() && line.back() == '\r') line.pop_back();
+      if (!line.empty()) add_chunks(codec->encode(line));
+      start = end + 1;
+    }
+  } else {
+    add_chunks(codec->encode(text));
+  }
+  double nll = 0;
+  int64_t count = 0;
+  auto t0 = std::chrono::steady_clock::now();
+  for (const auto& s : seqs) {
+    const SequenceScore sc = score_sequence(*model, s);
+    nll += sc.nll;
+    count += sc.predicted;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  if (count == 0) throw InputError(o.file + ": no tokens to score");
+  Json out = Json::object();
+  out["perplexity"] = std::exp(nll / double(count));
+  out["nll"] = nll;
+  out["tokens"] = count;
+  out["sequences"] = seqs.size();
+  std::fputs(out.dump().c_str(), stdout);
+  std::fputs("\n", stdout);
+  if (!global_options().quiet) std::fprintf(stderr, "scored %lld tokens, %.1f tokens/s\n", (long long)count, count / secs);
+  return 0;
+}
+
+void register_perplexity(CLI::App& app, std::function<int()>& run) {
+  auto o = std::make_shared<PerplexityOptions>();
+  CLI::App* c = app.add_subcommand("perplexity", "Perplexity of a model on a text file (JSON on stdout)");
+  c->add_option("model", o->dir, "Hugging Face model directory")->required();
+  c->add_option("--file", o->file, "UTF-8 text file")->required();
+  c->add_flag("--lines", o->lines, "Score each non-empty line as its own sequence (BOS first)");
+  c->add_option("--context", o->context, "Window length (default min(max_position_embeddings, 4096))");
+  c->callback([&run, o] { run = [o] { return do_perplexity(*o); }; });
+}
+
 }  // namespace
 
 void register_engine_commands(CLI::App& app, std::function<int()>& run) {
   register_convert(app, run);
   register_generate(app, run);
+  register_chat(app, run);
+  register_perplexity(app, run);
 }
 
 }  // namespace chatvec::cli
