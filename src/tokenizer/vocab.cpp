@@ -7,6 +7,7 @@
 #include "core/json_util.h"
 #include "tokenizer/json_fast.h"
 #include "tokenizer/sp_proto.h"
+#include "tokenizer/vocab_internal.h"
 
 namespace chatvec {
 
@@ -158,7 +159,7 @@ class VocabularyBuilder {
     return it->second;
   }
 
-  void load_hf_json(const std::string& path) {
+  void load_hf_json(const std::string& path, Json* keep) {
     v_.source_ = path;
     v_.format_ = TokenizerFormat::HfJson;
     std::string text = read_file(path);
@@ -236,6 +237,11 @@ class VocabularyBuilder {
     // The post-processor's template decides whether BOS is added.
     auto pp = j.find("post_processor");
     if (pp != j.end() && pp->is_object()) template_adds_special_ = template_prefix(*pp);
+    if (keep) {
+      j["model"].erase("vocab");
+      j["model"].erase("merges");
+      *keep = std::move(j);
+    }
   }
 
   // True when a TemplateProcessing "single" starts with a special token.
@@ -366,20 +372,22 @@ class VocabularyBuilder {
   bool template_adds_special_ = false;
 };
 
-Vocabulary Vocabulary::load(const std::string& path) {
+Vocabulary Vocabulary::load(const std::string& path) { return detail::load_vocabulary(path, nullptr); }
+
+Vocabulary detail::load_vocabulary(const std::string& path, Json* tokenizer_json) {
   Vocabulary v;
   VocabularyBuilder b(v);
   fs::path p(path);
   fs::path dir;
   if (fs::is_directory(p)) {
     dir = p;
-    if (fs::exists(p / "tokenizer.json")) b.load_hf_json((p / "tokenizer.json").string());
+    if (fs::exists(p / "tokenizer.json")) b.load_hf_json((p / "tokenizer.json").string(), tokenizer_json);
     else if (fs::exists(p / "tokenizer.model")) b.load_sp_model((p / "tokenizer.model").string());
     else throw InputError(path + ": no tokenizer.json or tokenizer.model in this directory");
   } else {
     if (!fs::exists(p)) throw InputError(path + ": no such file");
     dir = p.parent_path();
-    if (p.extension() == ".json") b.load_hf_json(path);
+    if (p.extension() == ".json") b.load_hf_json(path, tokenizer_json);
     else b.load_sp_model(path);
   }
   if (dir.empty()) dir = ".";

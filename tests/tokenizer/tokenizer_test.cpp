@@ -1,0 +1,195 @@
+// Encode/decode against the reference: transformers.js (@lenml/tokenizers
+// 3.7.2) for the tokenizer.json files, libsentencepiece for tokenizer.model.
+#include <gtest/gtest.h>
+
+#include <chrono>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
+#include "tokenizer_test_util.h"
+
+namespace chatvec {
+namespace {
+
+using namespace chatvec::testing;
+
+const std::vector<std::string>& sample_texts() {
+  static const std::vector<std::string> texts = {
+      "Hello world",
+      "",
+      "a",
+      " ",
+      "\n",
+      "The quick brown fox jumps over the lazy dog.",
+      "\xC2\xBF" "D\xC3\xB3nde est\xC3\xA1 la biblioteca? Ma\xC3\xB1" "ana ser\xC3\xA1 otro d\xC3\xAD" "a, se\xC3\xB1" "orita.",
+      "\xE6\x88\x91\xE4\xBB\xAC\xE4\xBB\x8A\xE5\xA4\xA9\xE5\x8E\xBB\xE5\x85\xAC\xE5\x9B\xAD\xE6\x95\xA3\xE6\xAD\xA5\xEF\xBC\x8C"
+      "\xE5\xA4\xA9\xE6\xB0\x94\xE5\xBE\x88\xE5\xA5\xBD\xE3\x80\x82",
+      "Emoji: \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xF0\x9F\x87\xAB\xF0\x9F\x87\xB7 \xE2\x9D\xA4\xEF\xB8\x8F!",
+      "def f(x):\n    if x > 0:\n        return x * 2\n\treturn None\n",
+      "  two  spaces   and\ttabs\t\there\n\nnewlines\r\n end   ",
+      "   leading spaces",
+      "trailing spaces   ",
+      "Numbers: 1 12 123 1234 12345 3.14159 1,000,000 and 9876543210",
+      "It's, we're, they've, I'm, you'll, he'd, don't IT'S WE'RE 'sup",
+      "<|begin_of_text|>Hi<|eot_id|>\n<|start_header_id|>user<|end_header_id|>\n\nyo",
+      "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHi!",
+      "<s>Hello</s> world <unk>",
+      "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82, \xD0\xBC\xD0\xB8\xD1\x80! "
+      "\xEC\x95\x88\xEB\x85\x95\xED\x95\x98\xEC\x84\xB8\xEC\x9A\x94 "
+      "\xE3\x81\x93\xE3\x82\x93\xE3\x81\xAB\xE3\x81\xA1\xE3\x81\xAF\xE3\x80\x81\xE4\xB8\x96\xE7\x95\x8C\xEF\xBC\x81 "
+      "\xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7",
+      "\xC3\x9Cn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 na\xC3\xAFve caf\xC3\xA9 \xE2\x80\x94 \xE2\x80\x9Cquotes\xE2\x80\x9D "
+      "\xE2\x80\x98single\xE2\x80\x99 \xE2\x80\xA6 \xC2\xBD \xC2\xB2 \xE2\x85\xAB \xD9\xA3",
+      "Combining: e\xCC\x81 A\xCC\x8A \xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB",
+      "Math \xF0\x9D\x94\x98\xF0\x9D\x94\xAB\xF0\x9D\x94\xA6 \xE2\x88\x80x\xE2\x88\x88\xE2\x84\x9D \x01\x7F done",
+      "url: https://example.com/a?b=c&d=e#f   x==y && z!=w;",
+      "\xEF\xBB\xBFword\xC2\xA0nbsp\xE3\x80\x80ideo",
+  };
+  return texts;
+}
+
+struct Reference {
+  std::vector<int> ids;
+  std::string decoded, decoded_skip;
+};
+
+std::vector<Reference> run_reference(const fs::path& models, const std::vector<std::string>& texts) {
+  TempDir tmp;
+  Json arr = Json::array();
+  for (const auto& t : texts) arr.push_back(t);
+  auto path = (tmp / "texts.json").string();
+  write_file(path, arr.dump());
+  auto r = run_command("node " + shell_quote((peers_dir() / "tokenizer_encode.mjs").string()) + " " +
+                       shell_quote(models.string()) + " " + shell_quote(path));
+  if (r.exit_code != 0) throw std::runtime_error("reference failed: " + r.err);
+  Json j = parse_json_strict(r.out, "reference output");
+  std::vector<Reference> out;
+  for (const auto& e : j.at("results"))
+    out.push_back({e.at("ids").get<std::vector<int>>(), e.at("decoded").get<std::string>(),
+                   e.at("decoded_skip").get<std::string>()});
+  return out;
+}
+
+std::string show(const std::vector<int>& ids) {
+  std::string s = "[";
+  for (size_t i = 0; i < ids.size(); ++i) s += (i ? "," : "") + std::to_string(ids[i]);
+  return s + "]";
+}
+
+bool contains_added(const Vocabulary& v, const std::string& text) {
+  for (const auto& a : v.added_tokens())
+    if (text.find(a.content) != std::string::npos) return true;
+  return false;
+}
+
+// Compares every sample with the reference; returns the number identical.
+void compare_with_reference(const std::string& name) {
+  auto models = lenml_models(name);
+  CHATVEC_REQUIRE_PATH(models);
+  if (!peers_installed()) GTEST_SKIP() << "peers not installed";
+  Tokenizer tk = Tokenizer::load(models.string());
+  std::vector<std::string> texts = sample_texts();
+  // A longer text for timing.
+  std::string big;
+  while (big.size() < 4096)
+    for (size_t i = 5; i < 12; ++i) big += sample_texts()[i] + " ";
+  texts.push_back(big);
+  auto ref = run_reference(models, texts);
+  ASSERT_EQ(ref.size(), texts.size());
+
+  int identical = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::string& x = texts[i];
+    SCOPED_TRACE("text " + std::to_string(i) + ": " + x.substr(0, 80));
+    auto t0 = std::chrono::steady_clock::now();
+    std::vector<int> ids = tk.encode(x, /*add_bos=*/true);
+    double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    if (x.size() > 4000) {
+      ::testing::Test::RecordProperty("encode_4k_ms", std::to_string(ms));
+      EXPECT_LT(ms, 100.0) << "encode of " << x.size() << " bytes took " << ms << " ms";
+    }
+    EXPECT_EQ(show(ids), show(ref[i].ids));
+    if (ids == ref[i].ids) ++identical;
+
+    EXPECT_EQ(tk.decode(ref[i].ids, /*skip_special=*/false), ref[i].decoded);
+    EXPECT_EQ(tk.decode(ref[i].ids, /*skip_special=*/true), ref[i].decoded_skip);
+
+    // Round trip: exact for text free of added tokens (and for byte-level
+    // BPE always, keeping special tokens), modulo NFC where the tokenizer
+    // normalizes.
+    std::string expect = x;
+    if (name == "qwen3") expect = unicode::nfc(x);
+    if (!contains_added(tk.vocab(), x)) {
+      EXPECT_EQ(tk.decode(ids), expect);
+    }
+    if (tk.vocab().kind() == ModelKind::ByteLevelBpe) {
+      EXPECT_EQ(tk.decode(ids, false), expect);
+    }
+
+    // Streaming pieces add up to the decoded text.
+    std::string streamed;
+    int prev = -1;
+    for (int id : ids) {
+      streamed += tk.decode_piece(prev, id);
+      prev = id;
+    }
+    EXPECT_EQ(streamed, tk.decode(ids));
+  }
+  ::testing::Test::RecordProperty("identical", std::to_string(identical) + "/" + std::to_string(texts.size()));
+  std::printf("[ %s ] identical ids for %d of %zu texts\n", name.c_str(), identical, texts.size());
+  EXPECT_EQ(identical, static_cast<int>(texts.size()));
+}
+
+TEST(TokenizerReference, Llama2) { compare_with_reference("llama2"); }
+TEST(TokenizerReference, Llama3) { compare_with_reference("llama3"); }
+TEST(TokenizerReference, Qwen3) { compare_with_reference("qwen3"); }
+
+TEST(Tokenizer, BosHandling) {
+  auto l2 = lenml_models("llama2"), l3 = lenml_models("llama3");
+  CHATVEC_REQUIRE_PATH(l2);
+  CHATVEC_REQUIRE_PATH(l3);
+  Tokenizer a = Tokenizer::load(l2.string());
+  EXPECT_TRUE(a.adds_bos());
+  EXPECT_EQ(a.encode("Hi", true).front(), 1);
+  EXPECT_NE(a.encode("Hi", false).front(), 1);
+  EXPECT_EQ(a.decode(a.encode("Hi there", true)), "Hi there");
+  EXPECT_EQ(a.decode(a.encode("Hi there", true), false), "<s> Hi there");
+  Tokenizer b = Tokenizer::load(l3.string());
+  EXPECT_FALSE(b.adds_bos());
+  EXPECT_EQ(b.encode("Hi", true), b.encode("Hi", false));
+  EXPECT_THROW(b.decode({1 << 30}), InputError);
+}
+
+TEST(Tokenizer, SentencePieceModel) {
+  auto path = tok512_model();
+  CHATVEC_REQUIRE_PATH(path);
+  Tokenizer tk = Tokenizer::load(path.string());
+  const std::vector<int> expected = {403, 407, 261, 378, 432, 317, 284, 316, 261, 400, 428};
+  EXPECT_EQ(tk.encode("Once upon a time, Lily met a dog", false), expected);
+  std::vector<int> with_bos = expected;
+  with_bos.insert(with_bos.begin(), 1);
+  EXPECT_EQ(tk.encode("Once upon a time, Lily met a dog", true), with_bos);
+  EXPECT_TRUE(tk.adds_bos());
+  EXPECT_EQ(tk.decode(with_bos), "Once upon a time, Lily met a dog");
+  EXPECT_EQ(tk.decode(with_bos, false), "<s>Once upon a time, Lily met a dog");
+  EXPECT_EQ(tk.encode("", true), std::vector<int>{1});
+  for (const auto& x : sample_texts()) {
+    auto ids = tk.encode(x, true);
+    std::string streamed;
+    int prev = -1;
+    for (int id : ids) {
+      streamed += tk.decode_piece(prev, id);
+      prev = id;
+    }
+    EXPECT_EQ(streamed, tk.decode(ids)) << x;
+  }
+  // ASCII text without rare characters round-trips (no unknowns).
+  std::string s = "Lily and Tom played in the park. They were happy.";
+  EXPECT_EQ(tk.decode(tk.encode(s, true)), s);
+}
+
+}  // namespace
+}  // namespace chatvec
