@@ -140,10 +140,12 @@ class HfTokenizer : public Tokenizer::Impl {
     // Merges: (left id, right id) -> (rank, merged id).
     const auto& merges = vocab.merges();
     merges_.reserve(merges.size() * 2);
+    std::string joined;
     for (size_t r = 0; r < merges.size(); ++r) {
       int a = vocab.id(merges[r].first), b = vocab.id(merges[r].second);
       if (a < 0 || b < 0) continue;
-      int m = vocab.id(merges[r].first + merges[r].second);
+      joined.assign(merges[r].first).append(merges[r].second);
+      int m = vocab.id(joined);
       if (m < 0) continue;
       merges_.emplace(key(a, b), Merge{static_cast<int>(r), m});
     }

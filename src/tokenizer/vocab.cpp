@@ -42,10 +42,13 @@ bool get_bool(const Json& j, const char* key, bool def, const std::string& what)
   return it->get<bool>();
 }
 
-int64_t get_id(const Json& j, const std::string& what, const std::string& context) {
-  if (!j.is_number_integer()) throw InputError(what + ": " + context + " is not an integer id");
+// `context` is only called to build an error message.
+template <class Context>
+int64_t get_id(const Json& j, const std::string& what, Context context) {
+  if (!j.is_number_integer()) throw InputError(what + ": " + std::string(context()) + " is not an integer id");
   int64_t id = j.get<int64_t>();
-  if (id < 0 || id >= kMaxId) throw InputError(what + ": " + context + " has id " + std::to_string(id) + " out of range");
+  if (id < 0 || id >= kMaxId)
+    throw InputError(what + ": " + std::string(context()) + " has id " + std::to_string(id) + " out of range");
   return id;
 }
 
@@ -186,7 +189,7 @@ class VocabularyBuilder {
     if (vit == model.end() || !vit->is_object()) throw InputError(path + ": model has no \"vocab\" object");
     const auto& vocab = vit->get_ref<const Json::object_t&>();
     int64_t max_id = -1;
-    for (const auto& [tok, idj] : vocab) max_id = std::max(max_id, get_id(idj, path, "vocab entry \"" + tok + "\""));
+    for (const auto& [tok, idj] : vocab) max_id = std::max(max_id, get_id(idj, path, [&] { return "vocab entry \"" + tok + "\""; }));
     v_.tokens_.reserve(max_id + 1 + 1024);
     v_.ids_.reserve(vocab.size() + 1024);
     std::optional<std::string> model_unk;
@@ -229,7 +232,7 @@ class VocabularyBuilder {
       if (!at->is_array()) throw InputError(path + ": \"added_tokens\" is not an array");
       for (const auto& e : *at) {
         if (!e.is_object() || !e.contains("id")) throw InputError(path + ": an added token has no \"id\"");
-        add_added(parse_added(e, get_id(e["id"], path, "added token"), path), path);
+        add_added(parse_added(e, get_id(e["id"], path, [] { return "added token"; }), path), path);
       }
     }
     unk_text_ = model_unk;
@@ -397,7 +400,7 @@ Vocabulary detail::load_vocabulary(const std::string& path, Json* tokenizer_json
 }
 
 int Vocabulary::id(std::string_view token) const {
-  auto it = ids_.find(std::string(token));
+  auto it = ids_.find(token);
   return it == ids_.end() ? -1 : it->second;
 }
 

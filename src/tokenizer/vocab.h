@@ -97,7 +97,11 @@ class Vocabulary {
   std::vector<float> scores_;
   std::vector<TokenType> types_;
   std::vector<uint8_t> flags_;  // bit 0: added, bit 1: special
-  std::unordered_map<std::string, int> ids_;
+  struct StringHash {
+    using is_transparent = void;
+    size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, int, StringHash, std::equal_to<>> ids_;
   std::vector<AddedToken> added_;
   std::vector<std::pair<std::string, std::string>> merges_;
   size_t base_size_ = 0;
