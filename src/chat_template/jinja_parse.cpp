@@ -1,6 +1,7 @@
 // Lexer and parser of the Jinja subset.
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 
@@ -795,7 +796,7 @@ class Parser {
       }
       case Tok::Float: {
         auto n = make(NodeType::Literal, tok.offset);
-        n->literal = Value::floating(std::stod(tok.value));
+        n->literal = Value::floating(std::strtod(tok.value.c_str(), nullptr));  // 1e400 -> inf, as Python
         return n;
       }
       case Tok::Op: {
@@ -877,7 +878,7 @@ class Parser {
           auto n = make(NodeType::GetItem, off);
           n->a = node;
           n->b = make(NodeType::Literal, tok.offset);
-          n->b->literal = Value::integer(std::stoll(next().value));
+          n->b->literal = Value::integer(std::strtoll(next().value.c_str(), nullptr, 10));
           node = n;
         } else {
           fail_(tok.offset, "expected an attribute name after '.', found " + describe(tok));

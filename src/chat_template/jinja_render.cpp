@@ -859,7 +859,7 @@ class Interpreter {
         const Value* v = cur.obj->find(part);
         cur = v ? *v : Value::undefined();
       } else if (cur.is_array() && !part.empty() && std::all_of(part.begin(), part.end(), ::isdigit)) {
-        size_t idx = std::stoul(part);
+        size_t idx = part.size() > 18 ? cur.arr->size() : std::stoul(part);
         cur = idx < cur.arr->size() ? (*cur.arr)[idx] : Value::undefined();
       } else {
         return Value::undefined();

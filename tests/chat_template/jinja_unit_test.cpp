@@ -35,6 +35,7 @@ TEST(JinjaLiterals, NumbersStringsAndConstants) {
   EXPECT_EQ(R(R"({{ "it's" "" ' joined' }})"), "it's joined");
   EXPECT_EQ(R("{{ [1, 'a', [true, none]] }}|{{ {'k': 'v', 'n': 1.0} }}"), "[1, 'a', [True, None]]|{'k': 'v', 'n': 1.0}");
   EXPECT_EQ(R("{{ 'x' ~ 1 ~ none ~ undefined_thing }}|{{ 'a' * 3 }}"), "x1None|aaa");
+  EXPECT_EQ(R("{{ 1e400 }}|{{ -1e400 }}|{{ 'x' * -2 }}|{{ 10 ** -1 }}"), "inf|-inf||0.1");
 }
 
 TEST(JinjaWhitespace, TrimBlocksLstripBlocksAndDashes) {
