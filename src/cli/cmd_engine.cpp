@@ -9,8 +9,6 @@
 #include <memory>
 #include <string>
 
-#include <sentencepiece_processor.h>
-
 #include "cli/command.h"
 #include "convert/llama2c_import.h"
 #include "chat_template/chat_template.h"
@@ -20,6 +18,7 @@
 #include "engine/generation.h"
 #include "engine/llama_model.h"
 #include "engine/sampler.h"
+#include "tokenizer/tokenizer.h"
 
 namespace chatvec::cli {
 namespace {
@@ -53,61 +52,13 @@ void register_convert(CLI::App& app, std::function<int()>& run) {
 
 // ---- model + tokenizer ----------------------------------------------------
 
-// The text side of a model directory: encode a prompt, decode ids.
-class TextCodec {
- public:
-  virtual ~TextCodec() = default;
-  virtual std::vector<int64_t> encode(const std::string& text) const = 0;  // no BOS
-  virtual std::string decode(const std::vector<int64_t>& ids) const = 0;
-};
+std::vector<int64_t> to_ids64(const std::vector<int>& v) { return std::vector<int64_t>(v.begin(), v.end()); }
+std::vector<int> to_ids32(const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); }
 
-// Interim codec until chatvec_tokenizer lands: SentencePiece's own library
-// on tokenizer.model, with control-token strings ("<s>") in the text mapped
-// to their ids.
-class SentencePieceCodec : public TextCodec {
- public:
-  explicit SentencePieceCodec(const std::string& path) {
-    if (!sp_.Load(path).ok()) throw InputError(path + ": not a valid SentencePiece model");
-    for (int i = 0; i < sp_.GetPieceSize(); ++i)
-      if (sp_.IsControl(i) && sp_.IdToPiece(i).size() > 0) controls_.emplace_back(sp_.IdToPiece(i), i);
-  }
-  std::vector<int64_t> encode(const std::string& text) const override {
-    std::vector<int64_t> out;
-    size_t start = 0;
-    while (start <= text.size()) {
-      size_t best = std::string::npos;
-      const std::pair<std::string, int>* which = nullptr;
-      for (const auto& c : controls_) {
-        const size_t at = text.find(c.first, start);
-        if (at < best) best = at, which = &c;
-      }
-      const std::string seg = text.substr(start, best == std::string::npos ? std::string::npos : best - start);
-      if (!seg.empty()) {
-        std::vector<int> ids;
-        sp_.Encode(seg, &ids);
-        out.insert(out.end(), ids.begin(), ids.end());
-      }
-      if (!which) break;
-      out.push_back(which->second);
-      start = best + which->first.size();
-    }
-    return out;
-  }
-  std::string decode(const std::vector<int64_t>& ids) const override {
-    std::vector<int> v(ids.begin(), ids.end());
-    std::string text;
-    sp_.Decode(v, &text);
-    return text;
-  }
-
- private:
-  sentencepiece::SentencePieceProcessor sp_;
-  std::vector<std::pair<std::string, int>> controls_;
-};
-
-std::unique_ptr<TextCodec> open_codec(const std::string& dir) {
-  if (path_exists(dir + "/tokenizer.model")) return std::make_unique<SentencePieceCodec>(dir + "/tokenizer.model");
-  return nullptr;
+// The model directory's tokenizer, or null when it has none (ids mode).
+std::unique_ptr<Tokenizer> open_tokenizer(const std::string& dir) {
+  if (!path_exists(dir + "/tokenizer.json") && !path_exists(dir + "/tokenizer.model")) return nullptr;
+  return std::make_unique<Tokenizer>(Tokenizer::load(dir));
 }
 
 // BOS / EOS ids: generation_config.json first, then config.json.
@@ -140,15 +91,6 @@ SpecialIds special_ids(const LlamaModel& m) {
   return s;
 }
 
-bool add_bos_default(const std::string& dir) {
-  const std::string tc = dir + "/tokenizer_config.json";
-  if (!path_exists(tc)) return true;
-  Json j = read_json_file(tc);
-  auto it = j.find("add_bos_token");
-  if (it == j.end()) return true;  // LlamaTokenizer's default
-  return it->is_boolean() && it->get<bool>();
-}
-
 std::vector<int64_t> parse_ids(const std::string& s) {
   std::vector<int64_t> ids;
   size_t i = 0;
@@ -175,40 +117,37 @@ void report_speed(const GenerationStats& st) {
                st.generate_seconds > 0 ? st.generated_tokens / st.generate_seconds : 0.0);
 }
 
-// Prints the text of a growing id sequence as it becomes valid UTF-8.
+// Streams generated tokens as text: each token's bytes (decode_piece) are
+// printed as soon as they complete a UTF-8 character.
 class StreamPrinter {
  public:
-  // `prefix`: ids already shown (their text is not printed again).
-  StreamPrinter(const TextCodec& codec, std::vector<int64_t> prefix) : codec_(codec), ids_(std::move(prefix)) {
-    printed_text_ = codec_.decode(ids_);
-    printed_ = prefix_size_ = printed_text_.size();
-  }
-  // The text printed so far beyond the prefix.
+  StreamPrinter(const Tokenizer& tok, int64_t prev) : tok_(tok), prev_(int(prev)) {}
+  ~StreamPrinter() { flush(); }
   void push(int64_t id) {
-    ids_.push_back(id);
-    const std::string text = codec_.decode(ids_);
-    // Hold back an incomplete UTF-8 sequence at the end.
-    size_t n = text.size(), k = n;
-    while (k > 0 && n - k < 4 && (uint8_t(text[k - 1]) & 0xC0) == 0x80) --k;
-    if (k > 0 && uint8_t(text[k - 1]) >= 0xC0) {
-      const uint8_t lead = uint8_t(text[k - 1]);
+    pending_ += tok_.decode_piece(prev_, int(id));
+    prev_ = int(id);
+    // Hold back a trailing incomplete UTF-8 sequence.
+    size_t n = pending_.size(), k = n;
+    while (k > 0 && n - k < 3 && (uint8_t(pending_[k - 1]) & 0xC0) == 0x80) --k;
+    if (k > 0 && uint8_t(pending_[k - 1]) >= 0xC0) {
+      const uint8_t lead = uint8_t(pending_[k - 1]);
       const size_t need = lead >= 0xF0 ? 4 : lead >= 0xE0 ? 3 : 2;
       if (n - (k - 1) < need) n = k - 1;
     }
-    if (n > printed_ && text.compare(0, printed_, printed_text_) == 0) {
-      std::fwrite(text.data() + printed_, 1, n - printed_, stdout);
-      std::fflush(stdout);
-      printed_text_ = text.substr(0, n);
-      printed_ = n;
-    }
+    std::fwrite(pending_.data(), 1, n, stdout);
+    std::fflush(stdout);
+    pending_.erase(0, n);
+  }
+  void flush() {
+    std::fwrite(pending_.data(), 1, pending_.size(), stdout);
+    std::fflush(stdout);
+    pending_.clear();
   }
 
  private:
-  const TextCodec& codec_;
-  std::vector<int64_t> ids_;
-  std::string printed_text_;
-  size_t printed_ = 0;
-  size_t prefix_size_ = 0;
+  const Tokenizer& tok_;
+  int prev_;
+  std::string pending_;
 };
 
 // ---- generate ---------------------------------------------------------------
@@ -226,28 +165,23 @@ int do_generate(const GenerateOptions& o) {
   auto model = LlamaModel::open(o.dir, {o.context});
   const SpecialIds sp = special_ids(*model);
   Sampler sampler({o.temperature, o.top_p, o.seed});
-  std::unique_ptr<TextCodec> codec = open_codec(o.dir);
+  std::unique_ptr<Tokenizer> tok = open_tokenizer(o.dir);
   std::vector<int64_t> prompt;
   if (!o.prompt_ids.empty()) {
     prompt = parse_ids(o.prompt_ids);
   } else {
-    if (!codec) throw InputError(o.dir + ": no tokenizer available for --prompt (use --prompt-ids)");
-    if (!o.no_bos && add_bos_default(o.dir)) {
-      if (sp.bos.empty()) throw InputError(o.dir + ": no bos_token_id in generation_config.json or config.json");
-      prompt.push_back(sp.bos[0]);
-    }
-    const std::vector<int64_t> text = codec->encode(o.prompt);
-    prompt.insert(prompt.end(), text.begin(), text.end());
+    if (!tok) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model for --prompt (use --prompt-ids)");
+    prompt = to_ids64(tok->encode(o.prompt, !o.no_bos));
   }
   if (prompt.empty()) {
     if (sp.bos.empty()) throw InputError("empty prompt and no bos_token_id to start from");
     prompt.push_back(sp.bos[0]);
   }
   std::unique_ptr<StreamPrinter> printer;
-  if (codec && o.prompt_ids.empty()) {
+  if (tok && o.prompt_ids.empty()) {
     std::fwrite(o.prompt.data(), 1, o.prompt.size(), stdout);
     std::fflush(stdout);
-    printer = std::make_unique<StreamPrinter>(*codec, prompt);
+    printer = std::make_unique<StreamPrinter>(*tok, prompt.back());
   }
   bool first = true;
   GenerationStats st = generate_tokens(*model, sampler, prompt, 0, o.steps, sp.eos, [&](int64_t t) {
@@ -260,6 +194,7 @@ int do_generate(const GenerateOptions& o) {
     }
     return true;
   });
+  if (printer) printer->flush();
   std::printf("\n");
   report_speed(st);
   return 0;
@@ -299,10 +234,10 @@ class ChatSession {
   ChatSession(const ChatOptions& o)
       : model_(LlamaModel::open(o.dir, {o.context})),
         tpl_(ChatTemplate::from_model_dir(o.dir)),
-        codec_(open_codec(o.dir)),
+        tok_(open_tokenizer(o.dir)),
         sampler_({o.temperature, o.top_p, o.seed}),
         steps_(o.steps) {
-    if (!codec_) throw InputError(o.dir + ": no tokenizer for chat");
+    if (!tok_) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model for chat");
     const SpecialIds sp = special_ids(*model_);
     stop_ = sp.eos;
     if (stop_.empty()) throw InputError(o.dir + ": no eos_token_id in generation_config.json or config.json");
@@ -312,7 +247,8 @@ class ChatSession {
   // `stream`.  Returns the reply text.
   std::string reply(const Json& messages, bool stream, GenerationStats* stats) {
     const std::string text = render_chat(tpl_, messages, true);
-    std::vector<int64_t> ids = codec_->encode(text);
+    // As apply_chat_template(tokenize=True): the template writes BOS itself.
+    std::vector<int64_t> ids = to_ids64(tok_->encode(text, false));
     size_t common = 0;
     while (common < ids.size() && common < cached_.size() && ids[common] == cached_[common]) ++common;
     if (common == ids.size()) --common;  // feed at least one token to get logits
@@ -320,7 +256,7 @@ class ChatSession {
     cached_.assign(ids.begin(), ids.begin() + int64_t(common));
     cached_.insert(cached_.end(), feed.begin(), feed.end());
     std::vector<int64_t> out;
-    StreamPrinter printer(*codec_, {});
+    StreamPrinter printer(*tok_, ids.back());
     int64_t next_pos = 0;
     *stats = generate_tokens(*model_, sampler_, feed, int64_t(common), steps_, stop_,
                              [&](int64_t t) {
@@ -332,13 +268,14 @@ class ChatSession {
     // The cache now holds the prompt and every reply token but the last.
     cached_.insert(cached_.end(), out.begin(), out.end());
     cached_.resize(size_t(next_pos));
-    return codec_->decode(out);
+    printer.flush();
+    return tok_->decode(to_ids32(out));
   }
 
  private:
   std::unique_ptr<LlamaModel> model_;
   ChatTemplate tpl_;
-  std::unique_ptr<TextCodec> codec_;
+  std::unique_ptr<Tokenizer> tok_;
   Sampler sampler_;
   int64_t steps_;
   std::vector<int64_t> stop_, cached_;
@@ -414,11 +351,11 @@ struct PerplexityOptions {
 
 int do_perplexity(const PerplexityOptions& o) {
   auto model = LlamaModel::open(o.dir, {o.context});
-  std::unique_ptr<TextCodec> codec = open_codec(o.dir);
-  if (!codec) throw InputError(o.dir + ": no tokenizer to encode --file");
-  const SpecialIds sp = special_ids(*model);
-  std::vector<int64_t> bos;
-  if (add_bos_default(o.dir) && !sp.bos.empty()) bos.push_back(sp.bos[0]);
+  std::unique_ptr<Tokenizer> tok = open_tokenizer(o.dir);
+  if (!tok) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model to encode --file");
+  // The special tokens the tokenizer puts before a sequence (BOS), found by
+  // encoding an empty text.
+  const std::vector<int64_t> bos = to_ids64(tok->encode("", true));
   const std::string text = read_file(o.file);
   std::vector<std::vector<int64_t>> seqs;
   const int64_t ctx = model->context_length();
@@ -438,11 +375,11 @@ int do_perplexity(const PerplexityOptions& o) {
       if (end == std::string::npos) end = text.size();
       std::string line = text.substr(start, end - start);
       if (!line.empty() && line.back() == '\r') line.pop_back();
-      if (!line.empty()) add_chunks(codec->encode(line));
+      if (!line.empty()) add_chunks(to_ids64(tok->encode(line, false)));
       start = end + 1;
     }
   } else {
-    add_chunks(codec->encode(text));
+    add_chunks(to_ids64(tok->encode(text, false)));
   }
   double nll = 0;
   int64_t count = 0;
