@@ -24,6 +24,8 @@
 #include "core/staging.h"
 #include "merge/executor.h"
 #include "merge/model_files.h"
+#include "merge/output_tokenizer.h"
+#include "merge/vocab_policy.h"
 #include "merge/plan.h"
 
 namespace chatvec::cli {
@@ -44,6 +46,9 @@ struct CommonOptions {
 struct MergeOptions : CommonOptions {
   std::string base, chat, target;
   double ratio = 1.0;
+  std::string embeddings = "auto";
+  std::string special_tokens = "transplant";
+  std::string chat_template;
 };
 
 struct ExtractOptions : CommonOptions {
@@ -177,6 +182,11 @@ struct WriteJob {
   ModelCard card;
   Json recipe;  // written as chatvec.json for vectors (null for models)
   bool vector_output = false;
+  std::string template_file;              // --chat-template
+  std::vector<std::string> preamble;      // report lines printed before the plan
+  // Runs after the files are copied, on the staging directory; returns
+  // report lines.
+  std::function<std::vector<std::string>(const std::string&)> after_files;
 };
 
 int run_write_job(WriteJob& job) {
@@ -185,6 +195,7 @@ int run_write_job(WriteJob& job) {
   if (o.threads > 0) omp_set_num_threads(o.threads);
   const uint64_t out_bytes = planned_output_bytes(*job.plan, job.exec);
 
+  for (const auto& line : job.preamble) say("{}\n", line);
   if (o.dry_run) {
     print_plan(*job.plan, job.exec, nullptr, o.out);
     if (path_exists(o.out)) say("note: {} exists{}\n", o.out, o.force ? " and would be replaced" : ": use --force");
@@ -210,9 +221,12 @@ int run_write_job(WriteJob& job) {
   bar.finish();
 
   const std::string torch_dtype = o.dtype == "auto" ? "" : torch_dtype_name(*dtype_from_user(o.dtype));
-  ModelFilesReport files = write_model_files(job.files_from, job.template_from, staged.path(), torch_dtype);
+  ModelFilesReport files =
+      write_model_files(job.files_from, job.template_from, staged.path(), torch_dtype, job.template_file);
   for (const auto& n : files.notes) say("note: {}\n", n);
   if (!files.chat_template_source.empty()) say("chat template: {}\n", files.chat_template_source);
+  if (job.after_files)
+    for (const auto& line : job.after_files(staged.path())) say("{}\n", line);
   if (job.vector_output) {
     // The chat model's config is kept for reference under another name, so
     // that the vector directory is never mistaken for a loadable model.
@@ -237,9 +251,28 @@ int run_merge(const MergeOptions& o) {
   Checkpoint chat = open_model(o.chat, "chat");
   Checkpoint target = open_model(o.target, "target");
   PlanOptions po = plan_options(o);
+  VocabOptions vo;
+  vo.policy = *embedding_policy_from_name(o.embeddings);
+  vo.transplant = o.special_tokens == "transplant";
+  auto vocab = std::make_shared<VocabDecision>(decide_vocabulary(base, chat, target, vo));
+  for (const auto& name : vocab_tensor_names(target)) {
+    if (vocab->row_map) po.row_maps[name] = vocab->row_map;
+    if (vocab->skip_tensors) po.keep_unchanged[name] = "--embeddings skip";
+  }
   MergePlan plan = build_plan(target, &target, {VectorInput{o.ratio, &chat, &base, "chat"}}, po);
+  const bool dirs = chat.is_directory() && target.is_directory();
+  auto eos = std::make_shared<EosDecision>(dirs ? decide_eos(chat.dir(), target.dir(), *vocab) : EosDecision{});
 
   WriteJob job;
+  job.preamble = describe_vocabulary(*vocab);
+  if (!eos->token.empty())
+    job.preamble.push_back("eos: the chat model's \"" + eos->token + "\" (" + eos->source + ") -> output id " +
+                           std::to_string(eos->output_id));
+  job.template_file = o.chat_template;
+  if (dirs)
+    job.after_files = [vocab, eos, tdir = target.dir()](const std::string& staging) {
+      return finalize_output_tokenizer(staging, tdir, *vocab, *eos);
+    };
   job.opts = &o;
   job.plan = &plan;
   job.exec.shard_size = parse_size(o.shard_size);
@@ -351,6 +384,16 @@ void register_merge(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--target", o->target, "The model to give chat abilities (e.g. continually pre-trained)")
       ->required();
   sub->add_option("-r,--ratio", o->ratio, "Scale of the chat vector")->capture_default_str();
+  sub->add_option("--embeddings", o->embeddings,
+                  "Embedding/LM-head rows when vocabularies differ: auto, full, shared, align, skip")
+      ->check(CLI::IsMember({"auto", "full", "shared", "align", "skip"}))
+      ->capture_default_str();
+  sub->add_option("--special-tokens", o->special_tokens,
+                  "Tokens the chat model added (chat template, EOS): transplant them with their rows, or none")
+      ->check(CLI::IsMember({"transplant", "none"}))
+      ->capture_default_str();
+  sub->add_option("--chat-template", o->chat_template, "Use this Jinja file as the output's chat template")
+      ->check(CLI::ExistingFile);
   add_common(sub, *o, false);
   sub->callback([o, &run] { run = [o] { return run_merge(*o); }; });
 }

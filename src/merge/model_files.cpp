@@ -50,7 +50,8 @@ TemplateFiles find_template(const std::string& dir) {
 }  // namespace
 
 ModelFilesReport write_model_files(const std::string& files_from, const std::string& template_from,
-                                   const std::string& out_dir, const std::string& torch_dtype) {
+                                   const std::string& out_dir, const std::string& torch_dtype,
+                                   const std::string& template_file) {
   ModelFilesReport report;
   if (!files_from.empty() && is_directory(files_from)) {
     for (const auto& e : std::filesystem::directory_iterator(files_from)) {
@@ -62,8 +63,13 @@ ModelFilesReport write_model_files(const std::string& files_from, const std::str
     }
   }
 
-  if (!template_from.empty() && template_from != files_from) {
-    TemplateFiles t = find_template(template_from);
+  TemplateFiles override_template;
+  if (!template_file.empty()) {
+    override_template.has_config_field = true;
+    override_template.config_field = read_file(template_file);
+  }
+  if (!template_file.empty() || (!template_from.empty() && template_from != files_from)) {
+    TemplateFiles t = template_file.empty() ? find_template(template_from) : override_template;
     if (t.has_config_field || t.has_jinja) {
       // The chat model's template wins: drop whatever template files the
       // target carried, then write the chat model's.
@@ -77,7 +83,9 @@ ModelFilesReport write_model_files(const std::string& files_from, const std::str
       std::filesystem::remove(out_dir + "/chat_template.jinja");
       std::filesystem::remove(out_dir + "/chat_template.json");
       if (t.has_jinja) write_file(out_dir + "/chat_template.jinja", t.jinja);
-      report.chat_template_source = template_from + (t.has_jinja ? "/chat_template.jinja" : "/tokenizer_config.json");
+      report.chat_template_source =
+          !template_file.empty() ? template_file
+                                 : template_from + (t.has_jinja ? "/chat_template.jinja" : "/tokenizer_config.json");
     } else {
       report.notes.push_back("the chat model " + template_from + " has no chat template; the target's is kept");
     }

@@ -22,8 +22,11 @@ struct ModelFilesReport {
 // tokenizer_config.json, or chat_template.jinja), that template replaces the
 // one the copied files carry.  `dtype_name_for_config`, when not empty, is
 // written as config.json's torch_dtype.
+// `template_file`, when not empty, is a Jinja file whose text becomes the
+// chat template instead (--chat-template).
 ModelFilesReport write_model_files(const std::string& files_from, const std::string& template_from,
-                                   const std::string& out_dir, const std::string& torch_dtype);
+                                   const std::string& out_dir, const std::string& torch_dtype,
+                                   const std::string& template_file = "");
 
 struct ModelCard {
   std::string title;

@@ -120,6 +120,10 @@ MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const s
     const bool is_int = !dtype_is_float(ldt);
     const bool selected = opt.selection.selected(name);
     bool combine = selected && !is_int;
+    if (auto k = opt.keep_unchanged.find(name); k != opt.keep_unchanged.end() && combine) {
+      combine = false;
+      task.note = k->second;
+    }
 
     // Vectors extracted with a selection may not hold every tensor.
     if (combine && opt.allow_partial_vectors) {

@@ -65,6 +65,8 @@ struct PlanOptions {
   // Row maps for the vocabulary tensors (by tensor name), from the
   // vocabulary policy.  Those tensors become Rows tasks.
   std::map<std::string, std::shared_ptr<const RowMap>> row_maps;
+  // Tensors copied from the layout model unchanged, with the reason.
+  std::map<std::string, std::string> keep_unchanged;
 };
 
 // Copy: bytes of one input tensor.  Combine: element-wise arithmetic.

@@ -265,7 +265,7 @@ TEST_F(MergeCli, ErrorsExitNonZeroAndLeaveNoOutput) {
   fs::create_directories(path("existing"));
   const std::vector<ErrorCase> cases = {
       {"missing tensor", merge_args("base", "chat_missing", "target", "e1"), "tensor \"model.layers.2.mlp.up_proj.weight\" is missing from the chat model", 2},
-      {"vocabulary", merge_args("base", "chat", "target_vocab", "e2"), "vocabulary sizes differ", 2},
+      {"vocabulary", merge_args("base", "chat", "target_vocab", "e2"), "the vocabularies differ (512 embedding rows in the base, 576 in the target) and the tokenizers cannot be compared", 2},
       {"shape", merge_args("base", "chat_shape", "target", "e3"), "has shape", 2},
       {"corrupt file", merge_args("corrupt", "chat", "target", "e4"), "model-00001-of-00004.safetensors: header length", 2},
       {"no such model", merge_args("nothing", "chat", "target", "e5"), "no such file or directory", 2},

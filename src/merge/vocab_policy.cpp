@@ -1,0 +1,286 @@
+#include "merge/vocab_policy.h"
+
+#include <algorithm>
+
+#include "core/error.h"
+#include "core/file_util.h"
+
+namespace chatvec {
+
+const char* embedding_policy_name(EmbeddingPolicy p) {
+  switch (p) {
+    case EmbeddingPolicy::Auto: return "auto";
+    case EmbeddingPolicy::Full: return "full";
+    case EmbeddingPolicy::Shared: return "shared";
+    case EmbeddingPolicy::Align: return "align";
+    case EmbeddingPolicy::Skip: return "skip";
+  }
+  return "?";
+}
+
+std::optional<EmbeddingPolicy> embedding_policy_from_name(const std::string& s) {
+  for (auto p : {EmbeddingPolicy::Auto, EmbeddingPolicy::Full, EmbeddingPolicy::Shared, EmbeddingPolicy::Align,
+                 EmbeddingPolicy::Skip})
+    if (s == embedding_policy_name(p)) return p;
+  return std::nullopt;
+}
+
+std::vector<std::string> vocab_tensor_names(const Checkpoint& target) {
+  std::vector<std::string> out;
+  for (const auto& n : target.names())
+    if (is_vocab_tensor(n)) out.push_back(n);
+  return out;
+}
+
+namespace {
+
+bool has_tokenizer_files(const Checkpoint& c) {
+  return c.is_directory() &&
+         (path_exists(c.dir() + "/tokenizer.json") || path_exists(c.dir() + "/tokenizer.model"));
+}
+
+std::shared_ptr<const Vocabulary> try_load(const Checkpoint& c, const char* role, std::vector<std::string>& notes) {
+  if (!has_tokenizer_files(c)) {
+    notes.push_back(std::string(role) + " has no tokenizer.json or tokenizer.model");
+    return nullptr;
+  }
+  // A tokenizer that exists but is malformed is an error, not a shrug.
+  return std::make_shared<const Vocabulary>(Vocabulary::load(c.dir()));
+}
+
+// Does `v` start with every token of `prefix`, id for id?
+bool starts_with(const Vocabulary& v, const Vocabulary& prefix) {
+  if (v.size() < prefix.size()) return false;
+  for (size_t i = 0; i < prefix.size(); ++i)
+    if (v.token(int(i)) != prefix.token(int(i))) return false;
+  return true;
+}
+
+uint64_t rows_of(const Checkpoint& c, const std::vector<std::string>& names, const char* role) {
+  uint64_t rows = 0;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const CheckpointTensor* t = c.find(names[i]);
+    if (!t) throw InputError("tensor \"" + names[i] + "\" is missing from the " + role + " model " + c.path());
+    if (t->info->shape.size() != 2)
+      throw InputError("tensor \"" + names[i] + "\" in " + c.path() + " is not 2-D: " + shape_string(t->info->shape));
+    if (i == 0) rows = t->info->shape[0];
+    else if (t->info->shape[0] != rows)
+      throw InputError(c.path() + ": \"" + names[i] + "\" has " + std::to_string(t->info->shape[0]) + " rows but \"" +
+                       names[0] + "\" has " + std::to_string(rows));
+  }
+  return rows;
+}
+
+std::string choices_help() {
+  return "choose --embeddings shared (the target appends tokens to the base's vocabulary), align (match rows by "
+         "token string; needs both tokenizers) or skip (keep the target's rows, as the paper did)";
+}
+
+}  // namespace
+
+VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, const Checkpoint& target,
+                                const VocabOptions& opt) {
+  VocabDecision d;
+  const std::vector<std::string> names = vocab_tensor_names(target);
+  if (names.empty()) {
+    d.why = "the target has no embedding tensor";
+    return d;
+  }
+  d.rows_target = rows_of(target, names, "target");
+  d.rows_base = rows_of(base, names, "base");
+  d.rows_chat = rows_of(chat, names, "chat");
+  d.base = try_load(base, "the base", d.notes);
+  d.chat = try_load(chat, "the chat model", d.notes);
+  d.target = try_load(target, "the target", d.notes);
+  d.vocab_base = d.base ? d.base->size() : 0;
+  d.vocab_chat = d.chat ? d.chat->size() : 0;
+  d.vocab_target = d.target ? d.target->size() : 0;
+  const bool rows_equal = d.rows_base == d.rows_target && d.rows_chat == d.rows_base;
+
+  // The chat model's row for base token j: by string when both tokenizers
+  // are readable, else by index.
+  auto chat_row_of_base = [&](int64_t j) -> int64_t {
+    if (d.base && d.chat) {
+      if (j >= int64_t(d.base->size())) return j < int64_t(d.rows_chat) ? j : -1;  // padding row
+      const std::string& s = d.base->token(int(j));
+      const int c = s.empty() ? -1 : d.chat->id(s);
+      return c >= 0 && c < int64_t(d.rows_chat) ? c : -1;
+    }
+    return j < int64_t(d.rows_chat) ? j : -1;
+  };
+
+  EmbeddingPolicy p = opt.policy;
+  if (d.base && d.target) {
+    size_t overlap = 0;
+    for (size_t i = 0; i < d.target->size(); ++i) {
+      const std::string& s = d.target->token(int(i));
+      if (!s.empty() && d.base->contains(s)) ++overlap;
+    }
+    d.overlap = overlap;
+  }
+  if (p == EmbeddingPolicy::Auto) {
+    if (!d.base || !d.target) {
+      if (d.rows_base == d.rows_target) {
+        p = EmbeddingPolicy::Full;
+        d.why = "embedding shapes match and the tokenizers cannot be compared (" +
+                std::string(!d.base ? "base" : "target") + " has none)";
+      } else {
+        throw InputError("the vocabularies differ (" + std::to_string(d.rows_base) + " embedding rows in the base, " +
+                         std::to_string(d.rows_target) + " in the target) and the tokenizers cannot be compared (" +
+                         std::string(!d.base ? base.path() : target.path()) + " has no tokenizer): " + choices_help());
+      }
+    } else if (d.target->size() == d.base->size() && starts_with(*d.target, *d.base)) {
+      p = d.rows_base == d.rows_target ? EmbeddingPolicy::Full : EmbeddingPolicy::Shared;
+      d.why = "the target's and the base's vocabularies are identical (" + std::to_string(d.base->size()) + " tokens)" +
+              (p == EmbeddingPolicy::Shared ? " but their embedding rows differ" : "");
+    } else if (starts_with(*d.target, *d.base)) {
+      p = EmbeddingPolicy::Shared;
+      d.why = "the target's vocabulary (" + std::to_string(d.target->size()) + ") starts with the base's (" +
+              std::to_string(d.base->size()) + "): " + std::to_string(d.target->size() - d.base->size()) +
+              " tokens appended";
+    } else {
+      p = EmbeddingPolicy::Align;
+      d.why = "the vocabularies are ordered differently (" + std::to_string(d.overlap) + " of the target's " +
+              std::to_string(d.target->size()) + " tokens are in the base); rows are matched by token string";
+    }
+  } else {
+    d.why = "chosen with --embeddings";
+  }
+  d.policy = p;
+
+  std::vector<RowOp> rows(d.rows_target);
+  const int64_t rt = int64_t(d.rows_target);
+  const int64_t vt = d.target ? int64_t(d.target->size()) : rt;
+  auto combine_or_keep = [&](int64_t i, int64_t b) {
+    const int64_t c = b >= 0 && b < int64_t(d.rows_base) ? chat_row_of_base(b) : -1;
+    rows[size_t(i)] = c >= 0 ? RowOp{RowOp::Combine, i, c, b} : RowOp{RowOp::FromSource, i, -1, -1};
+  };
+  switch (p) {
+    case EmbeddingPolicy::Full:
+      if (d.rows_base != d.rows_target)
+        throw InputError("--embeddings full needs equal embedding shapes, but the base has " +
+                         std::to_string(d.rows_base) + " rows and the target " + std::to_string(d.rows_target) + ": " +
+                         choices_help());
+      for (int64_t i = 0; i < rt; ++i) combine_or_keep(i, i);
+      break;
+    case EmbeddingPolicy::Shared: {
+      int64_t n = std::min<int64_t>(int64_t(d.rows_base), rt);
+      if (d.base && d.target) n = std::min<int64_t>(n, int64_t(std::min(d.base->size(), d.target->size())));
+      if (d.base && d.target && !starts_with(*d.target, *d.base) && !starts_with(*d.base, *d.target))
+        d.notes.push_back("warning: with --embeddings shared the rows are matched by index, but the tokenizers "
+                          "differ within the shared range (align matches by token string)");
+      for (int64_t i = 0; i < rt; ++i) {
+        if (i < n) combine_or_keep(i, i);
+        else combine_or_keep(i, -1);
+      }
+      break;
+    }
+    case EmbeddingPolicy::Align:
+      if (!d.base || !d.target)
+        throw InputError("--embeddings align needs the tokenizers of base and target: " + d.notes.front());
+      for (int64_t i = 0; i < rt; ++i) {
+        const std::string s = i < vt ? d.target->token(int(i)) : std::string();
+        combine_or_keep(i, s.empty() ? -1 : d.base->id(s));
+      }
+      break;
+    case EmbeddingPolicy::Skip:
+    case EmbeddingPolicy::Auto:
+      for (int64_t i = 0; i < rt; ++i) combine_or_keep(i, -1);
+      break;
+  }
+
+  // Tokens the chat model added (absent from the base) follow their rows.
+  int64_t next_id = vt;
+  if (d.base && d.chat) {
+    std::vector<std::string> skipped;
+    const int64_t vc = std::min<int64_t>(int64_t(d.chat->size()), int64_t(d.rows_chat));
+    for (int64_t k = 0; k < vc; ++k) {
+      const std::string& s = d.chat->token(int(k));
+      if (s.empty() || d.base->contains(s)) continue;
+      if (!opt.transplant) {
+        skipped.push_back(s);
+        continue;
+      }
+      Transplant t{s, d.chat->is_special(int(k)) || d.chat->type(int(k)) == TokenType::Control, int(k), -1, false};
+      const int at = d.target ? d.target->id(s) : -1;
+      if (at >= 0 && at < rt) {
+        t.output_id = at;
+        rows[size_t(at)] = RowOp{RowOp::FromPlus, -1, k, -1};
+      } else if (d.target) {
+        t.output_id = int(next_id);
+        t.appended = true;
+        if (next_id < int64_t(rows.size())) {
+          rows[size_t(next_id)] = RowOp{RowOp::FromPlus, -1, k, -1};  // a padding row becomes the token's
+        } else {
+          rows.push_back(RowOp{RowOp::FromPlus, -1, k, -1});
+        }
+        ++next_id;
+      } else {
+        d.notes.push_back("warning: the chat model's token \"" + s +
+                          "\" cannot be transplanted: the target has no readable tokenizer");
+        continue;
+      }
+      d.transplants.push_back(std::move(t));
+    }
+    if (!skipped.empty())
+      d.notes.push_back("warning: " + std::to_string(skipped.size()) +
+                        " tokens the chat model added are not transplanted (--special-tokens none), e.g. \"" +
+                        skipped.front() + "\"");
+  } else if (d.rows_chat > d.rows_base) {
+    d.notes.push_back("warning: the chat model has " + std::to_string(d.rows_chat - d.rows_base) +
+                      " more embedding rows than the base, but without both tokenizers they cannot be identified");
+  }
+  d.vocab_output = d.target ? size_t(next_id) : 0;
+  d.rows_output = rows.size();
+  // Count what each row became; rows past the output tokenizer are padding.
+  const int64_t tokens_out = d.target ? next_id : int64_t(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) {
+    if (int64_t(i) >= tokens_out) ++d.rows_padding;
+    else if (rows[i].kind == RowOp::Combine) ++d.rows_combined;
+    else if (rows[i].kind == RowOp::FromSource) ++d.rows_target_kept;
+  }
+  if (d.rows_padding)
+    d.notes.push_back(std::to_string(d.rows_padding) + " padding rows beyond the output's " +
+                      std::to_string(tokens_out) + " tokens (vocab_size rounded up) are not tokens: kept as the "
+                      "target's" + (p == EmbeddingPolicy::Full ? " or combined by index" : ""));
+
+  if (p == EmbeddingPolicy::Skip && d.transplants.empty()) {
+    d.skip_tensors = true;
+  } else {
+    // Plain element-wise tensors when every row is combined with itself.
+    bool identity = rows_equal;
+    for (size_t i = 0; identity && i < rows.size(); ++i)
+      identity = rows[i].kind == RowOp::Combine && rows[i].source_row == int64_t(i) &&
+                 rows[i].plus_row == int64_t(i) && rows[i].minus_row == int64_t(i);
+    if (identity) return d;
+    auto map = std::make_shared<RowMap>();
+    map->rows = std::move(rows);
+    d.row_map = map;
+  }
+  return d;
+}
+
+std::vector<std::string> describe_vocabulary(const VocabDecision& d) {
+  std::vector<std::string> out;
+  auto vs = [](size_t v, uint64_t rows) {
+    std::string s = v ? std::to_string(v) + " tokens" : std::string("no tokenizer");
+    if (rows != v) s += ", " + std::to_string(rows) + " rows";
+    return s;
+  };
+  out.push_back("vocabulary: base " + vs(d.vocab_base, d.rows_base) + "; chat " + vs(d.vocab_chat, d.rows_chat) +
+                "; target " + vs(d.vocab_target, d.rows_target) +
+                (d.vocab_target && d.vocab_base ? "; " + std::to_string(d.overlap) + " target tokens in the base" : ""));
+  out.push_back("embeddings: " + std::string(embedding_policy_name(d.policy)) + " (" + d.why + ")");
+  if (d.rows_target)
+    out.push_back("embedding rows: " + std::to_string(d.rows_combined) + " get the vector, " +
+                  std::to_string(d.rows_target_kept) + " target rows kept, " + std::to_string(d.rows_padding) +
+                  " padding rows, " + std::to_string(d.transplants.size()) + " from the chat model; output " +
+                  std::to_string(d.rows_output) + " rows");
+  for (const auto& t : d.transplants)
+    out.push_back("  token \"" + t.content + "\": chat id " + std::to_string(t.chat_id) + " -> output id " +
+                  std::to_string(t.output_id) + (t.appended ? " (appended)" : " (the target's id; the row follows the token)"));
+  for (const auto& n : d.notes) out.push_back("  " + n);
+  return out;
+}
+
+}  // namespace chatvec
