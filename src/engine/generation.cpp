@@ -27,9 +27,11 @@ GenerationStats generate_tokens(LlamaModel& model, Sampler& sampler, const std::
   auto t0 = std::chrono::steady_clock::now();
   int64_t pos = start_pos;
   const float* logits = nullptr;
-  for (int64_t t : prompt) {
+  for (size_t i = 0; i < prompt.size(); i += size_t(LlamaModel::kMaxBatch)) {
     check_interrupted();
-    logits = model.forward(t, pos++);
+    const int64_t n = std::min<int64_t>(LlamaModel::kMaxBatch, int64_t(prompt.size() - i));
+    logits = model.forward_batch(prompt.data() + i, n, pos);
+    pos += n;
   }
   st.prompt_tokens = int64_t(prompt.size());
   st.prompt_seconds = seconds_since(t0);
@@ -57,15 +59,20 @@ SequenceScore score_sequence(LlamaModel& model, const std::vector<int64_t>& toke
   if (int64_t(tokens.size()) > model.context_length())
     throw InputError("sequence of " + std::to_string(tokens.size()) + " tokens exceeds the context length " +
                      std::to_string(model.context_length()));
-  for (size_t i = 0; i + 1 < tokens.size(); ++i) {
+  const int64_t inputs = int64_t(tokens.size()) - 1;  // the last token is only predicted
+  for (int64_t i0 = 0; i0 < inputs; i0 += LlamaModel::kMaxBatch) {
     check_interrupted();
-    const float* logits = model.forward(tokens[i], int64_t(i));
-    double mx = logits[0];
-    for (int64_t j = 1; j < V; ++j) mx = std::max(mx, double(logits[j]));
-    double sum = 0;
-    for (int64_t j = 0; j < V; ++j) sum += std::exp(double(logits[j]) - mx);
-    s.nll -= double(logits[tokens[i + 1]]) - mx - std::log(sum);
-    ++s.predicted;
+    const int64_t n = std::min(LlamaModel::kMaxBatch, inputs - i0);
+    const float* all = model.forward_batch(tokens.data() + i0, n, i0, true);
+    for (int64_t b = 0; b < n; ++b) {
+      const float* logits = all + b * V;
+      double mx = logits[0];
+      for (int64_t j = 1; j < V; ++j) mx = std::max(mx, double(logits[j]));
+      double sum = 0;
+      for (int64_t j = 0; j < V; ++j) sum += std::exp(double(logits[j]) - mx);
+      s.nll -= double(logits[tokens[i0 + b + 1]]) - mx - std::log(sum);
+      ++s.predicted;
+    }
   }
   return s;
 }

@@ -73,34 +73,44 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n, const float* table) 
 
 }  // namespace
 
-void matvec(const WeightView& w, const float* x, float* out, const float* bias) {
+void matmul(const WeightView& w, const float* x, int64_t n, int64_t x_stride, float* out, int64_t out_stride,
+            const float* bias) {
   const int64_t rows = w.rows, cols = w.cols;
-  const bool parallel = rows * cols >= (int64_t(1) << 16);
+  const bool parallel = rows * cols * n >= (int64_t(1) << 16);
   switch (w.dtype) {
     case DType::F32: {
       const float* p = static_cast<const float*>(w.data);
 #pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r) out[r] = dot_f32(p + r * cols, x, cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < n; ++b) out[b * out_stride + r] = dot_f32(p + r * cols, x + b * x_stride, cols);
       break;
     }
     case DType::BF16: {
       const uint16_t* p = static_cast<const uint16_t*>(w.data);
 #pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r) out[r] = dot_bf16(p + r * cols, x, cols);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < n; ++b) out[b * out_stride + r] = dot_bf16(p + r * cols, x + b * x_stride, cols);
       break;
     }
     case DType::F16: {
       const uint16_t* p = static_cast<const uint16_t*>(w.data);
       const float* table = f16_table();
 #pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r) out[r] = dot_f16(p + r * cols, x, cols, table);
+      for (int64_t r = 0; r < rows; ++r)
+        for (int64_t b = 0; b < n; ++b)
+          out[b * out_stride + r] = dot_f16(p + r * cols, x + b * x_stride, cols, table);
       break;
     }
     default:
       break;  // the loader admits only the three types above
   }
   if (bias)
-    for (int64_t r = 0; r < rows; ++r) out[r] += bias[r];
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t r = 0; r < rows; ++r) out[b * out_stride + r] += bias[r];
+}
+
+void matvec(const WeightView& w, const float* x, float* out, const float* bias) {
+  matmul(w, x, 1, w.cols, out, w.rows, bias);
 }
 
 void weights_to_f32(DType dtype, const void* data, int64_t n, float* out) {

@@ -19,6 +19,12 @@ struct WeightView {
 // accumulation, rows split across OpenMP threads.  `out` must not alias `x`.
 void matvec(const WeightView& w, const float* x, float* out, const float* bias = nullptr);
 
+// The same for n vectors at once: out[b * out_stride + r] = w[r, :] . x[b *
+// x_stride + :] (+ bias[r]).  Each weight row is read once for all n vectors;
+// every result is bit-identical to matvec's.
+void matmul(const WeightView& w, const float* x, int64_t n, int64_t x_stride, float* out, int64_t out_stride,
+            const float* bias = nullptr);
+
 // Row `row` of w as fp32 (embedding lookup).
 void weight_row_to_f32(const WeightView& w, int64_t row, float* out);
 // A whole (small) tensor as fp32: norm weights and biases.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <fmt/core.h>
+#include <stdexcept>
 
 #include "core/error.h"
 #include "formats/safetensors/safetensors_reader.h"
@@ -67,16 +68,17 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
   const size_t cache = size_t(c.num_layers) * size_t(m->ctx_) * size_t(c.kv_dim());
   m->key_cache_.reset(new float[cache]);
   m->value_cache_.reset(new float[cache]);
-  m->x_.resize(H);
-  m->xb_.resize(std::max(H, c.q_dim()));
-  m->q_.resize(c.q_dim());
-  m->k_.resize(c.kv_dim());
-  m->v_.resize(c.kv_dim());
-  m->att_out_.resize(c.q_dim());
-  m->scores_.resize(size_t(c.num_heads) * size_t(m->ctx_));
-  m->hb_.resize(I);
-  m->hb2_.resize(I);
-  m->logits_.resize(c.vocab_size);
+  const size_t B = kMaxBatch;
+  m->x_.resize(B * H);
+  m->xb_.resize(B * std::max(H, c.q_dim()));
+  m->q_.resize(B * c.q_dim());
+  m->k_.resize(B * c.kv_dim());
+  m->v_.resize(B * c.kv_dim());
+  m->att_out_.resize(B * c.q_dim());
+  m->scores_.resize(B * size_t(c.num_heads) * size_t(m->ctx_));
+  m->hb_.resize(B * I);
+  m->hb2_.resize(B * I);
+  m->logits_.resize(c.vocab_size);  // grows to [B, vocab] on first all_logits call
   return m;
 }
 
@@ -119,30 +121,32 @@ std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) {
   return out;
 }
 
-void LlamaModel::attention(int64_t l, int64_t pos) {
+void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
   const ModelConfig& c = config_;
-  const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), group = c.num_heads / c.num_kv_heads;
+  const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), qd = c.q_dim(), group = c.num_heads / c.num_kv_heads;
   const float* kc = key_cache_.get() + size_t(l) * size_t(ctx_) * size_t(kv_dim);
   const float* vc = value_cache_.get() + size_t(l) * size_t(ctx_) * size_t(kv_dim);
-  const int64_t first = c.sliding_window > 0 ? std::max<int64_t>(0, pos - c.sliding_window + 1) : 0;
   const float scale = float(1.0 / std::sqrt(double(hd)));
-  const bool parallel = (pos + 1) * c.num_heads * hd >= (int64_t(1) << 16);
+  const int64_t pairs = n * c.num_heads;
+  const bool parallel = (pos + n) * pairs * hd >= (int64_t(1) << 16);
 #pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t h = 0; h < c.num_heads; ++h) {
-    const float* q = q_.data() + h * hd;
+  for (int64_t bh = 0; bh < pairs; ++bh) {
+    const int64_t b = bh / c.num_heads, h = bh % c.num_heads, p = pos + b;
+    const int64_t first = c.sliding_window > 0 ? std::max<int64_t>(0, p - c.sliding_window + 1) : 0;
+    const float* q = q_.data() + b * qd + h * hd;
     const int64_t kvh = h / group;
-    float* s = scores_.data() + h * ctx_;
-    const int64_t n = pos + 1 - first;
-    for (int64_t t = 0; t < n; ++t) {
+    float* s = scores_.data() + bh * ctx_;
+    const int64_t len = p + 1 - first;
+    for (int64_t t = 0; t < len; ++t) {
       const float* k = kc + (first + t) * kv_dim + kvh * hd;
       float dot = 0;
       for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
       s[t] = dot * scale;
     }
-    softmax_inplace(s, n);
-    float* o = att_out_.data() + h * hd;
+    softmax_inplace(s, len);
+    float* o = att_out_.data() + b * qd + h * hd;
     std::fill(o, o + hd, 0.0f);
-    for (int64_t t = 0; t < n; ++t) {
+    for (int64_t t = 0; t < len; ++t) {
       const float* v = vc + (first + t) * kv_dim + kvh * hd;
       const float a = s[t];
       for (int64_t i = 0; i < hd; ++i) o[i] += a * v[i];
@@ -150,17 +154,30 @@ void LlamaModel::attention(int64_t l, int64_t pos) {
   }
 }
 
-const float* LlamaModel::forward(int64_t token, int64_t pos) {
+const float* LlamaModel::forward_batch(const int64_t* tokens, int64_t n, int64_t pos, bool all_logits) {
   const ModelConfig& c = config_;
-  if (token < 0 || token >= c.vocab_size)
-    throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", token, c.vocab_size));
-  if (pos < 0 || pos >= ctx_)
-    throw InputError(fmt::format("position {} is beyond the context length {}", pos, ctx_));
-  const int64_t H = c.hidden_size, hd = c.head_dim, half = hd / 2, kv_dim = c.kv_dim();
-  weight_row_to_f32(embed_, token, x_.data());
-  const float* cs = cos_.data() + pos * half;
-  const float* sn = sin_.data() + pos * half;
-  auto rope = [&](float* v, int64_t heads) {
+  if (n <= 0) throw std::invalid_argument("forward_batch: no tokens");
+  if (all_logits && n > kMaxBatch) throw std::invalid_argument("forward_batch: all_logits needs n <= kMaxBatch");
+  for (int64_t i = 0; i < n; ++i)
+    if (tokens[i] < 0 || tokens[i] >= c.vocab_size)
+      throw InputError(fmt::format("token id {} is outside the vocabulary (size {})", tokens[i], c.vocab_size));
+  if (pos < 0 || pos + n > ctx_)
+    throw InputError(fmt::format("position {} is beyond the context length {}", std::max(pos, pos + n - 1), ctx_));
+  for (int64_t done = 0; done < n; done += kMaxBatch) {
+    const int64_t m = std::min(kMaxBatch, n - done);
+    run_batch(tokens + done, m, pos + done, done + m == n, all_logits);
+  }
+  return logits_.data();
+}
+
+void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool want_logits, bool all_logits) {
+  const ModelConfig& c = config_;
+  const int64_t H = c.hidden_size, hd = c.head_dim, half = hd / 2, kv_dim = c.kv_dim(), qd = c.q_dim();
+  const int64_t I = c.intermediate_size, xbs = std::max(H, qd);
+  for (int64_t b = 0; b < n; ++b) weight_row_to_f32(embed_, tokens[b], x_.data() + b * H);
+  auto rope = [&](float* v, int64_t heads, int64_t p) {
+    const float* cs = cos_.data() + p * half;
+    const float* sn = sin_.data() + p * half;
     for (int64_t h = 0; h < heads; ++h) {
       float* a = v + h * hd;
       for (int64_t i = 0; i < half; ++i) {
@@ -170,34 +187,44 @@ const float* LlamaModel::forward(int64_t token, int64_t pos) {
       }
     }
   };
+  auto bias = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
-    rmsnorm(xb_.data(), x_.data(), L.attn_norm.data(), H, c.rms_norm_eps);
-    matvec(L.wq, xb_.data(), q_.data(), L.bq.empty() ? nullptr : L.bq.data());
-    matvec(L.wk, xb_.data(), k_.data(), L.bk.empty() ? nullptr : L.bk.data());
-    matvec(L.wv, xb_.data(), v_.data(), L.bv.empty() ? nullptr : L.bv.data());
-    rope(q_.data(), c.num_heads);
-    rope(k_.data(), c.num_kv_heads);
-    const size_t at = (size_t(l) * size_t(ctx_) + size_t(pos)) * size_t(kv_dim);
-    std::memcpy(key_cache_.get() + at, k_.data(), size_t(kv_dim) * 4);
-    std::memcpy(value_cache_.get() + at, v_.data(), size_t(kv_dim) * 4);
-    attention(l, pos);
-    matvec(L.wo, att_out_.data(), xb_.data(), L.bo.empty() ? nullptr : L.bo.data());
-    for (int64_t i = 0; i < H; ++i) x_[i] += xb_[i];
+    for (int64_t b = 0; b < n; ++b)
+      rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.attn_norm.data(), H, c.rms_norm_eps);
+    matmul(L.wq, xb_.data(), n, xbs, q_.data(), qd, bias(L.bq));
+    matmul(L.wk, xb_.data(), n, xbs, k_.data(), kv_dim, bias(L.bk));
+    matmul(L.wv, xb_.data(), n, xbs, v_.data(), kv_dim, bias(L.bv));
+    for (int64_t b = 0; b < n; ++b) {
+      rope(q_.data() + b * qd, c.num_heads, pos + b);
+      rope(k_.data() + b * kv_dim, c.num_kv_heads, pos + b);
+      const size_t at = (size_t(l) * size_t(ctx_) + size_t(pos + b)) * size_t(kv_dim);
+      std::memcpy(key_cache_.get() + at, k_.data() + b * kv_dim, size_t(kv_dim) * 4);
+      std::memcpy(value_cache_.get() + at, v_.data() + b * kv_dim, size_t(kv_dim) * 4);
+    }
+    attention(l, pos, n);
+    matmul(L.wo, att_out_.data(), n, qd, xb_.data(), xbs, bias(L.bo));
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t i = 0; i < H; ++i) x_[b * H + i] += xb_[b * xbs + i];
 
-    rmsnorm(xb_.data(), x_.data(), L.ffn_norm.data(), H, c.rms_norm_eps);
-    matvec(L.gate, xb_.data(), hb_.data());
-    matvec(L.up, xb_.data(), hb2_.data());
-    for (int64_t i = 0; i < c.intermediate_size; ++i) {
+    for (int64_t b = 0; b < n; ++b)
+      rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.ffn_norm.data(), H, c.rms_norm_eps);
+    matmul(L.gate, xb_.data(), n, xbs, hb_.data(), I);
+    matmul(L.up, xb_.data(), n, xbs, hb2_.data(), I);
+    for (int64_t i = 0; i < n * I; ++i) {
       const float g = hb_[i];
       hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
     }
-    matvec(L.down, hb_.data(), xb_.data());
-    for (int64_t i = 0; i < H; ++i) x_[i] += xb_[i];
+    matmul(L.down, hb_.data(), n, I, xb_.data(), xbs);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t i = 0; i < H; ++i) x_[b * H + i] += xb_[b * xbs + i];
   }
-  rmsnorm(x_.data(), x_.data(), final_norm_.data(), H, c.rms_norm_eps);
-  matvec(lm_head_, x_.data(), logits_.data());
-  return logits_.data();
+  if (!want_logits) return;
+  const int64_t first = all_logits ? 0 : n - 1, count = n - first;
+  for (int64_t b = first; b < n; ++b)
+    rmsnorm(x_.data() + b * H, x_.data() + b * H, final_norm_.data(), H, c.rms_norm_eps);
+  if (logits_.size() < size_t(count * c.vocab_size)) logits_.resize(size_t(count * c.vocab_size));
+  matmul(lm_head_, x_.data() + first * H, count, H, logits_.data(), c.vocab_size);
 }
 
 }  // namespace chatvec

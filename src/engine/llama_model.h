@@ -39,7 +39,14 @@ class LlamaModel {
   // Run `token` at position `pos` (0 <= pos < context_length(); the cache
   // holds positions < pos from earlier calls, which are kept).  Returns the
   // vocab_size logits, valid until the next call.
-  const float* forward(int64_t token, int64_t pos);
+  const float* forward(int64_t token, int64_t pos) { return forward_batch(&token, 1, pos); }
+
+  // Run tokens[0..n) at positions pos..pos+n-1 in batches of kMaxBatch, each
+  // weight row read once per batch (prompt processing).  Returns the logits
+  // of the last token, or with `all_logits` (n <= kMaxBatch) those of every
+  // token as [n, vocab_size].  Results are bit-identical to n forward() calls.
+  const float* forward_batch(const int64_t* tokens, int64_t n, int64_t pos, bool all_logits = false);
+  static constexpr int64_t kMaxBatch = 32;
 
  private:
   struct Layer {
@@ -49,7 +56,8 @@ class LlamaModel {
   LlamaModel(Checkpoint ckpt, ModelConfig config);
   WeightView matrix(const std::string& name, int64_t rows, int64_t cols);
   std::vector<float> vector(const std::string& name, int64_t n);
-  void attention(int64_t layer, int64_t pos);
+  void attention(int64_t layer, int64_t pos, int64_t n);
+  void run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool logits, bool all_logits);
 
   Checkpoint ckpt_;
   ModelConfig config_;

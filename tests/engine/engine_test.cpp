@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include "core/error.h"
@@ -268,6 +269,36 @@ TEST(Sampler, GreedyAndSeeded) {
   for (int i = 0; i < 50; ++i) EXPECT_EQ(tiny_p.sample(logits, 5), 1);
   EXPECT_THROW(Sampler({-1.0, 0.9, 0}), InputError);
   EXPECT_THROW(Sampler({1.0, 0.0, 0}), InputError);
+}
+
+}  // namespace
+}  // namespace chatvec::testing
+
+namespace chatvec::testing {
+namespace {
+
+// Batched prompt processing gives bit-identical logits to one token at a
+// time (each dot product is computed the same way).
+TEST(EngineModel, BatchEqualsStepwiseBitForBit) {
+  for (DType dt : {DType::F32, DType::BF16}) {
+    TempDir tmp;
+    write_tiny_model(tmp.path().string(), {tiny_llama3_config(), dt, 3});
+    auto a = LlamaModel::open(tmp.path().string()), b = LlamaModel::open(tmp.path().string());
+    const std::vector<int64_t> tokens = some_tokens(77, 300, 5);  // 2 full batches + 13
+    const int64_t V = 300;
+    std::vector<float> stepwise;
+    for (size_t p = 0; p < tokens.size(); ++p) {
+      const float* lg = a->forward(tokens[p], int64_t(p));
+      if (p >= 70) stepwise.insert(stepwise.end(), lg, lg + V);
+    }
+    b->forward_batch(tokens.data(), 70, 0);
+    const float* all = b->forward_batch(tokens.data() + 70, 7, 70, true);
+    EXPECT_EQ(0, std::memcmp(all, stepwise.data(), stepwise.size() * 4)) << dtype_name(dt);
+    // Last-token mode across several internal batches.
+    auto c = LlamaModel::open(tmp.path().string());
+    const float* last = c->forward_batch(tokens.data(), 77, 0);
+    EXPECT_EQ(0, std::memcmp(last, stepwise.data() + 6 * V, V * 4));
+  }
 }
 
 }  // namespace
