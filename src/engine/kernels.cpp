@@ -73,40 +73,42 @@ float dot_f16(const uint16_t* w, const float* x, int64_t n, const float* table) 
 
 }  // namespace
 
+inline float row_dot(const WeightView& w, int64_t r, const float* x, const float* f16) {
+  switch (w.dtype) {
+    case DType::F32:
+      return dot_f32(static_cast<const float*>(w.data) + r * w.cols, x, w.cols);
+    case DType::BF16:
+      return dot_bf16(static_cast<const uint16_t*>(w.data) + r * w.cols, x, w.cols);
+    case DType::F16:
+      return dot_f16(static_cast<const uint16_t*>(w.data) + r * w.cols, x, w.cols, f16);
+    default:
+      return 0;  // the loader admits only the three types above
+  }
+}
+
+void matmul_many(const MatmulTask* tasks, int count, const float* x, int64_t n, int64_t x_stride) {
+  int64_t total = 0, work = 0;
+  for (int t = 0; t < count; ++t) total += tasks[t].w->rows, work += tasks[t].w->rows * tasks[t].w->cols;
+  const float* f16 = f16_table();
+  const bool parallel = work * n >= (int64_t(1) << 16);
+#pragma omp parallel for schedule(static) if (parallel)
+  for (int64_t g = 0; g < total; ++g) {
+    int t = 0;
+    int64_t r = g;
+    while (r >= tasks[t].w->rows) r -= tasks[t].w->rows, ++t;
+    const MatmulTask& k = tasks[t];
+    for (int64_t b = 0; b < n; ++b) {
+      float v = row_dot(*k.w, r, x + b * x_stride, f16);
+      if (k.bias) v += k.bias[r];
+      k.out[b * k.out_stride + r] = v;
+    }
+  }
+}
+
 void matmul(const WeightView& w, const float* x, int64_t n, int64_t x_stride, float* out, int64_t out_stride,
             const float* bias) {
-  const int64_t rows = w.rows, cols = w.cols;
-  const bool parallel = rows * cols * n >= (int64_t(1) << 16);
-  switch (w.dtype) {
-    case DType::F32: {
-      const float* p = static_cast<const float*>(w.data);
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t b = 0; b < n; ++b) out[b * out_stride + r] = dot_f32(p + r * cols, x + b * x_stride, cols);
-      break;
-    }
-    case DType::BF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data);
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t b = 0; b < n; ++b) out[b * out_stride + r] = dot_bf16(p + r * cols, x + b * x_stride, cols);
-      break;
-    }
-    case DType::F16: {
-      const uint16_t* p = static_cast<const uint16_t*>(w.data);
-      const float* table = f16_table();
-#pragma omp parallel for schedule(static) if (parallel)
-      for (int64_t r = 0; r < rows; ++r)
-        for (int64_t b = 0; b < n; ++b)
-          out[b * out_stride + r] = dot_f16(p + r * cols, x + b * x_stride, cols, table);
-      break;
-    }
-    default:
-      break;  // the loader admits only the three types above
-  }
-  if (bias)
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t r = 0; r < rows; ++r) out[b * out_stride + r] += bias[r];
+  const MatmulTask t{&w, out, out_stride, bias};
+  matmul_many(&t, 1, x, n, x_stride);
 }
 
 void matvec(const WeightView& w, const float* x, float* out, const float* bias) {

@@ -25,6 +25,16 @@ void matvec(const WeightView& w, const float* x, float* out, const float* bias =
 void matmul(const WeightView& w, const float* x, int64_t n, int64_t x_stride, float* out, int64_t out_stride,
             const float* bias = nullptr);
 
+// Several products of the same inputs in one parallel region (q/k/v,
+// gate/up): one thread barrier instead of one per matrix.
+struct MatmulTask {
+  const WeightView* w;
+  float* out;
+  int64_t out_stride;
+  const float* bias = nullptr;
+};
+void matmul_many(const MatmulTask* tasks, int count, const float* x, int64_t n, int64_t x_stride);
+
 // Row `row` of w as fp32 (embedding lookup).
 void weight_row_to_f32(const WeightView& w, int64_t row, float* out);
 // A whole (small) tensor as fp32: norm weights and biases.

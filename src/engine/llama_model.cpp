@@ -192,9 +192,10 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
     Layer& L = layers_[l];
     for (int64_t b = 0; b < n; ++b)
       rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.attn_norm.data(), H, c.rms_norm_eps);
-    matmul(L.wq, xb_.data(), n, xbs, q_.data(), qd, bias(L.bq));
-    matmul(L.wk, xb_.data(), n, xbs, k_.data(), kv_dim, bias(L.bk));
-    matmul(L.wv, xb_.data(), n, xbs, v_.data(), kv_dim, bias(L.bv));
+    const MatmulTask qkv[3] = {{&L.wq, q_.data(), qd, bias(L.bq)},
+                               {&L.wk, k_.data(), kv_dim, bias(L.bk)},
+                               {&L.wv, v_.data(), kv_dim, bias(L.bv)}};
+    matmul_many(qkv, 3, xb_.data(), n, xbs);
     for (int64_t b = 0; b < n; ++b) {
       rope(q_.data() + b * qd, c.num_heads, pos + b);
       rope(k_.data() + b * kv_dim, c.num_kv_heads, pos + b);
@@ -209,8 +210,8 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
 
     for (int64_t b = 0; b < n; ++b)
       rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.ffn_norm.data(), H, c.rms_norm_eps);
-    matmul(L.gate, xb_.data(), n, xbs, hb_.data(), I);
-    matmul(L.up, xb_.data(), n, xbs, hb2_.data(), I);
+    const MatmulTask gate_up[2] = {{&L.gate, hb_.data(), I}, {&L.up, hb2_.data(), I}};
+    matmul_many(gate_up, 2, xb_.data(), n, xbs);
     for (int64_t i = 0; i < n * I; ++i) {
       const float g = hb_[i];
       hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
