@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "core/error.h"
+#include "core/sigbus_guard.h"
 
 namespace chatvec {
 
@@ -29,6 +30,7 @@ bool interrupted() { return g_signal.load(std::memory_order_relaxed) != 0; }
 void check_interrupted() {
   int sig = g_signal.load(std::memory_order_relaxed);
   if (sig) throw Error(sig == SIGINT ? "interrupted" : "terminated by signal " + std::to_string(sig), 128 + sig);
+  check_input_faults();  // SIGBUS from a mapped input that was truncated (sigbus_guard.h)
 }
 
 }  // namespace chatvec

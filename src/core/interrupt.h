@@ -7,7 +7,8 @@ namespace chatvec {
 
 void install_interrupt_handlers();
 bool interrupted();
-// Throws an Error (exit status 130) if a signal arrived.
+// Throws an Error (exit status 130) if a signal arrived, or RuntimeFailure
+// if a mapped input file was truncated or rewritten (see sigbus_guard.h).
 void check_interrupted();
 
 }  // namespace chatvec

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "core/error.h"
+#include "core/sigbus_guard.h"
 
 namespace chatvec {
 
@@ -25,10 +26,12 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
     void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd_, 0);
     if (p == MAP_FAILED) throw_errno(path + ": cannot memory-map");
     data_ = static_cast<const uint8_t*>(p);
+    watch_mapped_input(data_, size_, path_, fd_);  // truncation while mapped: an error, not SIGBUS
   }
 }
 
 MappedFile::~MappedFile() {
+  unwatch_mapped_input(data_);
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
   if (fd_ >= 0) ::close(fd_);
 }
