@@ -46,8 +46,8 @@ void check_same_shape(const std::string& name, const Checkpoint& a, const Checkp
       ta.info->shape[1] == tb.info->shape[1])
     throw InputError("tensor \"" + name + "\": vocabulary sizes differ (" + std::to_string(ta.info->shape[0]) +
                      " rows in " + a.path() + ", " + std::to_string(tb.info->shape[0]) + " in " + b.path() +
-                     "); merging embeddings across different vocabularies needs a vocabulary policy, which is not "
-                     "implemented yet: keep the target's rows with --exclude 'embed_tokens|lm_head'");
+                     "); extract and apply need equal vocabularies: use `chatvec merge`, whose --embeddings policies "
+                     "handle different vocabularies, or keep the target's rows with --exclude 'embed_tokens|lm_head'");
   throw InputError("tensor \"" + name + "\" has shape " + shape_string(ta.info->shape) + " in " + a.path() +
                    " but " + shape_string(tb.info->shape) + " in " + b.path());
 }

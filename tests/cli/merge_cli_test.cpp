@@ -175,6 +175,24 @@ TEST_F(MergeCli, OutputDirectoryFiles) {
   EXPECT_FALSE(fs::exists(out + "/model.safetensors.index.json"));
 }
 
+TEST_F(MergeCli, ChatTemplateJinjaAndOverride) {
+  // A chat model with chat_template.jinja: the output carries that file.
+  fs::create_directories(path("chat_jinja"));
+  for (const auto& e : fs::directory_iterator(path("chat"))) fs::copy(e.path(), path("chat_jinja") / e.path().filename());
+  std::ofstream(path("chat_jinja") + "/chat_template.jinja") << "{{ messages[0].content }}JINJA";
+  auto r = chatvec("-q " + merge_args("base", "chat_jinja", "target", "jinja_out"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  std::ifstream jf(path("jinja_out") + "/chat_template.jinja");
+  std::string text((std::istreambuf_iterator<char>(jf)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(text, "{{ messages[0].content }}JINJA");
+  // --chat-template FILE replaces it.
+  std::ofstream(path("custom.jinja")) << "CUSTOM {{ messages }}";
+  r = chatvec("-q " + merge_args("base", "chat_jinja", "target", "custom_out") + " --chat-template " + path("custom.jinja"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json_file(path("custom_out") + "/tokenizer_config.json")["chat_template"], "CUSTOM {{ messages }}");
+  EXPECT_FALSE(fs::exists(path("custom_out") + "/chat_template.jinja"));
+}
+
 TEST_F(MergeCli, ExtractThenApplyEqualsMerge) {
   ASSERT_EQ(chatvec("-q extract --base " + path("base") + " --chat " + path("chat") + " --dtype f32 -o " + path("vec")).exit_code, 0);
   EXPECT_TRUE(fs::exists(path("vec") + "/chatvec.json"));
