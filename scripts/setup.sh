@@ -13,6 +13,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-torch python3-sentencepiece
   nodejs npm time
+  clang libclang-rt-14-dev
 )
 
 missing=()

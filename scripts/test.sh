@@ -1,7 +1,32 @@
 #!/usr/bin/env bash
-# Set up (if needed), build, and run the whole test suite.
+# Set up (if needed), build, and run the whole test suite twice: the normal
+# (Release) build, then a second build with AddressSanitizer +
+# UndefinedBehaviorSanitizer (build-asan) that must be just as clean.
+#
+#   scripts/test.sh [ctest args...]      e.g. scripts/test.sh -R Merge
+#   CHATVEC_SKIP_ASAN=1 scripts/test.sh  local shortcut: Release build only
+#                                        (.ci/run never skips it)
+#
+# Under the sanitizers, tests labelled "no-asan" are left out: each such
+# label carries its reason next to it (see docs/reliability.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 BUILD_DIR=${BUILD_DIR:-build}
 ctest --test-dir "$BUILD_DIR" --output-on-failure -j"$(nproc)" "$@"
+
+if [ -n "${CHATVEC_SKIP_ASAN:-}" ]; then
+  echo "test.sh: CHATVEC_SKIP_ASAN set: sanitizer build skipped" >&2
+  exit 0
+fi
+ASAN_BUILD_DIR=${ASAN_BUILD_DIR:-build-asan}
+start=$(date +%s)
+cmake -S . -B "$ASAN_BUILD_DIR" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATVEC_SANITIZE=ON -DCHATVEC_BUILD_BENCH=OFF >/dev/null
+cmake --build "$ASAN_BUILD_DIR" -j"$(nproc)"
+built=$(date +%s)
+# halt_on_error / -fno-sanitize-recover: the first report fails the test.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:halt_on_error=1:detect_stack_use_after_return=0:strict_string_checks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$PWD/tests/reliability/lsan.supp:print_suppressions=0}
+ctest --test-dir "$ASAN_BUILD_DIR" --output-on-failure -j"$(nproc)" -LE no-asan "$@"
+echo "test.sh: sanitizer build $((built - start)) s, sanitizer test run $(($(date +%s) - built)) s" >&2

@@ -191,7 +191,8 @@ class Interpreter {
         fail(*node, "macro '" + node->name + "' takes not more than " + std::to_string(params.size()) +
                         " argument(s)");
       for (const auto& [k, v] : args.keyword) {
-        bool known = std::any_of(params.begin(), params.end(), [&](const auto& p) { return p.first == k; });
+        const auto& key = k;  // clang < 16 cannot capture a structured binding
+        bool known = std::any_of(params.begin(), params.end(), [&](const auto& p) { return p.first == key; });
         if (!known) fail(*node, "macro '" + node->name + "' takes no keyword argument '" + k + "'");
       }
       for (size_t k = 0; k < params.size(); ++k) {

@@ -1,7 +1,9 @@
 #include "core/json_util.h"
 
-#include <vector>
+#include <sys/stat.h>
+
 #include <set>
+#include <vector>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -12,10 +14,14 @@ Json parse_json_strict(std::string_view text, const std::string& what) {
   // A stack of the keys seen in each open object.
   std::vector<std::set<std::string>> keys;
   std::string duplicate;
-  auto cb = [&](int /*depth*/, Json::parse_event_t ev, Json& parsed) {
+  auto cb = [&](int depth, Json::parse_event_t ev, Json& parsed) {
     switch (ev) {
       case Json::parse_event_t::object_start:
-        keys.emplace_back();
+      case Json::parse_event_t::array_start:
+        if (depth >= kMaxJsonDepth)
+          throw InputError(what + ": invalid JSON: nested deeper than the limit of " + std::to_string(kMaxJsonDepth) +
+                           " levels");
+        if (ev == Json::parse_event_t::object_start) keys.emplace_back();
         break;
       case Json::parse_event_t::object_end:
         if (!keys.empty()) keys.pop_back();
@@ -43,7 +49,17 @@ Json parse_json_strict(std::string_view text, const std::string& what) {
   return j;
 }
 
-Json read_json_file(const std::string& path) { return parse_json_strict(read_file(path), path); }
+std::string read_input_file(const std::string& path, uint64_t limit, const std::string& limit_name) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode) && uint64_t(st.st_size) > limit)
+    throw InputError(path + ": file is " + std::to_string(st.st_size) + " bytes, over the " + limit_name + " of " +
+                     std::to_string(limit >> 20) + " MB");
+  return read_file(path);
+}
+
+Json read_json_file(const std::string& path) {
+  return parse_json_strict(read_input_file(path, kMaxJsonFileBytes, "limit for JSON files"), path);
+}
 
 std::string dump_json_pretty(const Json& j) { return j.dump(2, ' ', false) + "\n"; }
 

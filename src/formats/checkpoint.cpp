@@ -48,6 +48,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
         files.insert(f);
       }
       if (files.empty()) throw InputError(index_path + ": weight_map is empty");
+      if (files.size() > kMaxShards)
+        throw InputError(index_path + ": weight_map names " + std::to_string(files.size()) +
+                         " shard files, over the limit of " + std::to_string(kMaxShards));
       shard_files.assign(files.begin(), files.end());
       for (auto& f : shard_files) f = path + "/" + f;
     } else if (path_exists(single)) {

@@ -16,6 +16,10 @@
 
 namespace chatvec {
 
+// Most shard files an index may name (real checkpoints have a few hundred at
+// most; each shard is a mapped file and an open descriptor).
+constexpr size_t kMaxShards = 10'000;
+
 struct CheckpointTensor {
   const SafetensorsFile* file;
   const TensorInfo* info;

@@ -22,6 +22,7 @@ class Builder : public nlohmann::json_sax<Json> {
   bool binary(binary_t&) override { return put(Json(nullptr)); }
 
   bool start_object(std::size_t) override {
+    if (!depth_ok()) return false;
     Json* j = place(Json::object());
     stack_.push_back({j, {}});
     return true;
@@ -37,6 +38,7 @@ class Builder : public nlohmann::json_sax<Json> {
     return true;
   }
   bool start_array(std::size_t) override {
+    if (!depth_ok()) return false;
     Json* j = place(Json::array());
     stack_.push_back({j, {}});
     return true;
@@ -59,6 +61,11 @@ class Builder : public nlohmann::json_sax<Json> {
     std::unordered_set<std::string> keys;
   };
 
+  bool depth_ok() {
+    if (stack_.size() < size_t(kMaxJsonDepth)) return true;
+    error_ = "] nested deeper than the limit of " + std::to_string(kMaxJsonDepth) + " levels";
+    return false;
+  }
   bool put(Json&& v) {
     place(std::move(v));
     return true;

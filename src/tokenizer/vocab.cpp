@@ -48,7 +48,8 @@ int64_t get_id(const Json& j, const std::string& what, Context context) {
   if (!j.is_number_integer()) throw InputError(what + ": " + std::string(context()) + " is not an integer id");
   int64_t id = j.get<int64_t>();
   if (id < 0 || id >= kMaxId)
-    throw InputError(what + ": " + std::string(context()) + " has id " + std::to_string(id) + " out of range");
+    throw InputError(what + ": " + std::string(context()) + " has id " + std::to_string(id) +
+                     " out of range (ids are limited to 0.." + std::to_string(kMaxId - 1) + ")");
   return id;
 }
 
@@ -165,7 +166,7 @@ class VocabularyBuilder {
   void load_hf_json(const std::string& path, Json* keep) {
     v_.source_ = path;
     v_.format_ = TokenizerFormat::HfJson;
-    std::string text = read_file(path);
+    std::string text = read_input_file(path, kMaxJsonFileBytes, "limit for JSON files");
     Json j = detail::parse_json_large(text, path);
     text.clear();
     text.shrink_to_fit();
@@ -189,7 +190,10 @@ class VocabularyBuilder {
     if (vit == model.end() || !vit->is_object()) throw InputError(path + ": model has no \"vocab\" object");
     const auto& vocab = vit->get_ref<const Json::object_t&>();
     int64_t max_id = -1;
-    for (const auto& [tok, idj] : vocab) max_id = std::max(max_id, get_id(idj, path, [&] { return "vocab entry \"" + tok + "\""; }));
+    for (const auto& entry : vocab) {
+      const std::string& tok = entry.first;  // clang < 16 cannot capture a structured binding
+      max_id = std::max(max_id, get_id(entry.second, path, [&] { return "vocab entry \"" + tok + "\""; }));
+    }
     v_.tokens_.reserve(max_id + 1 + 1024);
     v_.ids_.reserve(vocab.size() + 1024);
     std::optional<std::string> model_unk;
@@ -267,7 +271,7 @@ class VocabularyBuilder {
   void load_sp_model(const std::string& path) {
     v_.source_ = path;
     v_.format_ = TokenizerFormat::SentencePieceModel;
-    std::string bytes = read_file(path);
+    std::string bytes = read_input_file(path, kMaxJsonFileBytes, "limit for tokenizer files");
     detail::SpModelInfo info = detail::parse_sp_model(bytes, path);
     if (info.pieces.size() >= static_cast<size_t>(kMaxId)) throw InputError(path + ": too many pieces");
     v_.tokens_.reserve(info.pieces.size());
@@ -312,7 +316,7 @@ class VocabularyBuilder {
     fs::path cfg = dir / "tokenizer_config.json";
     if (fs::exists(cfg)) {
       std::string what = cfg.string();
-      Json c = detail::parse_json_large(read_file(what), what);
+      Json c = detail::parse_json_large(read_input_file(what, kMaxJsonFileBytes, "limit for JSON files"), what);
       if (!c.is_object()) throw InputError(what + ": top level is not an object");
       auto dec = c.find("added_tokens_decoder");
       if (dec != c.end() && dec->is_object()) {
@@ -339,7 +343,7 @@ class VocabularyBuilder {
     fs::path stm = dir / "special_tokens_map.json";
     if (fs::exists(stm)) {
       std::string what = stm.string();
-      Json s = detail::parse_json_large(read_file(what), what);
+      Json s = detail::parse_json_large(read_input_file(what, kMaxJsonFileBytes, "limit for JSON files"), what);
       if (!s.is_object()) throw InputError(what + ": top level is not an object");
       if (!have_bos) bos = token_text(s, what, "bos_token"), have_bos = s.contains("bos_token");
       if (!have_eos) eos = token_text(s, what, "eos_token"), have_eos = s.contains("eos_token");

@@ -57,8 +57,12 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
   Json j = parse_json_strict(text, what + ": header");
   if (!j.is_object()) throw InputError(what + ": header is not a JSON object");
 
+  if (j.size() > kMaxSafetensorsTensors + 1)
+    throw InputError(what + ": header lists " + std::to_string(j.size()) + " entries, over the limit of " +
+                     std::to_string(kMaxSafetensorsTensors) + " tensors per file");
   SafetensorsHeader h;
   h.data_start = 8 + n;
+  h.tensors.reserve(j.size());
   for (auto it = j.begin(); it != j.end(); ++it) {
     const std::string& key = it.key();
     const Json& v = it.value();
@@ -82,6 +86,9 @@ SafetensorsHeader parse_safetensors_header(const uint8_t* bytes, uint64_t file_s
     t.dtype = *parsed;
     auto sh = v.find("shape");
     if (sh == v.end() || !sh->is_array()) throw InputError(tw + ": missing shape");
+    if (sh->size() > kMaxTensorRank)
+      throw InputError(tw + ": shape has " + std::to_string(sh->size()) + " dimensions, over the limit of " +
+                       std::to_string(kMaxTensorRank));
     for (const auto& d : *sh) t.shape.push_back(json_uint(d, tw + ": shape entry"));
     auto off = v.find("data_offsets");
     if (off == v.end() || !off->is_array() || off->size() != 2)

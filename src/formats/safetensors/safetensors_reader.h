@@ -22,6 +22,10 @@ namespace chatvec {
 
 // Largest header the reader accepts (the reference's limit).
 constexpr uint64_t kMaxSafetensorsHeader = 100'000'000;
+// Most tensors in one file and most dimensions of a tensor (far above any
+// real checkpoint; they bound what a hostile header can make us allocate).
+constexpr size_t kMaxSafetensorsTensors = 1'000'000;
+constexpr size_t kMaxTensorRank = 64;
 
 struct TensorInfo {
   std::string name;
