@@ -27,5 +27,8 @@ void register_apply(CLI::App& app, std::function<int()>& run);
 void register_inspect(CLI::App& app, std::function<int()>& run);
 void register_diff(CLI::App& app, std::function<int()>& run);
 void register_engine_commands(CLI::App& app, std::function<int()>& run);  // convert, generate, chat, perplexity
+void register_gguf(CLI::App& app, std::function<int()>& run);  // export gguf
+void register_train(CLI::App& app, std::function<int()>& run);  // train
+void register_eval(CLI::App& app, std::function<int()>& run);   // eval
 
 }  // namespace chatvec::cli

@@ -1,0 +1,405 @@
+#include "gguf/gguf_export.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+
+#include <fmt/core.h>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/interrupt.h"
+#include "core/json_util.h"
+#include "engine/model_config.h"
+#include "formats/checkpoint.h"
+#include "gguf/gguf_names.h"
+#include "gguf/gguf_writer.h"
+#include "tokenizer/vocab.h"
+
+namespace chatvec::gguf {
+
+namespace fs = std::filesystem;
+
+std::optional<TensorType> tensor_type_from_user(std::string_view s) {
+  if (s == "f32" || s == "F32") return TensorType::F32;
+  if (s == "f16" || s == "F16") return TensorType::F16;
+  if (s == "bf16" || s == "BF16") return TensorType::BF16;
+  if (s == "q8_0" || s == "Q8_0") return TensorType::Q8_0;
+  return std::nullopt;
+}
+
+namespace {
+
+std::string arch_of(const ModelConfig& c, const std::string& what) {
+  const std::string& a = c.architecture;
+  if (a == "LlamaForCausalLM" || a == "MistralForCausalLM") return "llama";
+  if (a == "Qwen2ForCausalLM") return "qwen2";
+  throw InputError(fmt::format("{}: architecture {} cannot be exported to GGUF (Llama, Mistral and Qwen2 can)", what, a));
+}
+
+ModelConfig load_config(const std::string& dir) {
+  const std::string path = (fs::path(dir) / "config.json").string();
+  if (!path_exists(path)) throw InputError(fmt::format("{}: no config.json", dir));
+  return parse_model_config(read_json_file(path), path);
+}
+
+// Convert n elements starting at element `at` of a stored tensor to fp32.
+void to_f32(DType t, const uint8_t* data, uint64_t at, uint64_t n, float* out) {
+  switch (t) {
+    case DType::F32: std::memcpy(out, data + at * 4, n * 4); return;
+    case DType::F16:
+      for (uint64_t k = 0; k < n; ++k) {
+        uint16_t h;
+        std::memcpy(&h, data + (at + k) * 2, 2);
+        out[k] = f16_to_f32(h);
+      }
+      return;
+    case DType::BF16:
+      for (uint64_t k = 0; k < n; ++k) {
+        uint16_t h;
+        std::memcpy(&h, data + (at + k) * 2, 2);
+        out[k] = bf16_to_f32(h);
+      }
+      return;
+    default: throw InputError("unsupported dtype");
+  }
+}
+
+// Encode n fp32 values as ggml type `t` into out (returns bytes written).
+size_t encode(uint32_t t, const float* x, size_t n, uint8_t* out) {
+  switch (TensorType(t)) {
+    case TensorType::F32: std::memcpy(out, x, n * 4); return n * 4;
+    case TensorType::F16:
+      for (size_t k = 0; k < n; ++k) {
+        const uint16_t h = f32_to_f16(x[k]);
+        std::memcpy(out + 2 * k, &h, 2);
+      }
+      return n * 2;
+    case TensorType::BF16:
+      for (size_t k = 0; k < n; ++k) {
+        const uint16_t h = f32_to_bf16(x[k]);
+        std::memcpy(out + 2 * k, &h, 2);
+      }
+      return n * 2;
+    case TensorType::Q8_0: quantize_q8_0(x, n, out); return n / kQ8Block * kQ8BlockBytes;
+  }
+  return 0;
+}
+
+uint32_t file_type_of(TensorType t) {
+  switch (t) {
+    case TensorType::F32: return kFileTypeAllF32;
+    case TensorType::F16: return kFileTypeMostlyF16;
+    case TensorType::BF16: return kFileTypeMostlyBF16;
+    case TensorType::Q8_0: return kFileTypeMostlyQ8_0;
+  }
+  return 0;
+}
+
+// Rank of a GGUF tensor name in the output: globals, then layer by layer.
+std::pair<int64_t, int> order_key(const std::string& g) {
+  if (g == "rope_freqs.weight") return {-2, 0};
+  if (g == "token_embd.weight") return {-1, 0};
+  if (g == "output_norm.weight") return {INT64_MAX, 0};
+  if (g == "output.weight") return {INT64_MAX, 1};
+  if (g.rfind("blk.", 0) == 0) {
+    const int64_t layer = std::atoll(g.c_str() + 4);
+    static const char* kinds[] = {"attn_norm.", "attn_q.", "attn_k.", "attn_v.", "attn_output.",
+                                  "ffn_norm.",  "ffn_gate.", "ffn_up.", "ffn_down."};
+    const std::string rest = g.substr(g.find('.', 4) + 1);
+    for (int k = 0; k < 9; ++k)
+      if (rest.rfind(kinds[k], 0) == 0) return {layer, k * 2 + (rest.find(".bias") != std::string::npos)};
+    return {layer, 100};
+  }
+  return {INT64_MAX - 1, 0};
+}
+
+std::string read_chat_template(const std::string& dir) {
+  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
+  const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
+  if (path_exists(cfg.string())) {
+    const Json j = read_json_file(cfg.string());
+    if (j.is_object() && j.contains("chat_template")) {
+      const Json& t = j["chat_template"];
+      if (t.is_string()) return t.get<std::string>();
+      if (t.is_array()) {
+        for (const Json& e : t)
+          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
+            return e["template"].get<std::string>();
+      }
+    }
+  }
+  if (path_exists(jinja.string())) return read_file(jinja.string());
+  return "";
+}
+
+bool config_flag(const std::string& dir, const char* key, bool dflt) {
+  const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
+  if (!path_exists(cfg.string())) return dflt;
+  const Json j = read_json_file(cfg.string());
+  if (j.is_object() && j.contains(key) && j[key].is_boolean()) return j[key].get<bool>();
+  return dflt;
+}
+
+std::vector<float> llama3_rope_factors(const ModelConfig& c) {
+  const int64_t half = c.head_dim / 2;
+  std::vector<float> f(size_t(half), 1.0f);
+  const double pi = 3.14159265358979323846;
+  const double low_wavelen = double(c.rope_original_max_position) / c.rope_low_freq_factor;
+  const double high_wavelen = double(c.rope_original_max_position) / c.rope_high_freq_factor;
+  for (int64_t i = 0; i < half; ++i) {
+    const double freq = 1.0 / std::pow(c.rope_theta, double(2 * i) / double(c.head_dim));
+    const double wavelen = 2 * pi / freq;
+    double factor;
+    if (wavelen < high_wavelen) factor = 1.0;
+    else if (wavelen > low_wavelen) factor = c.rope_factor;
+    else {
+      const double smooth = (double(c.rope_original_max_position) / wavelen - c.rope_low_freq_factor) /
+                            (c.rope_high_freq_factor - c.rope_low_freq_factor);
+      factor = 1.0 / ((1 - smooth) / c.rope_factor + smooth);
+    }
+    f[size_t(i)] = float(factor);
+  }
+  return f;
+}
+
+}  // namespace
+
+std::vector<KeyValue> hyperparameter_metadata(const std::string& dir, std::string* arch_out) {
+  const ModelConfig c = load_config(dir);
+  const std::string arch = arch_of(c, dir);
+  if (arch_out) *arch_out = arch;
+  std::vector<KeyValue> kv;
+  auto u = [&](const std::string& k, int64_t v) { kv.push_back({arch + "." + k, Value::u32(uint32_t(v))}); };
+  auto f = [&](const std::string& k, double v) { kv.push_back({arch + "." + k, Value::f32(float(v))}); };
+  u("vocab_size", c.vocab_size);
+  u("context_length", c.max_position_embeddings);
+  u("embedding_length", c.hidden_size);
+  u("block_count", c.num_layers);
+  u("feed_forward_length", c.intermediate_size);
+  u("rope.dimension_count", c.head_dim);
+  u("attention.head_count", c.num_heads);
+  u("attention.head_count_kv", c.num_kv_heads);
+  if (c.head_dim * c.num_heads != c.hidden_size) {
+    u("attention.key_length", c.head_dim);
+    u("attention.value_length", c.head_dim);
+  }
+  f("attention.layer_norm_rms_epsilon", c.rms_norm_eps);
+  f("rope.freq_base", c.rope_theta);
+  if (c.rope_scaling == RopeScaling::Linear) {
+    kv.push_back({arch + ".rope.scaling.type", Value::str("linear")});
+    f("rope.scaling.factor", c.rope_factor);
+  }
+  return kv;
+}
+
+std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::string& arch, uint64_t n_vocab,
+                                         std::string* model_out) {
+  const Vocabulary v = Vocabulary::load(dir);
+  if (v.size() > n_vocab)
+    throw InputError(fmt::format("{}: the tokenizer has {} tokens but the embedding only {} rows", dir, v.size(), n_vocab));
+  std::string model;
+  switch (v.kind()) {
+    case ModelKind::SentencePieceBpe: model = "llama"; break;
+    case ModelKind::ByteLevelBpe: model = "gpt2"; break;
+    case ModelKind::SentencePieceUnigram:
+      throw InputError(fmt::format("{}: a SentencePiece unigram tokenizer cannot be written as llama.cpp metadata", dir));
+  }
+  if (model_out) *model_out = model;
+  std::vector<std::string> tokens;
+  std::vector<float> scores;
+  std::vector<int32_t> types;
+  tokens.reserve(n_vocab);
+  for (uint64_t id = 0; id < n_vocab; ++id) {
+    if (id < v.size() && !v.token(int(id)).empty()) {
+      tokens.push_back(v.token(int(id)));
+      scores.push_back(v.score(int(id)));
+      types.push_back(int32_t(v.type(int(id))));
+    } else {
+      tokens.push_back(fmt::format("[PAD{}]", id));
+      scores.push_back(0.0f);
+      types.push_back(int32_t(TokenType::Unused));
+    }
+  }
+  std::vector<KeyValue> kv;
+  kv.push_back({"tokenizer.ggml.model", Value::str(model)});
+  if (model == "gpt2") kv.push_back({"tokenizer.ggml.pre", Value::str(arch == "qwen2" ? "qwen2" : "llama-bpe")});
+  kv.push_back({"tokenizer.ggml.tokens", Value::str_array(std::move(tokens))});
+  if (model == "llama") kv.push_back({"tokenizer.ggml.scores", Value::f32_array(scores)});
+  kv.push_back({"tokenizer.ggml.token_type", Value::i32_array(types)});
+  if (model == "gpt2") {
+    std::vector<std::string> merges;
+    merges.reserve(v.merges().size());
+    for (const auto& [a, b] : v.merges()) merges.push_back(a + " " + b);
+    kv.push_back({"tokenizer.ggml.merges", Value::str_array(std::move(merges))});
+  }
+  if (v.bos_id()) kv.push_back({"tokenizer.ggml.bos_token_id", Value::u32(uint32_t(*v.bos_id()))});
+  std::optional<int> eos = v.eos_id();
+  if (!eos) {
+    const ModelConfig c = load_config(dir);
+    if (!c.eos_token_ids.empty()) eos = int(c.eos_token_ids[0]);
+  }
+  if (eos) kv.push_back({"tokenizer.ggml.eos_token_id", Value::u32(uint32_t(*eos))});
+  if (v.unk_id()) kv.push_back({"tokenizer.ggml.unknown_token_id", Value::u32(uint32_t(*v.unk_id()))});
+  if (v.pad_id()) kv.push_back({"tokenizer.ggml.padding_token_id", Value::u32(uint32_t(*v.pad_id()))});
+  kv.push_back({"tokenizer.ggml.add_bos_token", Value::boolean(v.add_bos_default())});
+  kv.push_back({"tokenizer.ggml.add_eos_token", Value::boolean(config_flag(dir, "add_eos_token", false))});
+  const std::string tpl = read_chat_template(dir);
+  if (!tpl.empty()) kv.push_back({"tokenizer.chat_template", Value::str(tpl)});
+  return kv;
+}
+
+ExportSummary export_gguf(const std::string& dir, const std::string& out_file, const ExportOptions& opts) {
+  const Checkpoint ck = Checkpoint::open(dir);
+  const ModelConfig c = load_config(dir);
+  ExportSummary sum;
+  std::string arch;
+  std::vector<KeyValue> hp = hyperparameter_metadata(dir, &arch);
+  sum.architecture = arch;
+
+  // Plan the tensors.
+  struct Item {
+    std::string gguf_name;
+    const CheckpointTensor* src = nullptr;  // null: rope_freqs
+    uint64_t rows = 1, cols = 1;            // as [rows, cols] row-major
+    uint64_t heads = 0;                     // q/k permutation (0: none)
+    bool one_d = false;
+  };
+  std::vector<Item> items;
+  std::vector<float> rope_factors;
+  for (const std::string& hf : ck.names()) {
+    const auto g = hf_to_gguf_name(hf);
+    if (!g) throw InputError(fmt::format("{}: tensor {} has no GGUF name (not a Llama/Mistral/Qwen2 weight)", dir, hf));
+    if (g->empty()) continue;
+    const CheckpointTensor& t = ck.at(hf);
+    const DType dt = t.info->dtype;
+    if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
+      throw InputError(fmt::format("{}: tensor {} is {}; GGUF export reads F32, F16 and BF16", dir, hf, dtype_name(dt)));
+    const auto& shape = t.info->shape;
+    if (shape.empty() || shape.size() > 2)
+      throw InputError(fmt::format("{}: tensor {} has {} dimensions (1 or 2 expected)", dir, hf, shape.size()));
+    Item it;
+    it.gguf_name = *g;
+    it.src = &t;
+    it.one_d = shape.size() == 1;
+    if (it.one_d) {
+      it.rows = shape[0];
+      it.cols = 1;
+    } else {
+      it.rows = shape[0];
+      it.cols = shape[1];
+    }
+    if (arch == "llama") {
+      const int qk = qk_kind(*g);
+      if (qk) {
+        it.heads = uint64_t(qk == 1 ? c.num_heads : c.num_kv_heads);
+        if (it.heads == 0 || it.rows % (2 * it.heads) != 0)
+          throw InputError(fmt::format("{}: tensor {} has {} rows, not a multiple of 2 x {} heads", dir, hf, it.rows, it.heads));
+      }
+    }
+    items.push_back(std::move(it));
+  }
+  if (c.rope_scaling == RopeScaling::Llama3 && arch == "llama") {
+    rope_factors = llama3_rope_factors(c);
+    Item it;
+    it.gguf_name = "rope_freqs.weight";
+    it.rows = rope_factors.size();
+    it.one_d = true;
+    items.push_back(std::move(it));
+  }
+  std::stable_sort(items.begin(), items.end(),
+                   [](const Item& a, const Item& b) { return order_key(a.gguf_name) < order_key(b.gguf_name); });
+
+  std::vector<TensorDecl> decls;
+  uint64_t n_vocab = 0;
+  for (const Item& it : items) {
+    TensorDecl d;
+    d.name = it.gguf_name;
+    if (it.one_d) {
+      d.ne = {it.rows};
+      d.type = uint32_t(TensorType::F32);
+    } else {
+      d.ne = {it.cols, it.rows};
+      d.type = uint32_t(opts.type);
+      if (opts.type == TensorType::Q8_0 && it.cols % kQ8Block != 0) {
+        d.type = uint32_t(TensorType::F16);
+        ++sum.f16_fallbacks;
+      }
+    }
+    if (it.gguf_name == "token_embd.weight") n_vocab = it.rows;
+    decls.push_back(std::move(d));
+  }
+  if (n_vocab == 0) throw InputError(fmt::format("{}: no model.embed_tokens.weight", dir));
+
+  std::vector<KeyValue> kvs;
+  kvs.push_back({"general.architecture", Value::str(arch)});
+  kvs.push_back({"general.type", Value::str("model")});
+  kvs.push_back({"general.name", Value::str(opts.name.empty() ? fs::path(dir).lexically_normal().filename().string()
+                                                             : opts.name)});
+  if (kvs.back().value.s.empty()) kvs.back().value.s = fs::absolute(dir).lexically_normal().parent_path().filename().string();
+  kvs.push_back({"general.file_type", Value::u32(file_type_of(opts.type))});
+  kvs.push_back({"general.quantization_version", Value::u32(2)});
+  kvs.push_back({"general.alignment", Value::u32(kDefaultAlignment)});
+  for (auto& kv : hp) {
+    if (kv.key == arch + ".vocab_size") kv.value = Value::u32(uint32_t(n_vocab));
+    kvs.push_back(std::move(kv));
+  }
+  if (!opts.tokenizer_kvs.empty()) {
+    for (const auto& kv : opts.tokenizer_kvs) kvs.push_back(kv);
+    for (const auto& kv : opts.tokenizer_kvs) {
+      if (kv.key == "tokenizer.ggml.model") sum.tokenizer_model = kv.value.s;
+      if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
+    }
+  } else {
+    for (auto& kv : tokenizer_metadata(dir, arch, n_vocab, &sum.tokenizer_model)) {
+      if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
+      kvs.push_back(std::move(kv));
+    }
+  }
+  sum.vocab_size = n_vocab;
+
+  Writer w(out_file, kvs, decls);
+  const uint64_t total = w.total_bytes();
+  std::vector<float> rowbuf;
+  std::vector<uint8_t> outbuf;
+  constexpr uint64_t kChunkElems = 1u << 20;  // 4 MiB of fp32 per step
+  for (size_t k = 0; k < items.size(); ++k) {
+    const Item& it = items[k];
+    const TensorDecl& d = decls[k];
+    if (!it.src) {  // rope_freqs
+      w.append(rope_factors.data(), rope_factors.size() * 4);
+      continue;
+    }
+    const uint8_t* data = it.src->data();
+    const DType dt = it.src->info->dtype;
+    // Elements per "row" for permutation/encoding purposes.
+    const uint64_t rows = it.rows, cols = it.cols;
+    const uint64_t rows_per_step = std::max<uint64_t>(1, kChunkElems / cols);
+    for (uint64_t r0 = 0; r0 < rows; r0 += rows_per_step) {
+      check_interrupted();
+      const uint64_t nr = std::min(rows_per_step, rows - r0);
+      rowbuf.resize(nr * cols);
+      if (it.heads == 0) {
+        to_f32(dt, data, r0 * cols, nr * cols, rowbuf.data());
+      } else {
+        for (uint64_t r = 0; r < nr; ++r)
+          to_f32(dt, data, hf_row_for_gguf_row(r0 + r, rows, it.heads) * cols, cols, rowbuf.data() + r * cols);
+      }
+      const TypeTraits tt = type_traits(d.type);
+      outbuf.resize(nr * cols / tt.block * tt.bytes);
+      const size_t n = encode(d.type, rowbuf.data(), nr * cols, outbuf.data());
+      w.append(outbuf.data(), n);
+      if (opts.progress) opts.progress(w.written(), total);
+    }
+    const uint64_t off = it.src->file->file_offset(*it.src->info);
+    it.src->file->mapped().release(off, it.src->info->nbytes());
+  }
+  w.finish();
+  sum.tensors = decls.size();
+  sum.bytes = total;
+  return sum;
+}
+
+}  // namespace chatvec::gguf
