@@ -5,7 +5,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <utility>
+#include <vector>
 
 #include "core/error.h"
 #include "core/sigbus_guard.h"
@@ -73,6 +75,25 @@ void MappedFile::release(size_t offset, size_t len) const {
   size_t n;
   page_range(data_, offset, len, &s, &n);
   ::madvise(s, n, MADV_DONTNEED);
+}
+
+size_t MappedFile::resident(size_t offset, size_t len) const {
+  if (!data_ || len == 0 || offset >= size_) return 0;
+  len = std::min(len, size_ - offset);
+  static const size_t page = size_t(::sysconf(_SC_PAGESIZE));
+  uint8_t* s;
+  size_t n;
+  page_range(data_, offset, len, &s, &n);
+  size_t total = 0;
+  std::vector<unsigned char> vec;
+  constexpr size_t kStep = 1ull << 30;  // a 1 GiB window at a time: 256 KiB of flags
+  for (size_t done = 0; done < n; done += kStep) {
+    const size_t m = std::min(kStep, n - done);
+    vec.resize((m + page - 1) / page);
+    if (::mincore(s + done, m, vec.data()) != 0) return 0;
+    for (unsigned char v : vec) total += (v & 1) ? page : 0;
+  }
+  return std::min(total, len);
 }
 
 }  // namespace chatvec

@@ -30,6 +30,9 @@ class MappedFile {
   // Unmap the pages of [offset, offset+len) from this process (they stay in
   // the page cache): they have been consumed and no longer count in RSS.
   void release(size_t offset, size_t len) const;
+  // Bytes of [offset, offset+len) now in the page cache (mincore), whole
+  // pages counted; 0 when the kernel will not say.
+  size_t resident(size_t offset, size_t len) const;
 
  private:
   std::string path_;

@@ -1,8 +1,15 @@
 #include "merge/executor.h"
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <vector>
 
 #include "core/interrupt.h"
@@ -21,6 +28,12 @@ std::vector<TensorSpec> specs_of(const MergePlan& plan) {
   return specs;
 }
 
+// Pages of an input to hand back once they have been consumed.
+struct Release {
+  const CheckpointTensor* tensor;
+  uint64_t first, count;  // elements
+};
+
 // The byte range [first, first+count) elements of an input tensor.
 void release_elements(const CheckpointTensor* t, uint64_t first, uint64_t count) {
   if (!t) return;
@@ -34,6 +47,159 @@ void prefetch_elements(const CheckpointTensor* t, uint64_t first, uint64_t count
   t->file->mapped().will_need(t->file->file_offset(*t->info) + first * es, count * es);
 }
 
+// The inputs a task reads (null entries skipped by the helpers above).
+std::vector<const CheckpointTensor*> inputs_of(const TensorTask& task) {
+  std::vector<const CheckpointTensor*> in{task.source};
+  for (const auto& term : task.terms) {
+    in.push_back(term.plus);
+    in.push_back(term.minus);
+  }
+  return in;
+}
+
+// Write-behind: chunks go to the SafetensorsWriter, in order, on a thread of
+// its own, so that the arithmetic (and the page faults reading the inputs)
+// of the next chunk overlaps the write (and the flush-behind wait) of this
+// one.  Memory is a fixed pool of chunk buffers; chunks written straight
+// from an input map hold no buffer, only their (mapped) input pages, which
+// are released once written.
+class WriteBehind {
+ public:
+  WriteBehind(SafetensorsWriter& writer, size_t buffers, uint64_t max_queued)
+      : writer_(writer), max_queued_(max_queued) {
+    pool_.resize(buffers);
+    for (auto& b : pool_) free_.push_back(&b);
+    thread_ = std::thread([this] { run(); });
+  }
+  ~WriteBehind() {
+    {
+      std::lock_guard lk(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+
+  // A free buffer of `bytes` (waits for the writer to return one).
+  std::vector<uint8_t>* buffer(size_t bytes) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return !free_.empty() || error_; });
+    rethrow_locked();
+    std::vector<uint8_t>* b = free_.back();
+    free_.pop_back();
+    lk.unlock();
+    b->resize(bytes);
+    return b;
+  }
+  // Queue `buf` (from buffer()) to be written; `releases` are handed back
+  // first (the arithmetic is done with them).
+  void submit(std::vector<uint8_t>* buf) { push(Item{buf->data(), buf->size(), buf, {}}); }
+  // Queue bytes that stay valid until written (an input map); `releases`
+  // are handed back once written.
+  void submit_mapped(const void* data, size_t n, std::vector<Release> releases) {
+    push(Item{static_cast<const uint8_t*>(data), n, nullptr, std::move(releases)});
+  }
+  // Append like SafetensorsWriter::append: the caller may reuse `data` on
+  // return (the bytes are copied into a pool buffer).
+  void append(const void* data, size_t n) {
+    const uint8_t* p = static_cast<const uint8_t*>(data);
+    const size_t step = pool_chunk_;
+    while (n > 0) {
+      const size_t take = std::min(n, step);
+      std::vector<uint8_t>* b = buffer(take);
+      std::copy(p, p + take, b->data());
+      submit(b);
+      p += take;
+      n -= take;
+    }
+  }
+  // Wait until everything queued is written; rethrows the writer's error.
+  void drain() {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return (queue_.empty() && !busy_) || error_; });
+    rethrow_locked();
+  }
+  void set_pool_chunk(size_t bytes) { pool_chunk_ = std::max<size_t>(1, bytes); }
+
+ private:
+  struct Item {
+    const uint8_t* data;
+    size_t n;
+    std::vector<uint8_t>* buf;
+    std::vector<Release> releases;
+  };
+
+  void push(Item it) {
+    std::unique_lock lk(mu_);
+    cv_.wait(lk, [&] { return queued_bytes_ < max_queued_ || error_; });
+    rethrow_locked();
+    queued_bytes_ += it.n;
+    queue_.push_back(std::move(it));
+    lk.unlock();
+    cv_.notify_all();
+  }
+  void rethrow_locked() {
+    if (error_) std::rethrow_exception(error_);
+  }
+  void run() {
+    std::unique_lock lk(mu_);
+    while (true) {
+      cv_.wait(lk, [&] { return !queue_.empty() || stop_; });
+      if (queue_.empty()) return;  // stop_ and nothing left
+      Item it = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+      const bool skip = error_ || stop_;  // after an error (or abandon), only recycle
+      lk.unlock();
+      if (!skip) {
+        try {
+          writer_.append(it.data, it.n);
+        } catch (...) {
+          lk.lock();
+          error_ = std::current_exception();
+          lk.unlock();
+        }
+      }
+      for (const Release& r : it.releases) release_elements(r.tensor, r.first, r.count);
+      lk.lock();
+      busy_ = false;
+      queued_bytes_ -= it.n;
+      if (it.buf) free_.push_back(it.buf);
+      cv_.notify_all();
+    }
+  }
+
+  SafetensorsWriter& writer_;
+  const uint64_t max_queued_;
+  size_t pool_chunk_ = 16u << 20;
+  std::deque<std::vector<uint8_t>> pool_;
+  std::vector<std::vector<uint8_t>*> free_;
+  std::deque<Item> queue_;
+  uint64_t queued_bytes_ = 0;
+  bool busy_ = false, stop_ = false;
+  std::exception_ptr error_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::thread thread_;
+};
+
+// Threads for the arithmetic: one core is left to the writer thread and the
+// kernel's I/O; with two cores or fewer the arithmetic runs on the calling
+// thread alone, without OpenMP (whose fork-join per chunk stalls badly when
+// the cores are shared).
+int compute_threads() {
+  const int want = omp_get_max_threads();  // --threads, OMP_NUM_THREADS or all cores
+  const long cores = ::sysconf(_SC_NPROCESSORS_ONLN);
+  return std::max(1, std::min<int>(want, int(cores)) - 1);
+}
+
+// Chunk buffers in the write-behind pool: one being filled, one being
+// written, one ready in between.
+constexpr size_t kBuffers = 3;
+// Input bytes asked ahead of the current chunk (madvise WILLNEED), per
+// input, so that a cold read overlaps the arithmetic and the writes.
+constexpr uint64_t kPrefetchAhead = 64ull << 20;
+
 }  // namespace
 
 uint64_t planned_output_bytes(const MergePlan& plan, const ExecuteOptions& opt) {
@@ -42,11 +208,76 @@ uint64_t planned_output_bytes(const MergePlan& plan, const ExecuteOptions& opt) 
   return total;
 }
 
+MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions& opt) {
+  MemoryEstimate m;
+  uint64_t max_in_es = 1, max_out_es = 1, max_rows_bytes = 0;
+  for (const auto& t : plan.tasks) {
+    max_out_es = std::max<uint64_t>(max_out_es, dtype_bits(t.dtype) / 8);
+    for (const CheckpointTensor* in : inputs_of(t))
+      if (in) max_in_es = std::max<uint64_t>(max_in_es, dtype_bits(in->info->dtype) / 8);
+    if (t.kind == TaskKind::Rows)  // row-mapped tensors: inputs mapped whole (rows in any order)
+      for (const CheckpointTensor* in : inputs_of(t))
+        if (in) max_rows_bytes = std::max<uint64_t>(max_rows_bytes, in->info->nbytes());
+  }
+  size_t operands = 1;
+  for (const auto& t : plan.tasks) operands = std::max(operands, inputs_of(t).size());
+  const uint64_t elems = std::max<uint64_t>(1, opt.chunk_bytes / max_out_es);
+  // Output: the pool buffers, and chunks queued from the maps.
+  m.buffers = kBuffers * opt.chunk_bytes;
+  // Inputs: the pages of the chunk being computed (all operands) plus the
+  // mapped chunks queued for writing (released once written).
+  m.mapped_inputs = operands * elems * max_in_es + 2 * opt.chunk_bytes;
+  if (max_rows_bytes) m.mapped_inputs = std::max(m.mapped_inputs, 3 * max_rows_bytes);
+  // Program, libraries, headers and plan: measured about 20 MB on a 1B model.
+  m.fixed = 24ull << 20;
+  m.total = m.buffers + m.mapped_inputs + m.fixed;
+  return m;
+}
+
+InputResidency input_residency(const MergePlan& plan) {
+  InputResidency r;
+  std::set<const TensorInfo*> seen;
+  for (const auto& t : plan.tasks)
+    for (const CheckpointTensor* in : inputs_of(t)) {
+      if (!in || !seen.insert(in->info).second) continue;
+      const uint64_t bytes = in->info->nbytes();
+      r.bytes += bytes;
+      r.resident += in->file->mapped().resident(in->file->file_offset(*in->info), bytes);
+    }
+  return r;
+}
+
 void execute_plan(const MergePlan& plan, const std::string& out_dir, const ExecuteOptions& opt) {
-  SafetensorsWriter writer(out_dir, specs_of(plan), opt.shard_size, opt.metadata);
-  const uint64_t total = writer.total_bytes();
+  SafetensorsWriter sink(out_dir, specs_of(plan), opt.shard_size, opt.metadata);
+  const uint64_t total = sink.total_bytes();
   uint64_t done = 0;
-  std::vector<uint8_t> buffer;
+  const int threads = compute_threads();
+  // `writer` has SafetensorsWriter::append's meaning (bytes in order), but
+  // writes behind on its own thread.
+  WriteBehind writer(sink, kBuffers, kBuffers * opt.chunk_bytes);
+  writer.set_pool_chunk(opt.chunk_bytes);
+
+  // Prefetch cursor: inputs are asked for up to kPrefetchAhead output bytes
+  // ahead of the chunk being computed, across tensor boundaries.
+  size_t pf_task = 0;
+  uint64_t pf_elem = 0, pf_pos = 0;  // pf_pos: output bytes before the cursor
+  auto prefetch_until = [&](uint64_t pos) {
+    while (pf_pos < pos + kPrefetchAhead && pf_task < plan.tasks.size()) {
+      const TensorTask& t = plan.tasks[pf_task];
+      const uint64_t es = dtype_bits(t.dtype) / 8;
+      const uint64_t n = t.numel();
+      if (t.kind == TaskKind::Rows || pf_elem >= n) {  // rows: read in their own order
+        pf_pos += (n - std::min(pf_elem, n)) * es;
+        ++pf_task;
+        pf_elem = 0;
+        continue;
+      }
+      const uint64_t count = std::min<uint64_t>(n - pf_elem, std::max<uint64_t>(1, opt.chunk_bytes / es));
+      for (const CheckpointTensor* in : inputs_of(t)) prefetch_elements(in, pf_elem, count);
+      pf_elem += count;
+      pf_pos += count * es;
+    }
+  };
 
   for (const TensorTask& task : plan.tasks) {
     if (task.kind == TaskKind::Rows) {  // vocabulary tensors, row by row
@@ -55,6 +286,10 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
         done += n;
         if (opt.progress) opt.progress(done, total);
       });
+      // Rows come in any order: the inputs are handed back once the tensor is done.
+      writer.drain();
+      for (const CheckpointTensor* in : inputs_of(task))
+        if (in) release_elements(in, 0, in->info->nbytes() / (dtype_bits(in->info->dtype) / 8));
       continue;
     }
     const uint64_t n = task.numel();
@@ -64,20 +299,12 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
     for (uint64_t first = 0; first < n; first += chunk) {
       check_interrupted();
       const uint64_t count = std::min(chunk, n - first);
-      // Prefetch the next chunk's inputs while this one is processed.
-      if (first + count < n) {
-        const uint64_t next = std::min(chunk, n - first - count);
-        prefetch_elements(task.source, first + count, next);
-        for (const auto& term : task.terms) {
-          prefetch_elements(term.plus, first + count, next);
-          prefetch_elements(term.minus, first + count, next);
-        }
-      }
+      prefetch_until(done + count * out_es);
       if (task.kind == TaskKind::Copy) {
-        // Same dtype: write straight from the map.
-        writer.append(task.source->data() + first * out_es, count * out_es);
+        // Same dtype: written straight from the map, released once written.
+        writer.submit_mapped(task.source->data() + first * out_es, count * out_es, {Release{task.source, first, count}});
       } else {
-        buffer.resize(count * out_es);
+        std::vector<uint8_t>* buffer = writer.buffer(count * out_es);
         CombineArgs args;
         const uint64_t base_off = first;
         auto op = [&](const CheckpointTensor* t) {
@@ -90,28 +317,29 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
         };
         args.source = op(task.source);
         for (const auto& term : task.terms) args.terms.push_back(KernelTerm{term.ratio, op(term.plus), op(term.minus)});
-        args.out = buffer.data();
+        args.out = buffer->data();
         args.out_dtype = task.dtype;
         const int64_t grain = 1 << 15;
         const int64_t pieces = int64_t((count + grain - 1) / grain);
-#pragma omp parallel for schedule(static) if (pieces > 1)
-        for (int64_t p = 0; p < pieces; ++p) {
-          const size_t b = size_t(p) * grain;
-          combine_range(args, b, std::min<size_t>(count, b + grain));
+        if (threads > 1 && pieces > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+          for (int64_t p = 0; p < pieces; ++p) {
+            const size_t b = size_t(p) * grain;
+            combine_range(args, b, std::min<size_t>(count, b + grain));
+          }
+        } else {
+          combine_range(args, 0, count);
         }
-        writer.append(buffer.data(), buffer.size());
-      }
-      release_elements(task.source, first, count);
-      for (const auto& term : task.terms) {
-        release_elements(term.plus, first, count);
-        release_elements(term.minus, first, count);
+        for (const CheckpointTensor* in : inputs_of(task)) release_elements(in, first, count);
+        writer.submit(buffer);
       }
       done += count * out_es;
       if (opt.progress) opt.progress(done, total);
     }
   }
   check_interrupted();
-  writer.finish();
+  writer.drain();
+  sink.finish();
   if (opt.progress) opt.progress(total, total);
 }
 

@@ -3,7 +3,10 @@
 //
 // Memory stays bounded by the chunk size whatever the model size: input pages
 // are handed back to the kernel once consumed, and output is flushed behind
-// as it is written.
+// as it is written.  The arithmetic of one chunk overlaps the write of the
+// previous ones (a writer thread and a small pool of chunk buffers), and the
+// inputs are asked for ahead (madvise WILLNEED) so that cold reads overlap
+// both.
 #pragma once
 
 #include <cstdint>
@@ -25,6 +28,23 @@ struct ExecuteOptions {
 
 // Output file bytes the plan will produce (headers included).
 uint64_t planned_output_bytes(const MergePlan& plan, const ExecuteOptions& opt);
+
+// What execute_plan will hold in memory at most, by the executor's own
+// accounting (the kernel reports mapped input pages in RSS too).
+struct MemoryEstimate {
+  uint64_t buffers = 0;        // output chunk buffers (the write-behind pool)
+  uint64_t mapped_inputs = 0;  // input pages mapped at once (released as consumed)
+  uint64_t fixed = 0;          // program, libraries, headers, plan
+  uint64_t total = 0;
+};
+MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions& opt);
+
+// How much of the plan's input bytes are in the page cache now (mincore).
+struct InputResidency {
+  uint64_t bytes = 0;     // distinct input tensor bytes
+  uint64_t resident = 0;  // of which cached
+};
+InputResidency input_residency(const MergePlan& plan);
 
 // Write the plan's tensors into `out_dir` (which must exist and be empty of
 // weight files).
