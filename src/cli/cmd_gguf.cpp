@@ -1,6 +1,9 @@
 // export gguf: a Hugging Face model directory -> one GGUF file for llama.cpp.
 #include <fmt/core.h>
 
+#include <cmath>
+#include <cstring>
+#include <map>
 #include <memory>
 #include <string>
 
@@ -8,7 +11,9 @@
 #include "cli/progress.h"
 #include "core/error.h"
 #include "core/file_util.h"
+#include "core/json_util.h"
 #include "core/staging.h"
+#include "gguf/gguf_reader.h"
 #include "gguf/gguf_export.h"
 
 namespace chatvec::cli {
@@ -47,7 +52,99 @@ int run_export_gguf(const ExportGgufOptions& o) {
   return 0;
 }
 
+Json value_json(const gguf::Value& v, size_t max_items) {
+  using gguf::ValueType;
+  auto scalar = [](ValueType t, const uint8_t* p) -> Json {
+    switch (t) {
+      case ValueType::U8: return p[0];
+      case ValueType::I8: return int8_t(p[0]);
+      case ValueType::BOOL: return p[0] != 0;
+      case ValueType::U16: { uint16_t x; std::memcpy(&x, p, 2); return x; }
+      case ValueType::I16: { int16_t x; std::memcpy(&x, p, 2); return x; }
+      case ValueType::U32: { uint32_t x; std::memcpy(&x, p, 4); return x; }
+      case ValueType::I32: { int32_t x; std::memcpy(&x, p, 4); return x; }
+      case ValueType::F32: { float x; std::memcpy(&x, p, 4); return std::isfinite(x) ? Json(x) : Json(nullptr); }
+      case ValueType::U64: { uint64_t x; std::memcpy(&x, p, 8); return x; }
+      case ValueType::I64: { int64_t x; std::memcpy(&x, p, 8); return x; }
+      case ValueType::F64: { double x; std::memcpy(&x, p, 8); return std::isfinite(x) ? Json(x) : Json(nullptr); }
+      default: return nullptr;
+    }
+  };
+  switch (v.type) {
+    case ValueType::STRING: return v.s;
+    case ValueType::BOOL: return v.u != 0;
+    case ValueType::F32: case ValueType::F64: return std::isfinite(v.f) ? Json(v.f) : Json(nullptr);
+    case ValueType::I8: case ValueType::I16: case ValueType::I32: case ValueType::I64: return v.i;
+    case ValueType::ARRAY: {
+      Json items = Json::array();
+      const size_t shown = size_t(std::min<uint64_t>(v.count, max_items));
+      for (size_t k = 0; k < shown; ++k) {
+        if (v.array_type == ValueType::STRING) items.push_back(v.strings[k]);
+        else items.push_back(scalar(v.array_type, v.raw.data() + k * gguf::value_type_size(v.array_type)));
+      }
+      if (v.count <= max_items) return items;
+      return Json{{"type", gguf::value_type_name(v.array_type)}, {"count", v.count}, {"first", items}};
+    }
+    default: return v.u;
+  }
+}
+
 }  // namespace
+
+int run_inspect_gguf(const std::string& path, bool json, bool tensors) {
+  const gguf::File f(path);
+  std::map<std::string, std::pair<uint64_t, uint64_t>> by_type;
+  uint64_t params = 0, bytes = 0;
+  for (const auto& t : f.tensors()) {
+    auto& e = by_type[gguf::type_name(t.type)];
+    e.first++;
+    e.second += t.numel;
+    params += t.numel;
+    bytes += t.nbytes;
+  }
+  if (json) {
+    Json j = Json::object();
+    j["path"] = path;
+    j["format"] = "gguf";
+    j["version"] = f.header().version;
+    j["alignment"] = f.header().alignment;
+    j["tensor_count"] = f.tensors().size();
+    j["parameter_count"] = params;
+    j["tensor_bytes"] = bytes;
+    Json types = Json::object();
+    for (const auto& [k, v] : by_type) types[k] = {{"tensors", v.first}, {"parameters", v.second}};
+    j["types"] = types;
+    Json md = Json::object();
+    for (const auto& kv : f.kvs()) md[kv.key] = value_json(kv.value, 16);
+    j["metadata"] = md;
+    if (tensors) {
+      Json ts = Json::array();
+      for (const auto& t : f.tensors())
+        ts.push_back({{"name", t.name}, {"type", gguf::type_name(t.type)}, {"ne", t.ne}, {"offset", t.offset},
+                      {"bytes", t.nbytes}});
+      j["tensors"] = ts;
+    }
+    fmt::print("{}\n", j.dump(2, ' ', false, Json::error_handler_t::replace));
+    return 0;
+  }
+  fmt::print("{}: GGUF v{}, alignment {}\n", path, f.header().version, f.header().alignment);
+  fmt::print("  {} tensors, {} parameters, {}\n", f.tensors().size(), params, human_bytes(bytes));
+  for (const auto& [k, v] : by_type) fmt::print("  {}: {} tensors, {} parameters\n", k, v.first, v.second);
+  for (const auto& kv : f.kvs())
+    fmt::print("  {} ({}{}{}): {}\n", kv.key, gguf::value_type_name(kv.value.type),
+               kv.value.type == gguf::ValueType::ARRAY ? " of " : "",
+               kv.value.type == gguf::ValueType::ARRAY ? gguf::value_type_name(kv.value.array_type) : "",
+               kv.value.to_string());
+  if (tensors) {
+    fmt::print("\n{:<40} {:<6} {:<24} {:>12}\n", "tensor", "type", "ne", "bytes");
+    for (const auto& t : f.tensors()) {
+      std::string ne = "[";
+      for (size_t d = 0; d < t.ne.size(); ++d) ne += (d ? ", " : "") + std::to_string(t.ne[d]);
+      fmt::print("{:<40} {:<6} {:<24} {:>12}\n", t.name, gguf::type_name(t.type), ne + "]", t.nbytes);
+    }
+  }
+  return 0;
+}
 
 void register_gguf(CLI::App& app, std::function<int()>& run) {
   CLI::App* ex = app.add_subcommand("export", "Write a model in another format");

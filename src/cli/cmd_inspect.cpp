@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "formats/checkpoint.h"
+#include "gguf/gguf_reader.h"
 #include "merge/kernels.h"
 
 namespace chatvec::cli {
@@ -34,6 +35,7 @@ Json config_summary(const Json& c) {
 }
 
 int run_inspect(const InspectOptions& o) {
+  if (!is_directory(o.path) && gguf::looks_like_gguf(o.path)) return run_inspect_gguf(o.path, o.json, o.tensors);
   Checkpoint c = Checkpoint::open(o.path);
   std::map<std::string, std::pair<uint64_t, uint64_t>> by_dtype;  // dtype -> (tensors, params)
   for (const auto& name : c.names()) {

@@ -28,6 +28,8 @@ void register_inspect(CLI::App& app, std::function<int()>& run);
 void register_diff(CLI::App& app, std::function<int()>& run);
 void register_engine_commands(CLI::App& app, std::function<int()>& run);  // convert, generate, chat, perplexity
 void register_gguf(CLI::App& app, std::function<int()>& run);  // export gguf
+// inspect of a .gguf file (cmd_gguf.cpp), called by inspect.
+int run_inspect_gguf(const std::string& path, bool json, bool tensors);
 void register_train(CLI::App& app, std::function<int()>& run);  // train
 void register_eval(CLI::App& app, std::function<int()>& run);   // eval
 

@@ -203,7 +203,8 @@ std::string Value::to_string(size_t max_items) const {
       return out + "]";
     }
     case ValueType::BOOL: return u ? "true" : "false";
-    case ValueType::F32: case ValueType::F64: return fmt::format("{}", f);
+    case ValueType::F32: return fmt::format("{}", float(f));
+    case ValueType::F64: return fmt::format("{}", f);
     case ValueType::I8: case ValueType::I16: case ValueType::I32: case ValueType::I64: return fmt::format("{}", i);
     default: return fmt::format("{}", u);
   }
