@@ -150,6 +150,8 @@ struct TinyCase {
   int64_t tokens;
 };
 
+void PrintTo(const TinyCase& c, std::ostream* os) { *os << c.name; }
+
 class EngineTiny : public ::testing::TestWithParam<TinyCase> {};
 
 TEST_P(EngineTiny, LogitsMatchFloat64Reference) {
