@@ -15,6 +15,7 @@
 #include "core/staging.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_export.h"
+#include "gguf/gguf_import.h"
 
 namespace chatvec::cli {
 
@@ -48,6 +49,29 @@ int run_export_gguf(const ExportGgufOptions& o) {
     if (s.f16_fallbacks)
       std::fprintf(stderr, "note: %zu tensors kept in f16 (row length not a multiple of the q8_0 block of 32)\n",
                    s.f16_fallbacks);
+  }
+  return 0;
+}
+
+struct ExportStOptions {
+  std::string in, out;
+  bool force = false;
+};
+
+int run_export_safetensors(const ExportStOptions& o) {
+  if (!gguf::looks_like_gguf(o.in)) throw InputError(fmt::format("{}: not a GGUF file", o.in));
+  StagedOutput staged(o.out, StagedOutput::Kind::Directory, o.force);
+  ProgressBar bar("export");
+  std::function<void(uint64_t, uint64_t)> prog;
+  if (!global_options().quiet) prog = [&](uint64_t d, uint64_t t) { bar.update(d, t); };
+  const gguf::ImportSummary s = gguf::import_gguf(o.in, staged.path(), prog);
+  bar.finish();
+  staged.commit();
+  if (!global_options().quiet) {
+    std::fprintf(stderr, "wrote %s: %s, %zu tensors (model.safetensors, config.json, %s)\n", o.out.c_str(),
+                 s.architecture.c_str(), s.tensors, gguf::kTokenizerSidecar);
+    if (s.dequantized) std::fprintf(stderr, "note: %zu Q8_0 tensors dequantised to F32\n", s.dequantized);
+    for (const auto& n : s.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
   }
   return 0;
 }
@@ -158,6 +182,12 @@ void register_gguf(CLI::App& app, std::function<int()>& run) {
   g->add_option("--name", o->name, "general.name (default: the directory's name)");
   g->add_flag("-f,--force", o->force, "Replace an existing output file");
   g->callback([&run, o] { run = [o] { return run_export_gguf(*o); }; });
+  auto so = std::make_shared<ExportStOptions>();
+  CLI::App* st = ex->add_subcommand("safetensors", "GGUF file (llama/qwen2) -> Hugging Face directory (safetensors)");
+  st->add_option("model", so->in, "GGUF file")->required();
+  st->add_option("-o,--output", so->out, "Output directory (must not exist)")->required();
+  st->add_flag("-f,--force", so->force, "Replace an existing output directory");
+  st->callback([&run, so] { run = [so] { return run_export_safetensors(*so); }; });
 }
 
 }  // namespace chatvec::cli

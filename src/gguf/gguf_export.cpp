@@ -14,7 +14,9 @@
 #include "core/json_util.h"
 #include "engine/model_config.h"
 #include "formats/checkpoint.h"
+#include "gguf/gguf_import.h"
 #include "gguf/gguf_names.h"
+#include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
 #include "tokenizer/vocab.h"
 
@@ -351,6 +353,15 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
     for (const auto& kv : opts.tokenizer_kvs) {
       if (kv.key == "tokenizer.ggml.model") sum.tokenizer_model = kv.value.s;
       if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
+    }
+  } else if (const fs::path side = fs::path(dir) / kTokenizerSidecar;
+             !path_exists((fs::path(dir) / "tokenizer.json").string()) &&
+             !path_exists((fs::path(dir) / "tokenizer.model").string()) && path_exists(side.string())) {
+    const File tf(side.string());
+    for (auto& kv : tokenizer_kvs_of(tf)) {
+      if (kv.key == "tokenizer.ggml.model") sum.tokenizer_model = kv.value.s;
+      if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
+      kvs.push_back(std::move(kv));
     }
   } else {
     for (auto& kv : tokenizer_metadata(dir, arch, n_vocab, &sum.tokenizer_model)) {
