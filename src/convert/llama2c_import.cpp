@@ -60,6 +60,10 @@ Llama2cHeader llama2c_parse_header(const uint8_t* bytes, uint64_t file_size, con
   if (file_size < kHeaderBytes)
     throw InputError(fmt::format("{}: not a llama2.c checkpoint: {} bytes, shorter than the 28-byte header", what,
                                  file_size));
+  if (read_i32(bytes) == 0x616b3432)  // "ak42": llama2.c's export.py version 1/2 formats
+    throw InputError(fmt::format("{}: llama2.c export version {} (magic \"ak42\") is not supported; export with "
+                                 "--version 0 (the legacy run.c format)",
+                                 what, file_size >= 8 ? read_i32(bytes + 4) : -1));
   Llama2cHeader h;
   const char* names[7] = {"dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len"};
   int64_t v[7];

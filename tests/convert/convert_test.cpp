@@ -149,6 +149,11 @@ TEST(ConvertLlama2c, RejectsBadInput) {
     b.push_back(0);
     write_bytes(f.bin, b);
     expect_error(f.opts(), "does not match its header", f.out);
+    b = t.bytes();
+    const int32_t magic[2] = {0x616b3432, 1};
+    std::memcpy(b.data(), magic, 8);
+    write_bytes(f.bin, b);
+    expect_error(f.opts(), "version 1", f.out);
   }
   for (auto mutate : std::vector<std::pair<std::string, void (*)(TinyBin&)>>{
            {"n_heads 3", [](TinyBin& x) { x.heads = 3; }},
