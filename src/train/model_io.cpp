@@ -52,7 +52,13 @@ void write_weights(const Transformer<float>& m, const std::string& dir) {
   Json cfg = path_exists(cfg_path) ? read_json_file(cfg_path) : Json::object();
   cfg["vocab_size"] = m.config().vocab_size;
   cfg["torch_dtype"] = "float32";
-  write_file(cfg_path, dump_json_pretty(cfg) + "\n");
+  overwrite_file(cfg_path, dump_json_pretty(cfg) + "\n");
+}
+
+void overwrite_file(const std::string& path, const std::string& content) {
+  std::error_code ec;
+  fs::remove(path, ec);
+  write_file(path, content);
 }
 
 void copy_model_files(const std::string& from, const std::string& to) {

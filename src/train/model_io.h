@@ -20,6 +20,9 @@ Transformer<float> load_transformer(const std::string& dir);
 // vocab_size and torch_dtype to match.
 void write_weights(const Transformer<float>& m, const std::string& dir);
 
+// Writes `content` to `path`, replacing the file if it exists.
+void overwrite_file(const std::string& path, const std::string& content);
+
 // Copies every non-weight file of `from` into `to` (which exists).
 void copy_model_files(const std::string& from, const std::string& to);
 

@@ -134,7 +134,11 @@ void prepare_chat(Transformer<float>& m, const std::string& dir, const TrainOpti
   Json tc = path_exists(tc_path) ? read_json_file(tc_path) : Json::object();
   if (!o.add_special.empty()) {
     const int64_t V0 = m.config().vocab_size, D = m.config().hidden_size;
-    std::vector<int> ids = append_tokens_in_place(dir, o.add_special, true);
+    // SentencePiece never matches CONTROL pieces in text, so with a
+    // tokenizer.model the token is added as a user-defined piece (matched in
+    // text, as the rendered chat template needs); tokenizer.json: special.
+    const bool sp_model = Vocabulary::load(dir).format() == TokenizerFormat::SentencePieceModel;
+    std::vector<int> ids = append_tokens_in_place(dir, o.add_special, !sp_model);
     const int64_t V1 = std::max<int64_t>(V0, *std::max_element(ids.begin(), ids.end()) + 1);
     std::vector<float> mean(size_t(D), 0.0f);
     for (int64_t v = 0; v < V0; ++v)
@@ -163,9 +167,9 @@ void prepare_chat(Transformer<float>& m, const std::string& dir, const TrainOpti
       eos.push_back(cfg["eos_token_id"].get<int>());
     gc["eos_token_id"] = eos;
     if (cfg.contains("bos_token_id")) gc["bos_token_id"] = cfg["bos_token_id"];
-    write_file(gc_path, dump_json_pretty(gc) + "\n");
+    overwrite_file(gc_path, dump_json_pretty(gc) + "\n");
   }
-  if (!o.chat_template.empty() || !o.eos_token.empty()) write_file(tc_path, dump_json_pretty(tc) + "\n");
+  if (!o.chat_template.empty() || !o.eos_token.empty()) overwrite_file(tc_path, dump_json_pretty(tc) + "\n");
 }
 
 void extend_vocabulary(Transformer<float>& m, const std::string& dir, const std::vector<std::string>& lines, int count,
@@ -253,7 +257,16 @@ TrainReport run_training(const TrainOptions& o, const std::function<void(const s
     }
     if (examples.empty()) throw InputError(o.data + ": no conversation with an assistant turn");
     rep.examples = int64_t(examples.size());
-    if (say) say(fmt::format("chat: {} conversations", examples.size()));
+    if (say) {
+      // Show the first example: ids, with the scored (assistant) ones in [brackets].
+      std::string shown;
+      const Example& e = examples.front();
+      for (size_t t = 0; t < e.tokens.size(); ++t) shown += fmt::format(" {}", e.tokens[t]);
+      shown += " |";
+      for (size_t t = 0; t < e.targets.size(); ++t)
+        if (e.weights[t] > 0) shown += fmt::format(" [{}]", e.targets[t]);
+      say(fmt::format("chat: {} conversations; first: tokens{}", examples.size(), shown));
+    }
   }
 
   // ---- training ----------------------------------------------------------------

@@ -1,0 +1,88 @@
+// chatvec eval's scoring (no model needed) and the reduced reproduction
+// experiment end to end (experiments/run_experiment.py --scale ci): it must
+// run and compute every metric; no scientific outcome is asserted.
+#include <gtest/gtest.h>
+
+#include <fstream>
+
+#include "core/json_util.h"
+#include "eval/eval.h"
+#include "test_support.h"
+
+using namespace chatvec;
+using namespace chatvec::eval;
+namespace t = chatvec::testing;
+
+TEST(EvalScoring, Words) {
+  EXPECT_EQ(words_of("¿Qué ÉS esto? Él dijo: «sí»."), (std::vector<std::string>{"qué", "és", "esto", "él", "dijo", "sí"}));
+  EXPECT_EQ(words_of("And God said, Let there be light: and"), (std::vector<std::string>{"and", "god", "said", "let", "there", "be", "light", "and"}));
+  EXPECT_TRUE(words_of(" ... ").empty());
+}
+
+TEST(EvalScoring, BagF1) {
+  EXPECT_DOUBLE_EQ(bag_f1({"a", "b"}, {"a", "b"}), 1.0);
+  EXPECT_DOUBLE_EQ(bag_f1({"a"}, {"a", "b"}), 2.0 * 1.0 * 0.5 / 1.5);
+  EXPECT_DOUBLE_EQ(bag_f1({}, {"a"}), 0.0);
+  EXPECT_DOUBLE_EQ(bag_f1({"a", "a"}, {"a"}), 2.0 * 0.5 * 1.0 / 1.5);
+}
+
+TEST(EvalScoring, Answers) {
+  LanguageId lid;
+  lid.train("en", {"and the lord said unto moses", "the children of israel went out of the land"});
+  lid.train("es", {"y dijo el señor á moisés", "los hijos de israel salieron de la tierra"});
+  EXPECT_EQ(lid.classify_word("the"), "en");
+  EXPECT_EQ(lid.classify_word("los"), "es");
+  TaskScore s = score_answer("repeat", "Los hijos de Israel.", "Los hijos de Israel", "es", lid, true);
+  EXPECT_TRUE(s.checkable);
+  EXPECT_EQ(s.exact, 1.0);
+  EXPECT_EQ(s.f1, 1.0);
+  EXPECT_EQ(s.eos, 1.0);
+  EXPECT_GT(s.lang, 0.7);
+  s = score_answer("first_word", "Y entonces", "Y", "es", lid, false);
+  EXPECT_EQ(s.exact, 1.0);
+  EXPECT_EQ(s.eos, 0.0);
+  s = score_answer("last_word", "tierra", "tierra", "es", lid, true);
+  EXPECT_EQ(s.exact, 1.0);
+  s = score_answer("continue", "de la tierra y mas", "de la tierra.", "es", lid, true);
+  EXPECT_EQ(s.exact, 1.0);
+  EXPECT_LT(s.f1, 1.0);
+  s = score_answer("dialogue", "", "hola", "es", lid, true);
+  EXPECT_FALSE(s.checkable);
+  EXPECT_EQ(s.lang, 0.0);
+  EXPECT_THROW(score_answer("translate", "", "", "es", lid, true), std::exception);
+}
+
+// The whole pipeline at reduced scale: data, base conversion, chat SFT, CP
+// (original and extended vocabulary), CP->FT, every merge, every evaluation.
+TEST(ReproductionPipeline, ReducedScaleRunsEndToEnd) {
+  CHATVEC_REQUIRE_PATH(t::shared_dir() / "models/stories260K/stories260K.bin");
+  CHATVEC_REQUIRE_PATH(t::shared_dir() / "data/bible/bible-es-rv1909.tsv");
+  if (t::run_command("/usr/bin/python3 -c 'import yaml'").exit_code != 0) {
+    if (t::in_ci()) FAIL() << "python3-yaml required in CI";
+    GTEST_SKIP() << "python3-yaml not installed";
+  }
+  t::TempDir tmp;
+  const auto r = t::run_command("/usr/bin/python3 " + t::shell_quote((t::source_dir() / "experiments/run_experiment.py").string()) +
+                                " --scale ci --out " + t::shell_quote((tmp / "work").string()) + " --shared " +
+                                t::shell_quote(t::shared_dir().string()) + " --chatvec " + t::shell_quote(t::chatvec_bin()));
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  const Json res = read_json_file((tmp / "work/results.json").string());
+  const char* rows[] = {"chat (English SFT)", "CP", "CP + CV", "CP + 0.5 CV", "CP→FT", "CP→FT + CV", "CPx",
+                        "CPx + CV [shared]", "CPx + CV [align]", "CPx + CV [skip]", "CPx→FT", "CPx→FT + CV"};
+  for (const char* row : rows) {
+    ASSERT_TRUE(res["results"].contains(row)) << row;
+    const Json& m = res["results"][row]["0"];
+    ASSERT_FALSE(m.contains("error")) << row << ": " << m.dump();
+    for (const char* k : {"es_f1", "es_exact", "es_eos", "es_share", "en_f1", "en_share", "es_bpb", "en_bpb"}) {
+      ASSERT_TRUE(m.contains(k)) << row << " " << k;
+      const double v = m[k].get<double>();
+      EXPECT_TRUE(std::isfinite(v)) << row << " " << k;
+      EXPECT_GE(v, 0.0) << row << " " << k;
+    }
+  }
+  // --embeddings full cannot apply to a grown vocabulary: recorded, not fatal.
+  EXPECT_TRUE(res["results"]["CPx + CV [full]"]["0"].contains("error"));
+  EXPECT_TRUE(std::filesystem::exists(tmp / "work/report.md"));
+  EXPECT_TRUE(std::filesystem::exists(tmp / "work/spanish_tasks.svg"));
+  EXPECT_TRUE(std::filesystem::exists(tmp / "work/ratio.svg"));
+}
