@@ -1,0 +1,432 @@
+// GGUF writer, reader, export and import; llama.cpp (node-llama-cpp) and
+// @huggingface/gguf as references.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "gguf/gguf_format.h"
+#include "gguf/gguf_import.h"
+#include "gguf/gguf_names.h"
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_writer.h"
+#include "test_support.h"
+
+using namespace chatvec;
+using namespace chatvec::gguf;
+using namespace chatvec::testing;
+
+namespace {
+
+std::string cv() { return shell_quote(chatvec_bin()); }
+
+fs::path stories_dir() { return shared_dir() / "models" / "stories260K"; }
+
+// stories260K converted once per test process.
+std::string converted_stories(const TempDir& tmp) {
+  const fs::path out = tmp / "s260";
+  if (!fs::exists(out)) {
+    CommandResult r = run_command(cv() + " -q convert llama2c " + shell_quote((stories_dir() / "stories260K.bin").string()) +
+                                  " --tokenizer " + shell_quote((stories_dir() / "tok512.model").string()) + " -o " +
+                                  shell_quote(out.string()));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+  }
+  return out.string();
+}
+
+std::string read_all(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+std::vector<int64_t> parse_ids(const std::string& s) {
+  std::vector<int64_t> v;
+  std::istringstream in(s);
+  int64_t x;
+  while (in >> x) v.push_back(x);
+  return v;
+}
+
+// A small valid GGUF: a few key-values of every kind and three tensors.
+std::vector<KeyValue> sample_kvs() {
+  std::vector<KeyValue> kv;
+  kv.push_back({"general.architecture", Value::str("llama")});
+  kv.push_back({"general.alignment", Value::u32(32)});
+  kv.push_back({"test.f32", Value::f32(1.5f)});
+  kv.push_back({"test.bool", Value::boolean(true)});
+  kv.push_back({"test.strs", Value::str_array({"a", "bc", ""})});
+  kv.push_back({"test.i32s", Value::i32_array({1, -2, 3})});
+  return kv;
+}
+std::vector<TensorDecl> sample_tensors() {
+  return {{"a", uint32_t(TensorType::F32), {3}}, {"b", uint32_t(TensorType::F16), {4, 2}},
+          {"c", uint32_t(TensorType::Q8_0), {32, 2}}};
+}
+std::string sample_file_bytes() {
+  std::string s = header_bytes(sample_kvs(), sample_tensors());
+  for (const auto& t : sample_tensors()) {
+    std::string d(t.nbytes(), '\x01');
+    s += d;
+    s.resize(pad_to(s.size(), 32), '\0');
+  }
+  return s;
+}
+
+void expect_rejected(const std::string& bytes, const std::string& needle, const std::string& label) {
+  try {
+    parse_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), "bad.gguf");
+    ADD_FAILURE() << label << ": accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << label << ": " << e.what();
+    EXPECT_NE(std::string(e.what()).find("bad.gguf"), std::string::npos) << label << ": " << e.what();
+  }
+}
+
+template <class T>
+void put(std::string& s, size_t at, T v) {
+  std::memcpy(s.data() + at, &v, sizeof v);
+}
+
+}  // namespace
+
+TEST(GgufFormat, Q8_0MatchesGgmlDefinition) {
+  std::vector<float> x(64);
+  for (int i = 0; i < 64; ++i) x[i] = std::sin(0.37f * i) * (i < 32 ? 1.0f : 0.001f);
+  x[5] = -2.0f;  // amax of block 0
+  std::vector<uint8_t> q(2 * kQ8BlockBytes);
+  quantize_q8_0(x.data(), 64, q.data());
+  for (int b = 0; b < 2; ++b) {
+    float amax = 0;
+    for (int j = 0; j < 32; ++j) amax = std::max(amax, std::fabs(x[b * 32 + j]));
+    const float d = amax / 127.0f;
+    uint16_t dh;
+    std::memcpy(&dh, q.data() + b * 34, 2);
+    EXPECT_EQ(dh, f32_to_f16(d));
+    for (int j = 0; j < 32; ++j) EXPECT_EQ(int8_t(q[b * 34 + 2 + j]), int8_t(std::roundf(x[b * 32 + j] * (1.0f / d))));
+  }
+  EXPECT_EQ(int8_t(q[2 + 5]), -127);
+  std::vector<float> y(64);
+  dequantize_q8_0(q.data(), 64, y.data());
+  // Each value within half a step (d / 2 = amax / 254) of the original.
+  // (plus the f16 rounding of a tiny scale in the second block).
+  for (int i = 0; i < 64; ++i) EXPECT_NEAR(y[i], x[i], i < 32 ? 2.0 / 254 * 1.01 : 0.001 / 254 + 127 * 6e-8);
+  // An all-zero block has scale 0 and zeros.
+  std::vector<float> z(32, 0.0f);
+  quantize_q8_0(z.data(), 32, q.data());
+  for (int j = 0; j < 34; ++j) EXPECT_EQ(q[j], 0);
+}
+
+TEST(GgufFormat, NamesAndPermutationInvert) {
+  EXPECT_EQ(*hf_to_gguf_name("model.layers.12.self_attn.q_proj.weight"), "blk.12.attn_q.weight");
+  EXPECT_EQ(*hf_to_gguf_name("model.embed_tokens.weight"), "token_embd.weight");
+  EXPECT_EQ(*hf_to_gguf_name("lm_head.weight"), "output.weight");
+  EXPECT_EQ(*hf_to_gguf_name("model.layers.0.mlp.down_proj.weight"), "blk.0.ffn_down.weight");
+  EXPECT_EQ(*hf_to_gguf_name("model.layers.1.self_attn.k_proj.bias"), "blk.1.attn_k.bias");
+  EXPECT_FALSE(hf_to_gguf_name("model.layers.01.mlp.up_proj.weight"));
+  EXPECT_FALSE(hf_to_gguf_name("vision.patch"));
+  EXPECT_EQ(*gguf_to_hf_name("blk.3.ffn_norm.weight"), "model.layers.3.post_attention_layernorm.weight");
+  EXPECT_EQ(qk_kind("blk.0.attn_q.weight"), 1);
+  EXPECT_EQ(qk_kind("blk.0.attn_k.bias"), 2);
+  EXPECT_EQ(qk_kind("blk.0.attn_v.weight"), 0);
+  // head_dim 8: GGUF rows 0..7 of a head hold HF rows 0,4,1,5,2,6,3,7.
+  const uint64_t expect[8] = {0, 4, 1, 5, 2, 6, 3, 7};
+  for (uint64_t r = 0; r < 8; ++r) EXPECT_EQ(hf_row_for_gguf_row(8 + r, 32, 4), 8 + expect[r]);
+  for (uint64_t r = 0; r < 32; ++r) EXPECT_EQ(gguf_row_for_hf_row(hf_row_for_gguf_row(r, 32, 4), 32, 4), r);
+}
+
+TEST(GgufReader, ReadsWhatTheWriterWrote) {
+  TempDir tmp;
+  const fs::path p = tmp / "x.gguf";
+  {
+    std::ofstream f(p, std::ios::binary);
+    f << sample_file_bytes();
+  }
+  File g(p.string());
+  EXPECT_EQ(g.header().version, 3u);
+  ASSERT_EQ(g.kvs().size(), 6u);
+  EXPECT_EQ(g.get_string("general.architecture"), "llama");
+  EXPECT_EQ(g.find("test.f32")->f, 1.5);
+  EXPECT_EQ(g.find("test.bool")->u, 1u);
+  EXPECT_EQ(g.find("test.strs")->strings, (std::vector<std::string>{"a", "bc", ""}));
+  EXPECT_EQ(g.find("test.i32s")->count, 3u);
+  ASSERT_EQ(g.tensors().size(), 3u);
+  EXPECT_EQ(g.tensors()[1].ne, (std::vector<uint64_t>{4, 2}));
+  EXPECT_EQ(g.tensors()[1].offset, 32u);
+  EXPECT_EQ(g.tensors()[2].nbytes, 68u);
+  EXPECT_EQ(g.data(g.tensors()[0])[0], 1);
+  EXPECT_EQ(g.header().data_offset % 32, 0u);
+}
+
+TEST(GgufReader, RejectsMalformedFiles) {
+  const std::string good = sample_file_bytes();
+  const std::string hdr = header_bytes(sample_kvs(), sample_tensors());
+  // Offsets of fields in the sample: after 24 bytes of preamble, the first key.
+  const size_t kv0 = 24;
+  expect_rejected("", "truncated", "empty file");
+  expect_rejected("GGU", "truncated", "short magic");
+  {
+    std::string s = good;
+    s[0] = 'X';
+    expect_rejected(s, "bad magic", "magic");
+  }
+  {
+    std::string s = good;
+    put<uint32_t>(s, 4, 1);
+    expect_rejected(s, "version 1", "version 1");
+    put<uint32_t>(s, 4, 4);
+    expect_rejected(s, "unsupported version 4", "version 4");
+  }
+  {
+    std::string s = good;
+    put<uint64_t>(s, 8, uint64_t(1) << 60);
+    expect_rejected(s, "tensor count", "huge tensor count");
+    s = good;
+    put<uint64_t>(s, 16, ~uint64_t(0));
+    expect_rejected(s, "key-value count", "huge kv count");
+  }
+  {
+    std::string s = good;
+    put<uint64_t>(s, kv0, uint64_t(1) << 62);  // key length
+    expect_rejected(s, "has length", "string beyond the file");
+  }
+  expect_rejected(good.substr(0, hdr.size() - 40), "truncated", "truncated tensor infos");
+  auto with = [](std::vector<KeyValue> kvs, std::vector<TensorDecl> ts) {
+    std::string s = header_bytes(kvs, ts);
+    uint64_t n = 0;
+    for (auto& t : ts) n += pad_to(t.nbytes(), 32);
+    return s + std::string(n, '\0');
+  };
+  {
+    auto kvs = sample_kvs();
+    kvs.push_back({"test.f32", Value::f32(2.0f)});
+    expect_rejected(with(kvs, sample_tensors()), "duplicate key test.f32", "duplicate key");
+  }
+  {
+    auto ts = sample_tensors();
+    ts.push_back({"b", uint32_t(TensorType::F32), {1}});
+    expect_rejected(with(sample_kvs(), ts), "duplicate tensor name b", "duplicate tensor");
+  }
+  {
+    auto kvs = sample_kvs();
+    kvs[1].value = Value::u32(48);
+    expect_rejected(with(kvs, {}), "not a power of two", "alignment 48");
+    kvs[1].value = Value::i32(32);
+    expect_rejected(with(kvs, {}), "expected u32", "alignment i32");
+    kvs[1].value = Value::u32(0);
+    expect_rejected(with(kvs, {}), "not a power of two", "alignment 0");
+  }
+  {
+    std::vector<KeyValue> kvs{{"k", Value::u32(7)}};
+    std::string s = with(kvs, {});
+    put<uint32_t>(s, 24 + 8 + 1, 13);  // value type
+    expect_rejected(s, "invalid value type 13", "value type");
+    kvs[0].value = Value::i32_array({1, 2});
+    s = with(kvs, {});
+    put<uint32_t>(s, 24 + 8 + 1 + 4, 9);  // element type ARRAY
+    expect_rejected(s, "nested arrays", "nested array");
+    put<uint32_t>(s, 24 + 8 + 1 + 4, 4);
+    put<uint64_t>(s, 24 + 8 + 1 + 8, uint64_t(1) << 61);  // array length
+    expect_rejected(s, "exceeds the file", "array length");
+    kvs[0].value = Value::boolean(true);
+    s = with(kvs, {});
+    s[24 + 8 + 1 + 4] = 2;
+    expect_rejected(s, "neither 0 nor 1", "bool 2");
+    kvs[0].key = "";
+    expect_rejected(with(kvs, {}), "empty key", "empty key");
+  }
+  // Tensor infos: one tensor named "t" after no key-values.
+  const size_t ti = 24 + 8 + 1;  // after the name
+  auto one = [&](TensorDecl t) { return with({}, {t}); };
+  {
+    std::string s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    put<uint32_t>(s, ti, 5);
+    expect_rejected(s, "5 dimensions", "n_dims 5");
+    s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    put<int64_t>(s, ti + 4, -2);
+    expect_rejected(s, "negative dimension", "negative dim");
+    s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    put<int64_t>(s, ti + 4, int64_t(1) << 40);
+    put<int64_t>(s, ti + 12, int64_t(1) << 40);
+    expect_rejected(s, "overflows", "dims overflow");
+    s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    put<uint32_t>(s, ti + 20, 4);  // ggml type 4 (removed Q4_2)
+    expect_rejected(s, "invalid ggml type 4", "ggml type");
+    s = one({"t", uint32_t(TensorType::F32), {32, 2}});
+    put<uint32_t>(s, ti + 20, uint32_t(TensorType::Q8_0));
+    put<int64_t>(s, ti + 4, 33);
+    expect_rejected(s, "not a multiple of the block size", "q8_0 row");
+    s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    put<uint64_t>(s, ti + 24, 8);
+    expect_rejected(s, "has offset 8, expected 0", "offset");
+    s = one({"t", uint32_t(TensorType::F32), {2, 2}});
+    expect_rejected(s.substr(0, s.size() - 17), "not within the file", "data beyond the end");
+  }
+  {
+    std::string name(64, 'n');
+    std::string s = header_bytes({}, {{std::string(63, 'n'), uint32_t(TensorType::F32), {1}}}) + std::string(32, '\0');
+    put<uint64_t>(s, 24, 64);  // lengthen the name by one byte (the next byte becomes part of it)
+    expect_rejected(s, "longer than 63", "long name");
+  }
+  {
+    // Through the command line: exit status 2 and the file named.
+    TempDir tmp;
+    std::string s = good;
+    s[0] = 'X';
+    s.replace(0, 4, "GGUF");
+    put<uint32_t>(s, 4, 9);
+    {
+      std::ofstream f(tmp / "bad.gguf", std::ios::binary);
+      f << s;
+    }
+    CommandResult r = run_command(cv() + " inspect " + shell_quote((tmp / "bad.gguf").string()));
+    EXPECT_EQ(r.exit_code, 2);
+    EXPECT_NE(r.err.find("unsupported version 9"), std::string::npos) << r.err;
+  }
+}
+
+// Export stories260K; llama.cpp loads each file and continues a prompt
+// greedily as our engine does; @huggingface/gguf sees the metadata; the
+// GGUF -> safetensors -> GGUF round trip is byte-identical.
+class GgufStories : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    CHATVEC_REQUIRE_PATH(stories_dir() / "stories260K.bin");
+    dir_ = converted_stories(tmp_);
+  }
+  std::string export_type(const std::string& type) {
+    const std::string out = (tmp_ / ("s." + type + ".gguf")).string();
+    CommandResult r = run_command(cv() + " -q export gguf " + shell_quote(dir_) + " -o " + shell_quote(out) +
+                                  " --type " + type);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  }
+  TempDir tmp_;
+  std::string dir_;
+};
+
+// The greedy continuation run.c gives for this prompt (tests/engine).
+const char* kPrompt = "1,403,407,261,378";
+const std::vector<int64_t> kRunC = {432, 383, 286, 261, 376, 298, 315, 421, 395, 317, 426, 338, 401, 396, 267, 337,
+                                    410, 408, 419, 292, 411, 322, 265, 282, 295, 433, 426, 385, 328, 432, 358, 394,
+                                    261, 370, 432, 352, 266, 268, 388, 426, 338, 391, 266, 267, 337, 335, 312, 432,
+                                    398, 312, 286, 267, 414, 270, 333, 415, 426, 13,  438, 310, 439, 419, 357, 336};
+
+std::vector<int64_t> llama_cpp_greedy(const std::string& gguf, const std::string& prompt, int n) {
+  CommandResult r = run_command("cd " + shell_quote(peers_dir().string()) + " && node gguf_llama_generate.mjs " +
+                                shell_quote(gguf) + " " + prompt + " " + std::to_string(n));
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::vector<int64_t> out;
+  if (r.exit_code != 0) return out;
+  const auto j = nlohmann::json::parse(r.out);
+  EXPECT_TRUE(j.contains("tokens")) << r.out << r.err;
+  for (auto& t : j["tokens"]) out.push_back(t.get<int64_t>());
+  return out;
+}
+
+std::vector<int64_t> engine_greedy(const std::string& dir, const std::string& prompt, int n) {
+  CommandResult r = run_command(cv() + " -q generate " + shell_quote(dir) + " --prompt-ids " + prompt + " -n " +
+                                std::to_string(n) + " --temperature 0");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  return parse_ids(r.out);
+}
+
+size_t agreeing_prefix(const std::vector<int64_t>& a, const std::vector<int64_t>& b) {
+  size_t k = 0;
+  while (k < a.size() && k < b.size() && a[k] == b[k]) ++k;
+  return k;
+}
+
+TEST_F(GgufStories, LlamaCppGreedyEqualsEngine) {
+  if (!peers_installed()) CHATVEC_REQUIRE_PATH(peers_dir() / "node_modules");
+  const std::vector<int64_t> ours = engine_greedy(dir_, kPrompt, 64);
+  ASSERT_EQ(ours.size(), 64u);
+  EXPECT_EQ(ours, kRunC) << "our engine no longer matches llama2.c run.c";
+  for (const std::string type : {"f32", "f16"}) {
+    const std::vector<int64_t> theirs = llama_cpp_greedy(export_type(type), kPrompt, 64);
+    EXPECT_EQ(theirs, ours) << type << ": llama.cpp and our engine agree on the first "
+                            << agreeing_prefix(theirs, ours) << " tokens";
+    EXPECT_EQ(theirs, kRunC) << type << ": llama.cpp and run.c agree on the first " << agreeing_prefix(theirs, kRunC);
+  }
+  const std::vector<int64_t> q8 = llama_cpp_greedy(export_type("q8_0"), kPrompt, 64);
+  size_t same = 0;
+  for (size_t i = 0; i < q8.size() && i < ours.size(); ++i) same += q8[i] == ours[i];
+  std::printf("q8_0: %zu of the first 64 tokens equal our engine's (common prefix %zu)\n", same,
+              agreeing_prefix(q8, ours));
+  RecordProperty("q8_0_tokens_agreeing", int(same));
+  EXPECT_GE(agreeing_prefix(q8, ours), 8u);
+}
+
+TEST_F(GgufStories, HuggingFaceGgufSeesOurMetadata) {
+  if (!peers_installed()) CHATVEC_REQUIRE_PATH(peers_dir() / "node_modules");
+  const std::string f = export_type("q8_0");
+  CommandResult r = run_command("cd " + shell_quote(peers_dir().string()) + " && node gguf_parse.mjs " + shell_quote(f));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto j = nlohmann::json::parse(r.out);
+  const auto& md = j["metadata"];
+  EXPECT_EQ(md["version"], 3);
+  EXPECT_EQ(md["general.architecture"], "llama");
+  EXPECT_EQ(md["general.file_type"], 7);
+  EXPECT_EQ(md["general.alignment"], 32);
+  EXPECT_EQ(md["llama.block_count"], 5);
+  EXPECT_EQ(md["llama.embedding_length"], 64);
+  EXPECT_EQ(md["llama.feed_forward_length"], 172);
+  EXPECT_EQ(md["llama.attention.head_count"], 8);
+  EXPECT_EQ(md["llama.attention.head_count_kv"], 4);
+  EXPECT_EQ(md["llama.context_length"], 512);
+  EXPECT_EQ(md["tokenizer.ggml.model"], "llama");
+  EXPECT_EQ(md["tokenizer.ggml.tokens"]["count"], 512);
+  EXPECT_EQ(md["tokenizer.ggml.tokens"]["first"][1], "<s>");
+  EXPECT_EQ(md["tokenizer.ggml.bos_token_id"], 1);
+  EXPECT_EQ(md["tokenizer.ggml.eos_token_id"], 2);
+  // Same tensors, types and offsets as our reader sees.
+  File g(f);
+  ASSERT_EQ(j["tensors"].size(), g.tensors().size());
+  for (size_t i = 0; i < g.tensors().size(); ++i) {
+    EXPECT_EQ(j["tensors"][i]["name"], g.tensors()[i].name);
+    EXPECT_EQ(j["tensors"][i]["dtype"], g.tensors()[i].type);
+    EXPECT_EQ(j["tensors"][i]["offset"], g.tensors()[i].offset);
+  }
+  EXPECT_EQ(g.find_tensor("blk.0.ffn_down.weight")->type, uint32_t(TensorType::F16));  // 172 % 32 != 0
+  EXPECT_EQ(g.find_tensor("blk.0.ffn_up.weight")->type, uint32_t(TensorType::Q8_0));
+  EXPECT_EQ(g.find_tensor("blk.0.attn_norm.weight")->type, uint32_t(TensorType::F32));
+}
+
+TEST_F(GgufStories, RoundTripGgufSafetensorsGgufIsBitExact) {
+  for (const std::string type : {"f32", "f16", "bf16"}) {
+    const std::string a = export_type(type);
+    const std::string st = (tmp_ / ("st." + type)).string(), b = (tmp_ / ("b." + type + ".gguf")).string();
+    CommandResult r = run_command(cv() + " -q export safetensors " + shell_quote(a) + " -o " + shell_quote(st));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    r = run_command(cv() + " -q export gguf " + shell_quote(st) + " -o " + shell_quote(b) + " --type " + type);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    File fa(a), fb(b);
+    ASSERT_EQ(fa.tensors().size(), fb.tensors().size());
+    for (const auto& t : fa.tensors()) {
+      const TensorEntry* u = fb.find_tensor(t.name);
+      ASSERT_TRUE(u) << t.name;
+      EXPECT_EQ(u->type, t.type) << t.name;
+      EXPECT_EQ(u->ne, t.ne) << t.name;
+      ASSERT_EQ(u->nbytes, t.nbytes);
+      EXPECT_EQ(std::memcmp(fa.data(t), fb.data(*u), t.nbytes), 0) << type << " " << t.name;
+    }
+    for (const auto& kv : fa.kvs()) {
+      if (kv.key == "general.name") continue;
+      const Value* v = fb.find(kv.key);
+      ASSERT_TRUE(v) << kv.key;
+      EXPECT_EQ(v->to_string(1 << 20), kv.value.to_string(1 << 20)) << kv.key;
+    }
+    // The safetensors side equals the original model tensor for tensor (f32).
+    if (type == "f32") {
+      r = run_command(cv() + " diff " + shell_quote(dir_) + " " + shell_quote(st));
+      EXPECT_NE(r.out.find("47 identical"), std::string::npos) << r.out << r.err;
+    }
+  }
+}
