@@ -11,7 +11,7 @@ PACKAGES=(
   build-essential cmake pkg-config git
   nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev libomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3-numpy python3-torch python3-sentencepiece
+  python3-numpy python3-torch python3-sentencepiece python3-yaml
   nodejs npm time
   clang libclang-rt-14-dev
 )
