@@ -22,6 +22,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/staging.h"
+#include "gguf/gguf_export.h"
 #include "merge/executor.h"
 #include "merge/model_files.h"
 #include "merge/output_tokenizer.h"
@@ -41,6 +42,8 @@ struct CommonOptions {
   bool force = false;
   bool dry_run = false;
   std::string shard_size = "5GB";
+  std::string format = "safetensors";  // merge/apply: or gguf (issue 6)
+  std::string gguf_type;               // --gguf-type (default from --dtype, f16 when auto)
 };
 
 struct MergeOptions : CommonOptions {
@@ -79,6 +82,13 @@ void add_common(CLI::App* sub, CommonOptions& o, bool vector_output) {
   sub->add_flag("-n,--dry-run", o.dry_run, "Print the plan and write nothing");
   sub->add_option("--shard-size", o.shard_size, "Largest shard (decimal units as transformers: 5GB, 500MB, 2GiB)")
       ->capture_default_str();
+  if (!vector_output) {
+    sub->add_option("--format", o.format, "Output: safetensors (a model directory) or gguf (one file for llama.cpp)")
+        ->check(CLI::IsMember({"safetensors", "gguf"}))
+        ->capture_default_str();
+    sub->add_option("--gguf-type", o.gguf_type, "With --format gguf: f32, f16, bf16 or q8_0 (default: --dtype, f16 for auto)")
+        ->check(CLI::IsMember({"f32", "f16", "bf16", "q8_0"}));
+  }
 }
 
 std::vector<std::regex> compile_regexes(const std::vector<std::string>& srcs, const char* flag) {
@@ -207,7 +217,12 @@ int run_write_job(WriteJob& job) {
     return 0;
   }
 
-  StagedOutput staged(o.out, StagedOutput::Kind::Directory, o.force);
+  // --format gguf: the model directory is staged next to the output and never
+  // committed (removed on exit); the GGUF file is staged and committed alone.
+  const bool to_gguf = o.format == "gguf";
+  std::unique_ptr<StagedOutput> gguf_out;
+  if (to_gguf) gguf_out = std::make_unique<StagedOutput>(o.out, StagedOutput::Kind::File, o.force);
+  StagedOutput staged(to_gguf ? gguf_out->path() + "-dir" : o.out, StagedOutput::Kind::Directory, to_gguf || o.force);
   const uint64_t free = free_space(staged.parent());
   const uint64_t margin = 16ull << 20;  // config, tokenizer, card
   if (free < out_bytes + margin)
@@ -235,6 +250,18 @@ int run_write_job(WriteJob& job) {
     write_file(staged.path() + "/chatvec.json", dump_json_pretty(job.recipe));
   }
   write_file(staged.path() + "/README.md", render_model_card(job.card));
+  if (to_gguf) {
+    gguf::ExportOptions eo;
+    const std::string t = !o.gguf_type.empty() ? o.gguf_type
+                          : o.dtype == "auto"  ? "f16"
+                                               : std::string(dtype_name(*dtype_from_user(o.dtype)));
+    eo.type = *gguf::tensor_type_from_user(t);
+    eo.name = std::filesystem::path(o.out).stem().string();
+    const gguf::ExportSummary es = gguf::export_gguf(staged.path(), gguf_out->path(), eo);
+    say("gguf: {} tensors as {}, tokenizer {}{}\n", es.tensors, t, es.tokenizer_model,
+        es.chat_template ? ", chat template" : "");
+    return finish_and_report(*gguf_out, es.bytes, t0);
+  }
   return finish_and_report(staged, out_bytes, t0);
 }
 

@@ -430,3 +430,40 @@ TEST_F(GgufStories, RoundTripGgufSafetensorsGgufIsBitExact) {
     }
   }
 }
+
+// A chat-vector merge of generated Llama-shaped models, written as GGUF by
+// merge --format gguf, loads in llama.cpp, generates, and chats through the
+// chat template stored in its metadata.
+TEST(GgufMerge, MergeFormatGgufLoadsInLlamaCpp) {
+  CHATVEC_REQUIRE_PATH(stories_dir() / "tok512.model");
+  CHATVEC_REQUIRE_PATH("/usr/bin/python3");
+  if (!peers_installed()) CHATVEC_REQUIRE_PATH(peers_dir() / "node_modules");
+  TempDir tmp;
+  const std::string py = "/usr/bin/python3 " + shell_quote((source_dir() / "scripts" / "make_synthetic_model.py").string());
+  const std::string tpl =
+      "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}</s>{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}";
+  auto mk = [&](const std::string& name, const std::string& extra) {
+    CommandResult r = run_command(py + " " + shell_quote((tmp / name).string()) + " --shape small --dtype bf16 " + extra);
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    fs::copy_file(stories_dir() / "tok512.model", tmp / name / "tokenizer.model");
+  };
+  mk("base", "--seed 1");
+  mk("chat", "--seed 2 --derive-from " + shell_quote((tmp / "base").string()) + " --chat-template " + shell_quote(tpl));
+  mk("target", "--seed 3 --derive-from " + shell_quote((tmp / "base").string()));
+  const std::string out = (tmp / "merged.gguf").string();
+  CommandResult r = run_command(cv() + " -q merge --base " + shell_quote((tmp / "base").string()) + " --chat " +
+                                shell_quote((tmp / "chat").string()) + " --target " +
+                                shell_quote((tmp / "target").string()) + " -o " + shell_quote(out) + " --format gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const auto& e : fs::directory_iterator(tmp.path()))  // nothing staged is left behind
+    EXPECT_EQ(e.path().filename().string().find("chatvec-tmp"), std::string::npos) << e.path();
+  File g(out);
+  EXPECT_EQ(g.get_string("tokenizer.chat_template"), tpl);
+  EXPECT_EQ(g.get_uint("general.file_type"), kFileTypeMostlyF16);
+  const std::vector<int64_t> toks = llama_cpp_greedy(out, "1,403,407", 8);
+  EXPECT_EQ(toks.size(), 8u);
+  r = run_command("cd " + shell_quote(peers_dir().string()) + " && node gguf_llama_generate.mjs " + shell_quote(out) +
+                  " x 4 --chat Hello");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out)["wrapper"], "JinjaTemplate") << r.out;
+}
