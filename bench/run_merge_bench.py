@@ -10,8 +10,11 @@ bf16 checkpoints, base, chat = base + noise and target = base + noise, under
 WORK/merge-SHAPE, with scripts/make_synthetic_model.py.  Then, for each cache
 mode and repetition, runs in turn, each under /usr/bin/time -v:
 
-  floor    build/bench/chatvec_io_floor: reads every input byte, writes as many
-           bytes as the merge writes, no arithmetic, fsync (the I/O floor)
+  floor    build/bench/chatvec_io_floor --flush-behind: reads every input byte,
+           writes as many bytes as the merge writes, no arithmetic, fsync (the
+           I/O floor; --flush-behind keeps write-back streaming as chatvec
+           does: on the benchmark machine it is 3x faster than letting dirty
+           pages pile up until the fsync, so it is the honest floor)
   chatvec  chatvec merge --base --chat --target -o OUT
   whole    bench/whole_model_merge.py on /usr/bin/python3: the three state
            dicts loaded whole, arithmetic in the model dtype, saved
@@ -162,6 +165,8 @@ def main():
     ap.add_argument("--tools", default="floor,chatvec,whole", help="which of floor,chatvec,whole to run")
     ap.add_argument("--build", default=os.path.join(ROOT, "build-bench"), help="CMake build directory")
     ap.add_argument("--chatvec", help="chatvec binary (default BUILD/src/cli/chatvec)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                    help="also time another chatvec binary under NAME (e.g. a build before a change)")
     ap.add_argument("--work", default=os.environ.get("BENCH_DIR", "/tmp/chatvec-bench"))
     ap.add_argument("--ratio", default="0.5")
     ap.add_argument("--whole-mem-limit", type=float, default=20.0,
@@ -179,6 +184,8 @@ def main():
             sys.exit(f"run_merge_bench: {p} missing (build with: cmake --build {a.build} --target chatvec "
                      f"chatvec_io_floor)")
     tools = a.tools.split(",")
+    extras = dict(e.split("=", 1) for e in a.extra)
+    tools += list(extras)
     modes = a.modes.split(",")
     load_before = loadavg()
     d = generate(a.work, a.shape)
@@ -209,11 +216,13 @@ def main():
             streams.append("--")
         streams += model_files(models[m])
     cmds = {
-        "floor": [floor, "--out", out + ".floor", "--bytes", str(out_bytes)] + streams,
+        "floor": [floor, "--flush-behind", "--out", out + ".floor", "--bytes", str(out_bytes)] + streams,
         "chatvec": merge_cmd,
         "whole": ["prlimit", f"--as={int(a.whole_mem_limit * 2**30)}", PY, WHOLE, "--base", models["base"],
                   "--chat", models["chat"], "--target", models["target"], "--ratio", a.ratio, "-o", out],
     }
+    for name, path in extras.items():
+        cmds[name] = [path] + merge_cmd[1:]
     results = {(m, t): [] for m in modes for t in tools}  # (ok, wall, rss)
     for rep in range(a.reps):
         for mode in modes:
@@ -252,6 +261,8 @@ def main():
         parts = []
         if "floor" in tools and "chatvec" in tools:
             parts.append(f"chatvec/floor wall {med(mode, 'chatvec', 1) / med(mode, 'floor', 1):.2f}x")
+        for name in extras:
+            parts.append(f"{name}/chatvec wall {med(mode, name, 1) / med(mode, 'chatvec', 1):.2f}x")
         if "whole" in tools and "chatvec" in tools:
             parts.append(f"whole/chatvec wall {med(mode, 'whole', 1) / med(mode, 'chatvec', 1):.2f}x, "
                          f"peak RSS {med(mode, 'whole', 2) / med(mode, 'chatvec', 2):.1f}x")
