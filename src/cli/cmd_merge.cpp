@@ -17,6 +17,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "cli/model_inputs.h"
 #include "cli/progress.h"
 #include "core/error.h"
 #include "core/file_util.h"
@@ -127,6 +128,14 @@ void say(fmt::format_string<Args...> f, Args&&... args) {
 Checkpoint open_model(const std::string& path, const char* role) {
   Checkpoint c = Checkpoint::open(path);
   for (const auto& w : c.warnings()) say("chatvec: warning: {} model: {}\n", role, w);
+  return c;
+}
+
+// A merge input that may also be a .gguf file (imported beside the output).
+Checkpoint open_input(ModelInputs& inputs, const std::string& path, const char* role) {
+  std::vector<std::string> warnings;
+  Checkpoint c = inputs.open(path, role, warnings);
+  for (const auto& w : warnings) say("chatvec: warning: {}\n", w);
   return c;
 }
 
@@ -273,10 +282,11 @@ std::map<std::string, std::string> metadata_for(const Json& extra) {
 }
 
 int run_merge(const MergeOptions& o) {
+  ModelInputs models(o.out);
   check_ratio(o.ratio, "--ratio");
-  Checkpoint base = open_model(o.base, "base");
-  Checkpoint chat = open_model(o.chat, "chat");
-  Checkpoint target = open_model(o.target, "target");
+  Checkpoint base = open_input(models, o.base, "base");
+  Checkpoint chat = open_input(models, o.chat, "chat");
+  Checkpoint target = open_input(models, o.target, "target");
   PlanOptions po = plan_options(o);
   VocabOptions vo;
   vo.policy = *embedding_policy_from_name(o.embeddings);
@@ -318,8 +328,9 @@ int run_merge(const MergeOptions& o) {
 }
 
 int run_extract(const ExtractOptions& o) {
-  Checkpoint base = open_model(o.base, "base");
-  Checkpoint chat = open_model(o.chat, "chat");
+  ModelInputs models(o.out);
+  Checkpoint base = open_input(models, o.base, "base");
+  Checkpoint chat = open_input(models, o.chat, "chat");
   PlanOptions po = plan_options(o);
   po.drop_uncombined = true;
   MergePlan plan = build_plan(chat, nullptr, {VectorInput{1.0, &chat, &base, "chat"}}, po);
@@ -351,6 +362,7 @@ int run_extract(const ExtractOptions& o) {
 }
 
 int run_apply(const ApplyOptions& o) {
+  ModelInputs models(o.out);
   if (o.vectors.empty()) throw InputError("apply needs at least one --vector");
   std::vector<double> ratios = o.ratios;
   if (ratios.empty()) ratios.assign(o.vectors.size(), 1.0);
@@ -358,7 +370,7 @@ int run_apply(const ApplyOptions& o) {
     throw InputError("give one --ratio per --vector (" + std::to_string(o.vectors.size()) + " vectors, " +
                      std::to_string(ratios.size()) + " ratios)");
   for (double r : ratios) check_ratio(r, "--ratio");
-  Checkpoint target = open_model(o.target, "target");
+  Checkpoint target = open_input(models, o.target, "target");
   std::vector<std::unique_ptr<Checkpoint>> vecs;
   std::vector<VectorInput> inputs;
   for (size_t i = 0; i < o.vectors.size(); ++i) {

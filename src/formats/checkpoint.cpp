@@ -18,6 +18,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }  // namespace
 
 bool is_weight_file_name(std::string_view name) {
+  if (name == "tokenizer.gguf") return false;  // tokenizer metadata of a GGUF import, not weights
   return ends_with(name, ".safetensors") || name == "model.safetensors.index.json" ||
          ends_with(name, ".safetensors.index.json") || ends_with(name, ".bin") || ends_with(name, ".pt") ||
          ends_with(name, ".pth") || ends_with(name, ".gguf") || name == "pytorch_model.bin.index.json";

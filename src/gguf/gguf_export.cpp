@@ -358,10 +358,18 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
              !path_exists((fs::path(dir) / "tokenizer.json").string()) &&
              !path_exists((fs::path(dir) / "tokenizer.model").string()) && path_exists(side.string())) {
     const File tf(side.string());
+    // A chat template placed in the directory (e.g. the chat model's, by a
+    // merge) takes precedence over the one the sidecar carries.
+    const std::string tpl = read_chat_template(dir);
     for (auto& kv : tokenizer_kvs_of(tf)) {
+      if (kv.key == "tokenizer.chat_template" && !tpl.empty()) continue;
       if (kv.key == "tokenizer.ggml.model") sum.tokenizer_model = kv.value.s;
       if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
       kvs.push_back(std::move(kv));
+    }
+    if (!tpl.empty()) {
+      kvs.push_back({"tokenizer.chat_template", Value::str(tpl)});
+      sum.chat_template = true;
     }
   } else {
     for (auto& kv : tokenizer_metadata(dir, arch, n_vocab, &sum.tokenizer_model)) {

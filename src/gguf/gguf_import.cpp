@@ -137,6 +137,12 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
     const std::vector<KeyValue> tk = tokenizer_kvs_of(f);
     Writer w((fs::path(out_dir) / kTokenizerSidecar).string(), tk, {});
     w.finish();
+    // The chat template also where Hugging Face tools (and a merge taking
+    // the chat model's template) look for it.
+    for (const KeyValue& kv : tk)
+      if (kv.key == "tokenizer.chat_template" && kv.value.type == ValueType::STRING)
+        write_file((fs::path(out_dir) / "tokenizer_config.json").string(),
+                   dump_json_pretty(Json{{"chat_template", kv.value.s}}));
   }
 
   // tensors

@@ -137,8 +137,11 @@ std::vector<std::string> finalize_output_tokenizer(const std::string& out_dir, c
       cfg["eos_token_id"] = ids;
       rewrite_json(cfg_path, cfg);
     }
-    report.push_back("eos: \"" + eos.token + "\" from " + eos.source + " -> id " + std::to_string(eos.output_id) +
-                     "; generation_config eos_token_id " + ids.dump());
+    report.push_back(eos.token.empty()
+                         ? "eos: the chat model names no end-of-turn token; generation_config eos_token_id " +
+                               ids.dump() + " (the target's)"
+                         : "eos: \"" + eos.token + "\" from " + eos.source + " -> id " +
+                               std::to_string(eos.output_id) + "; generation_config eos_token_id " + ids.dump());
   }
 
   // 3. config.json vocab_size follows the embedding rows.

@@ -193,6 +193,36 @@ TEST_F(MergeCli, ChatTemplateJinjaAndOverride) {
   EXPECT_FALSE(fs::exists(path("custom_out") + "/chat_template.jinja"));
 }
 
+TEST_F(MergeCli, GgufInputsMergeLikeTheirDirectories) {
+  const fs::path tok = testing::shared_dir() / "models/stories260K/tok512.model";  // 512 tokens, as the "small" shape
+  CHATVEC_REQUIRE_PATH(tok);
+  for (const char* m : {"base", "chat", "target"}) {
+    const std::string d = path(std::string("g_") + m);
+    fs::create_directories(d);
+    for (const auto& e : fs::directory_iterator(path(m))) fs::copy(e.path(), d / e.path().filename());
+    fs::copy(tok, d + "/tokenizer.model");
+    auto r = chatvec("-q export gguf " + d + " -o " + d + ".gguf --type bf16");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  // GGUF inputs (imported beside the output, then streamed) give bit for bit
+  // what the directories give.
+  auto r = chatvec("-q merge --base " + path("g_base.gguf") + " --chat " + path("g_chat.gguf") + " --target " +
+                   path("g_target.gguf") + " -o " + path("g_out") + " --dtype bf16 -r 0.5");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ASSERT_EQ(chatvec("-q " + merge_args("g_base", "g_chat", "g_target", "g_direct") + " --dtype bf16 -r 0.5").exit_code, 0);
+  Json dj = Json::parse(chatvec("diff --json " + path("g_out") + " " + path("g_direct")).out);
+  EXPECT_EQ(dj["identical"].get<int>(), 39) << dj.dump();
+  expect_no_output(path("g_out.input-1"));
+  // GGUF in, GGUF out: the chat model's template travels through.
+  r = chatvec("-q merge --base " + path("g_base.gguf") + " --chat " + path("g_chat.gguf") + " --target " +
+              path("g_target.gguf") + " -o " + path("g_out.gguf") + " --format gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  auto insp = chatvec("inspect " + path("g_out.gguf"));
+  EXPECT_NE(insp.out.find("<|im_start|>"), std::string::npos) << insp.out.substr(0, 2000);
+  for (const auto& e : fs::directory_iterator(tmp_->path()))
+    EXPECT_EQ(e.path().filename().string().find(".chatvec-tmp-"), std::string::npos) << e.path();
+}
+
 TEST_F(MergeCli, ExtractThenApplyEqualsMerge) {
   ASSERT_EQ(chatvec("-q extract --base " + path("base") + " --chat " + path("chat") + " --dtype f32 -o " + path("vec")).exit_code, 0);
   EXPECT_TRUE(fs::exists(path("vec") + "/chatvec.json"));
