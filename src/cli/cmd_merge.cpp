@@ -208,6 +208,33 @@ struct WriteJob {
   std::function<std::vector<std::string>(const std::string&)> after_files;
 };
 
+// Throughputs behind the --dry-run time estimate: fixed figures measured by
+// bench/run_merge_bench.py on the benchmark machine (2 shared cores, virtual
+// disk; see docs/benchmarks.md), not on the machine running the dry run.
+// Reading inputs already in the page cache, reading them from disk, and
+// writing (and syncing) the output; the merge does these one after another
+// per chunk as far as the disk is concerned, so their times add up.
+constexpr double kCachedReadBytesPerSec = 4.0e9;
+constexpr double kDiskReadBytesPerSec = 0.5e9;
+constexpr double kWriteBytesPerSec = 0.3e9;
+
+// Predicted peak memory and time, for --dry-run.
+void print_predictions(const MergePlan& plan, const ExecuteOptions& exec, uint64_t out_bytes) {
+  const MemoryEstimate m = estimate_peak_memory(plan, exec);
+  say("memory: predicted peak {} (chunk buffers {}, input pages mapped at once {}, program {}); does not grow with "
+      "the model\n",
+      human_bytes(m.total), human_bytes(m.buffers), human_bytes(m.mapped_inputs), human_bytes(m.fixed));
+  const InputResidency r = input_residency(plan);
+  const double cached = double(r.resident), uncached = double(r.bytes - std::min(r.resident, r.bytes));
+  const double seconds =
+      cached / kCachedReadBytesPerSec + uncached / kDiskReadBytesPerSec + double(out_bytes) / kWriteBytesPerSec;
+  say("time: about {} ({:.0f}% of the {} of inputs in the page cache now; estimate from fixed throughputs measured "
+      "on the benchmark machine: cached read {}/s, disk read {}/s, write {}/s)\n",
+      format_duration(seconds), r.bytes ? 100.0 * cached / double(r.bytes) : 100.0, human_bytes(r.bytes),
+      human_bytes(uint64_t(kCachedReadBytesPerSec)), human_bytes(uint64_t(kDiskReadBytesPerSec)),
+      human_bytes(uint64_t(kWriteBytesPerSec)));
+}
+
 int run_write_job(WriteJob& job) {
   const auto t0 = std::chrono::steady_clock::now();
   const CommonOptions& o = *job.opts;
@@ -222,6 +249,7 @@ int run_write_job(WriteJob& job) {
     if (parent.empty()) parent = ".";
     if (is_directory(parent))
       say("disk: need {}, {} free at {}\n", human_bytes(out_bytes), human_bytes(free_space(parent)), parent);
+    print_predictions(*job.plan, job.exec, out_bytes);
     say("dry run: nothing written\n");
     return 0;
   }
