@@ -12,7 +12,7 @@ PACKAGES=(
   nlohmann-json3-dev libcli11-dev libfmt-dev libsentencepiece-dev libomp-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3-numpy python3-torch python3-sentencepiece python3-yaml
-  nodejs npm time
+  time
   clang libclang-rt-14-dev
 )
 
@@ -20,6 +20,12 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js and npm for the reference programs: any installation will do (some
+# machines carry a newer Node.js whose npm conflicts with Debian's package).
+if [ -z "${SKIP_PEERS:-}" ]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
+fi
 if ((${#missing[@]})); then
   SUDO=""
   [ "$(id -u)" -eq 0 ] || SUDO="sudo"
