@@ -16,19 +16,20 @@
 
 namespace chatvec::fuzz {
 
-// A scratch directory, made on first use and removed at exit.
+// A scratch directory, made on first use and removed at exit.  (Kept in a
+// never-destroyed string: the exit handler runs after static destructors.)
 inline const std::string& scratch_dir() {
-  static const std::string dir = [] {
+  static const std::string* dir = [] {
     std::string base = std::filesystem::exists("/dev/shm") ? "/dev/shm" : std::filesystem::temp_directory_path().string();
-    std::string d = base + "/chatvec-fuzz-" + std::to_string(getpid());
-    std::filesystem::create_directories(d);
+    auto* d = new std::string(base + "/chatvec-fuzz-" + std::to_string(getpid()));
+    std::filesystem::create_directories(*d);
     std::atexit([] {
       std::error_code ec;
       std::filesystem::remove_all(scratch_dir(), ec);
     });
     return d;
   }();
-  return dir;
+  return *dir;
 }
 
 // Writes `data` to scratch_dir()/name (replacing it) and returns the path.

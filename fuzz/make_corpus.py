@@ -190,7 +190,7 @@ def chat_template():
     put(t, "bad_filter.jinja", "{{ messages | nosuchfilter }}")
     put(t, "raise.jinja", "{{ raise_exception('Conversation roles must alternate') }}")
     put(t, "recursion.jinja", "{% macro r(n) %}{{ r(n + 1) }}{% endmacro %}{{ r(0) }}")
-    put(t, "big_repeat.jinja", "{{ 'x' * 100000000 }}{{ 2 ** 100000 }}")
+    put(t, "big_repeat.jinja", "{{ 'x' * 100000 }}{{ 'ab' * 50000001 }}{{ 2 ** 100000 }}")
 
 
 if __name__ == "__main__":

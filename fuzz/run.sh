@@ -21,9 +21,11 @@ if ! command -v clang++ >/dev/null; then
   echo "fuzz/run.sh: clang++ not found (scripts/setup.sh installs clang and libclang-rt-14-dev)" >&2
   exit 2
 fi
-CC=clang CXX=clang++ cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATVEC_FUZZ=ON \
-  -DCHATVEC_BUILD_TESTS=OFF -DCHATVEC_BUILD_BENCH=OFF >/dev/null || exit 2
-cmake --build "$FUZZ_BUILD" -j"$JOBS" --target fuzzers >/dev/null || exit 2
+if [ -z "${FUZZ_NO_BUILD:-}" ]; then  # FUZZ_NO_BUILD=1: use the binaries as they are
+  CC=clang CXX=clang++ cmake -S . -B "$FUZZ_BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCHATVEC_FUZZ=ON \
+    -DCHATVEC_BUILD_TESTS=OFF -DCHATVEC_BUILD_BENCH=OFF >/dev/null || exit 2
+  cmake --build "$FUZZ_BUILD" -j"$JOBS" --target fuzzers >/dev/null || exit 2
+fi
 
 TARGETS=("$@")
 if ((${#TARGETS[@]} == 0)); then

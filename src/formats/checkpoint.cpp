@@ -44,7 +44,10 @@ Checkpoint Checkpoint::open(const std::string& path) {
         if (!it.value().is_string())
           throw InputError(index_path + ": weight_map entry \"" + it.key() + "\" is not a file name");
         const std::string f = it.value().get<std::string>();
-        if (f.empty() || f.find('/') != std::string::npos || f == "." || f == "..")
+        // (A name the file system cannot hold, or with a NUL that would cut
+        // the path short, is bad input too.)
+        if (f.empty() || f.find('/') != std::string::npos || f == "." || f == ".." || f.size() > 255 ||
+            f.find('\0') != std::string::npos)
           throw InputError(index_path + ": weight_map names an invalid shard file \"" + f + "\"");
         files.insert(f);
       }

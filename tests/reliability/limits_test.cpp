@@ -111,3 +111,22 @@ TEST(Limits, TokenIdsAreBounded) {
 
 }  // namespace
 }  // namespace chatvec
+
+namespace chatvec {
+namespace {
+
+// Fuzz finding (fuzz_checkpoint_index): a shard name longer than a file name
+// can be made open() fail with ENAMETOOLONG, reported as a runtime failure
+// instead of bad input; a NUL in the name cut the path short and silently
+// opened another shard.  Both are now "invalid shard file" input errors.
+TEST(Limits, ShardNamesTooLongOrWithNul) {
+  testing::TempDir tmp;
+  write(tmp / "a.safetensors", safetensors_file(R"({"x":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}})", 1));
+  write(tmp / "model.safetensors.index.json", R"({"weight_map":{"x":"a.safetensors\u0000junk"}})");
+  EXPECT_ERROR(Checkpoint::open(tmp.path().string()), "weight_map names an invalid shard file");
+  write(tmp / "model.safetensors.index.json", R"({"weight_map":{"x":")" + std::string(300, 'a') + R"(.safetensors"}})");
+  EXPECT_ERROR(Checkpoint::open(tmp.path().string()), "weight_map names an invalid shard file");
+}
+
+}  // namespace
+}  // namespace chatvec
