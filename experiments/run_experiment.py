@@ -213,6 +213,7 @@ def metrics(r):
         out[f"{lang}_eos"] = s[lang]["eos"]
         out[f"{lang}_share"] = s[lang]["lang_share"]
         out[f"{lang}_bpb"] = h[lang]["bits_per_byte"]
+        out[f"{lang}_tokens"] = s[lang]["mean_tokens"]  # mean answer length (descriptive)
     for k, v in r["by_type"].items():
         if "f1" in v:
             out[f"{k}_f1"] = v["f1"]
@@ -221,7 +222,7 @@ def metrics(r):
 
 COLUMNS = [("es_exact", "es exact"), ("es_f1", "es F1"), ("es_eos", "es EOS"), ("es_share", "es share"),
            ("en_exact", "en exact"), ("en_f1", "en F1"), ("en_eos", "en EOS"), ("en_share", "en share"),
-           ("es_bpb", "es bits/byte"), ("en_bpb", "en bits/byte")]
+           ("es_bpb", "es bits/byte"), ("en_bpb", "en bits/byte"), ("es_tokens", "es answer tokens")]
 TABLE1 = ["base", "chat (English SFT)", "CP", "CP + CV", "CP + 0.5 CV", "CP→FT", "CP→FT + CV"]
 TABLE7 = ["CPx", "CPx + CV [full]", "CPx + CV [shared]", "CPx + CV [align]", "CPx + CV [skip]",
           "CPx→FT", "CPx→FT + CV"]
@@ -338,7 +339,7 @@ def write_report(W, results, S, seeds, total):
         rep += ["\n## Ratio sweep\n", table(results, ["CP"] + ratio_rows + ["CP + CV"])]
     types = ["repeat", "first_word", "last_word", "continue"]
     rep.append("\n## Spanish instruction F1 by task type\n")
-    rep.append("| model | " + " | ".join(types) + " |\n|---|" + "---:|" * len(types) + "\n")
+    rep.append("| model | " + " | ".join(types) + " |\n|---|" + "---:|" * len(types))
     for row in TABLE1 + TABLE7:
         if row not in results:
             continue
@@ -346,7 +347,7 @@ def write_report(W, results, S, seeds, total):
         for t in types:
             v = agg(results, row, f"es/{t}_f1")
             cells.append("–" if v is None else f"{v[0]:.3f} ± {v[1]:.3f}")
-        rep.append(f"| {row} | " + " | ".join(cells) + " |\n")
+        rep.append(f"| {row} | " + " | ".join(cells) + " |")
     open(os.path.join(W, "report.md"), "w").write("\n".join(rep))
     svg_bars(os.path.join(W, "spanish_tasks.svg"), "Held-out Spanish instructions (mean ± std over seeds)",
              [r for r in TABLE1 + TABLE7 if r in results and r != "base"],
