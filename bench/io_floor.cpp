@@ -3,7 +3,7 @@
 // than this on the same machine (except by reading less), so chatvec's wall
 // time is reported as a ratio to it.
 //
-//   chatvec_io_floor --out FILE --bytes N [--chunk BYTES] [--flush-behind] A1 A2.. -- B1 B2.. -- C1..
+//   chatvec_io_floor --out FILE --bytes N [--chunk BYTES] [--flush-behind] [--prefetch BYTES] A1 A2.. -- B1 B2.. -- C1..
 //
 // Each model (its shard files, in order) is one stream; the streams are read
 // with plain read() in lockstep, one chunk of each in
@@ -12,8 +12,10 @@
 // the end, as chatvec fsyncs each shard.  With --flush-behind the output's
 // write-back is started every 64 MB and the previous window waited for and
 // dropped from the cache (chatvec's own pattern), which on some disks is
-// faster than letting dirty pages pile up until the fsync.  Exit status 0 on
-// success.
+// faster than letting dirty pages pile up until the fsync.  With --prefetch
+// each stream asks the kernel (POSIX_FADV_WILLNEED) for that many bytes ahead
+// of its reads, as chatvec asks for its inputs ahead (madvise WILLNEED).
+// Exit status 0 on success.
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -51,6 +53,7 @@ int main(int argc, char** argv) {
   uint64_t out_bytes = 0;
   uint64_t chunk = 16ull << 20;
   bool flush_behind = false;
+  uint64_t prefetch = 0;  // bytes asked ahead of each read (POSIX_FADV_WILLNEED)
   // Each stream is one model's files, read in order; "--" separates models.
   std::vector<std::vector<std::string>> streams(1);
   for (int i = 1; i < argc; ++i) {
@@ -59,12 +62,13 @@ int main(int argc, char** argv) {
     else if (a == "--bytes" && i + 1 < argc) out_bytes = parse_u64(argv[++i]);
     else if (a == "--chunk" && i + 1 < argc) chunk = parse_u64(argv[++i]);
     else if (a == "--flush-behind") flush_behind = true;
+    else if (a == "--prefetch" && i + 1 < argc) prefetch = parse_u64(argv[++i]);
     else if (a == "--") streams.emplace_back();
     else streams.back().push_back(a);
   }
   std::erase_if(streams, [](const auto& s) { return s.empty(); });
   if (out.empty() || streams.empty() || chunk == 0) {
-    std::fprintf(stderr, "usage: chatvec_io_floor --out FILE --bytes N [--chunk BYTES] [--flush-behind] A1 A2.. [-- B1 B2.. [-- ...]]\n");
+    std::fprintf(stderr, "usage: chatvec_io_floor --out FILE --bytes N [--chunk BYTES] [--flush-behind] [--prefetch BYTES] A1 A2.. [-- B1 B2.. [-- ...]]\n");
     return 2;
   }
 
@@ -72,6 +76,7 @@ int main(int argc, char** argv) {
     std::vector<std::string> files;
     size_t next = 0;
     int fd = -1;
+    uint64_t pos = 0, asked = 0;  // in the open file
     bool done = false;
   };
   std::vector<Stream> ss;
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
       return;
     }
     const std::string& p = s.files[s.next++];
+    s.pos = s.asked = 0;
     s.fd = ::open(p.c_str(), O_RDONLY | O_CLOEXEC);
     if (s.fd < 0) die(p);
     ::posix_fadvise(s.fd, 0, 0, POSIX_FADV_SEQUENTIAL);
@@ -135,6 +141,11 @@ int main(int argc, char** argv) {
     for (auto& s : ss) {
       uint64_t got = 0;
       while (!s.done && got < chunk) {
+        if (prefetch && s.asked < s.pos + prefetch) {
+          const uint64_t from = std::max(s.asked, s.pos);
+          ::posix_fadvise(s.fd, off_t(from), off_t(s.pos + prefetch - from), POSIX_FADV_WILLNEED);
+          s.asked = s.pos + prefetch;
+        }
         ssize_t r = ::read(s.fd, buf.data() + got, chunk - got);
         if (r < 0) {
           if (errno == EINTR) continue;
@@ -145,6 +156,7 @@ int main(int argc, char** argv) {
           continue;
         }
         got += uint64_t(r);
+        s.pos += uint64_t(r);
       }
       read_total += got;
     }

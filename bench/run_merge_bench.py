@@ -14,7 +14,8 @@ mode and repetition, runs in turn, each under /usr/bin/time -v:
            writes as many bytes as the merge writes, no arithmetic, fsync (the
            I/O floor; --flush-behind keeps write-back streaming as chatvec
            does: on the benchmark machine it is 3x faster than letting dirty
-           pages pile up until the fsync, so it is the honest floor)
+           pages pile up until the fsync, so it is the honest floor;
+           --prefetch 64 MB asks for each input ahead as chatvec does)
   chatvec  chatvec merge --base --chat --target -o OUT
   whole    bench/whole_model_merge.py on /usr/bin/python3: the three state
            dicts loaded whole, arithmetic in the model dtype, saved
@@ -216,7 +217,7 @@ def main():
             streams.append("--")
         streams += model_files(models[m])
     cmds = {
-        "floor": [floor, "--flush-behind", "--out", out + ".floor", "--bytes", str(out_bytes)] + streams,
+        "floor": [floor, "--flush-behind", "--prefetch", str(64 << 20), "--out", out + ".floor", "--bytes", str(out_bytes)] + streams,
         "chatvec": merge_cmd,
         "whole": ["prlimit", f"--as={int(a.whole_mem_limit * 2**30)}", PY, WHOLE, "--base", models["base"],
                   "--chat", models["chat"], "--target", models["target"], "--ratio", a.ratio, "-o", out],
