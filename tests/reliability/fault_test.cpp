@@ -109,6 +109,8 @@ class Faults : public ::testing::Test {
     ASSERT_EQ(want.size(), got.size()) << out;
     for (const auto& [name, w] : want) {
       ASSERT_TRUE(got.count(name)) << out << ": missing " << name;
+      // The model card records the command line, whose -o differs.
+      if (name == "README.md") continue;
       EXPECT_EQ(std::get<0>(w), std::get<0>(got[name])) << name;
       EXPECT_EQ(std::get<2>(w), std::get<2>(got[name])) << name;
     }
