@@ -210,14 +210,11 @@ uint64_t planned_output_bytes(const MergePlan& plan, const ExecuteOptions& opt) 
 
 MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions& opt) {
   MemoryEstimate m;
-  uint64_t max_in_es = 1, max_out_es = 1, max_rows_bytes = 0;
+  uint64_t max_in_es = 1, max_out_es = 1;
   for (const auto& t : plan.tasks) {
     max_out_es = std::max<uint64_t>(max_out_es, dtype_bits(t.dtype) / 8);
     for (const CheckpointTensor* in : inputs_of(t))
       if (in) max_in_es = std::max<uint64_t>(max_in_es, dtype_bits(in->info->dtype) / 8);
-    if (t.kind == TaskKind::Rows)  // row-mapped tensors: inputs mapped whole (rows in any order)
-      for (const CheckpointTensor* in : inputs_of(t))
-        if (in) max_rows_bytes = std::max<uint64_t>(max_rows_bytes, in->info->nbytes());
   }
   size_t operands = 1;
   for (const auto& t : plan.tasks) operands = std::max(operands, inputs_of(t).size());
@@ -227,7 +224,8 @@ MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions&
   // Inputs: the pages of the chunk being computed (all operands) plus the
   // mapped chunks queued for writing (released once written).
   m.mapped_inputs = operands * elems * max_in_es + 2 * opt.chunk_bytes;
-  if (max_rows_bytes) m.mapped_inputs = std::max(m.mapped_inputs, 3 * max_rows_bytes);
+  // (Row-mapped vocabulary tensors hand their input rows back chunk by chunk
+  // too: row_gather.cpp.)
   // Program, libraries, headers and plan: measured about 20 MB on a 1B model.
   m.fixed = 24ull << 20;
   m.total = m.buffers + m.mapped_inputs + m.fixed;
@@ -286,10 +284,6 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
         done += n;
         if (opt.progress) opt.progress(done, total);
       });
-      // Rows come in any order: the inputs are handed back once the tensor is done.
-      writer.drain();
-      for (const CheckpointTensor* in : inputs_of(task))
-        if (in) release_elements(in, 0, in->info->nbytes() / (dtype_bits(in->info->dtype) / 8));
       continue;
     }
     const uint64_t n = task.numel();

@@ -1,6 +1,9 @@
 #include "merge/row_gather.h"
 
+#include <omp.h>
+
 #include <algorithm>
+#include <cstdint>
 #include <vector>
 
 #include "core/interrupt.h"
@@ -15,6 +18,22 @@ KernelOperand row_of(const CheckpointTensor* t, int64_t row, uint64_t width) {
   o.data = t->data() + uint64_t(row) * width * (dtype_bits(t->info->dtype) / 8);
   return o;
 }
+void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, int64_t count,
+                  int64_t RowOp::*which, uint64_t width) {
+  if (!t) return;
+  int64_t lo = INT64_MAX, hi = -1;
+  for (int64_t i = first; i < first + count; ++i) {
+    const int64_t r = map.rows[size_t(i)].*which;
+    if (r < 0) continue;
+    lo = std::min(lo, r);
+    hi = std::max(hi, r);
+  }
+  if (hi < 0) return;
+  const uint64_t es = dtype_bits(t->info->dtype) / 8;
+  t->file->mapped().release(t->file->file_offset(*t->info) + uint64_t(lo) * width * es,
+                            uint64_t(hi - lo + 1) * width * es);
+}
+
 }  // namespace
 
 void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink) {
@@ -29,7 +48,9 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
     check_interrupted();
     const int64_t count = std::min(rows_per_chunk, n - first);
     buffer.resize(size_t(count) * row_bytes);
-#pragma omp parallel for schedule(static) if (count * int64_t(width) > (1 << 16))
+    // Threads only where there are cores to spare: on two cores the
+    // fork-join per chunk costs more than it saves (see the executor).
+#pragma omp parallel for schedule(static) if (count * int64_t(width) > (1 << 16) && omp_get_max_threads() > 2)
     for (int64_t i = 0; i < count; ++i) {
       const RowOp& r = map.rows[size_t(first + i)];
       CombineArgs args;
@@ -51,6 +72,13 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
       combine_range(args, 0, width);
     }
     sink(buffer.data(), buffer.size());
+    // Hand back the input rows this chunk read (the span from the lowest to
+    // the highest row of each operand), so that resident memory stays at a
+    // chunk's worth whatever the vocabulary size.  Rows needed again later
+    // (align orders rows freely) are simply read again.
+    release_rows(task.source, map, first, count, &RowOp::source_row, width);
+    release_rows(term.plus, map, first, count, &RowOp::plus_row, width);
+    release_rows(term.minus, map, first, count, &RowOp::minus_row, width);
   }
 }
 
