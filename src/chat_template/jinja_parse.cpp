@@ -372,6 +372,19 @@ class Parser {
  public:
   Parser(std::vector<Token> tokens, const Failure& fail) : t_(std::move(tokens)), fail_(fail) {}
 
+  // Deepest nesting of blocks and expressions (parentheses, unary
+  // operators, `not`): the parser and the renderer recurse once per level,
+  // and a hostile template must not overflow the stack.
+  static constexpr int kMaxNesting = 200;
+  struct Nest {
+    Parser& p;
+    Nest(Parser& parser, size_t offset) : p(parser) {
+      if (++p.depth_ > kMaxNesting)
+        p.fail_(offset, "nested more than " + std::to_string(kMaxNesting) + " levels deep");
+    }
+    ~Nest() { --p.depth_; }
+  };
+
   std::vector<NodePtr> run() {
     auto body = parse_body({});
     if (peek().type != Tok::End) fail_(peek().offset, "unexpected " + describe(peek()));
@@ -404,6 +417,7 @@ class Parser {
 
   // Statements until a block tag whose keyword is in `ends` (not consumed).
   std::vector<NodePtr> parse_body(const std::set<std::string>& ends) {
+    Nest nest(*this, peek().offset);
     std::vector<NodePtr> out;
     while (true) {
       const Token& tok = peek();
@@ -660,6 +674,7 @@ class Parser {
   }
 
   NodePtr parse_not() {
+    Nest nest(*this, peek().offset);
     if (is_name("not")) {
       size_t off = next().offset;
       auto n = make(NodeType::Not, off);
@@ -745,6 +760,7 @@ class Parser {
   }
 
   NodePtr parse_unary(bool with_filter) {
+    Nest nest(*this, peek().offset);
     NodePtr node;
     if (is_op("-") || is_op("+")) {
       const Token& op = next();
@@ -999,6 +1015,7 @@ class Parser {
 
   std::vector<Token> t_;
   size_t i_ = 0;
+  int depth_ = 0;
   const Failure& fail_;
 };
 

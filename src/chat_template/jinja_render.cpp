@@ -244,6 +244,7 @@ class Interpreter {
       case NodeType::Unary: {
         Value v = eval(*n.a, scope);
         if (v.kind == Kind::Bool) v = Value::integer(v.b);
+        if (v.kind == Kind::Int && n.name == "-" && v.i == INT64_MIN) fail(n, "integer result of unary - too large");
         if (v.kind == Kind::Int) return Value::integer(n.name == "-" ? -v.i : v.i);
         if (v.kind == Kind::Float) return Value::floating(n.name == "-" ? -v.f : v.f);
         fail(n, "bad operand type for unary " + n.name + ": '" + type_name(v) + "'");
@@ -727,17 +728,22 @@ class Interpreter {
         return bad();
       }
       int64_t a = ival(l), b = ival(r);
-      if (op == "+") return Value::integer(a + b);
-      if (op == "-") return Value::integer(a - b);
-      if (op == "*") return Value::integer(a * b);
+      // Python's integers are unbounded; ours are 64-bit: overflow is an error.
+      int64_t res = 0;
+      if (op == "+" && !__builtin_add_overflow(a, b, &res)) return Value::integer(res);
+      if (op == "-" && !__builtin_sub_overflow(a, b, &res)) return Value::integer(res);
+      if (op == "*" && !__builtin_mul_overflow(a, b, &res)) return Value::integer(res);
+      if (op == "+" || op == "-" || op == "*") fail(n, "integer result of '" + op + "' too large");
       if (op == "**") {
         if (b < 0) return Value::floating(std::pow(double(a), double(b)));
         if (b > 62 && (a > 1 || a < -1)) fail(n, "integer result of '**' too large");
-        int64_t res = 1;
-        for (int64_t k = 0; k < b; ++k) res *= a;
+        res = 1;
+        for (int64_t k = 0; k < b; ++k)
+          if (__builtin_mul_overflow(res, a, &res)) fail(n, "integer result of '**' too large");
         return Value::integer(res);
       }
       if (b == 0) fail(n, "integer division or modulo by zero");
+      if (b == -1 && a == INT64_MIN) fail(n, "integer result of '" + op + "' too large");
       int64_t q = a / b, m = a % b;
       if (m != 0 && ((m < 0) != (b < 0))) {
         --q;
@@ -766,8 +772,14 @@ class Interpreter {
         int64_t times = l.is_string() ? ival(r) : ival(l);
         if (times > 0 && static_cast<double>(times) * static_cast<double>(s.size()) > 1e8)
           fail(n, "string repetition result too large");
-        std::string out;
-        for (int64_t k = 0; k < times; ++k) out += s;
+        std::string out;  // by doubling: a few large copies, not `times` small ones
+        if (times > 0 && !s.empty()) {
+          const size_t total = size_t(times) * s.size();
+          out.reserve(total);
+          out = s;
+          while (out.size() * 2 <= total) out += out;
+          out.append(out, 0, total - out.size());
+        }
         return Value::string(out);
       }
       if (l.is_array() && (r.kind == Kind::Int)) {
