@@ -62,7 +62,7 @@ for t in "${TARGETS[@]}"; do
     left=$((SECONDS_PER - ($(date +%s) - start)))
     ((left > 0)) || break
     args[0]=-max_total_time=$left
-    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$bin" "${args[@]}" "$work" "fuzz/corpus/$t" >>"$log" 2>&1
+    ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 "$bin" "${args[@]}" "$work" $([ -d "fuzz/corpus/$t" ] && echo "fuzz/corpus/$t") >>"$log" 2>&1
     rc=$?
     n=$(grep -a 'stat::number_of_executed_units' "$log" | tail -1 | awk '{print $2}')
     execs=$((execs + ${n:-0}))
