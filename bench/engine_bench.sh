@@ -31,7 +31,7 @@ else
 fi
 
 if [ ! -f "$work/llama1b/config.json" ]; then
-  /usr/bin/python3 "$here/make_synthetic_llama.py" "$work/llama1b.tmp" && mv "$work/llama1b.tmp" "$work/llama1b"
+  /usr/bin/python3 "$here/../scripts/make_synthetic_model.py" "$work/llama1b.tmp" --shape 1b --tied --dtype bf16 && mv "$work/llama1b.tmp" "$work/llama1b"
 fi
 "$chatvec" generate "$work/llama1b" --prompt-ids "$ids64" -n "${STEPS_1B:-32}" --temperature 0 \
     >/dev/null 2>"$work/big.err"
