@@ -15,6 +15,7 @@ extern "C" int fuzz_entry_config_json(const uint8_t*, size_t);
 extern "C" int fuzz_entry_tokenizer_json(const uint8_t*, size_t);
 extern "C" int fuzz_entry_sp_model(const uint8_t*, size_t);
 extern "C" int fuzz_entry_chat_template(const uint8_t*, size_t);
+extern "C" int fuzz_entry_gguf(const uint8_t*, size_t);
 
 namespace chatvec {
 namespace {
@@ -58,7 +59,8 @@ INSTANTIATE_TEST_SUITE_P(Targets, FuzzReplay,
                                            Target{"config_json", fuzz_entry_config_json},
                                            Target{"tokenizer_json", fuzz_entry_tokenizer_json},
                                            Target{"sp_model", fuzz_entry_sp_model},
-                                           Target{"chat_template", fuzz_entry_chat_template}),
+                                           Target{"chat_template", fuzz_entry_chat_template},
+                                           Target{"gguf", fuzz_entry_gguf}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace
