@@ -27,6 +27,23 @@ std::string read_file(const std::string& path) {
   return ss.str();
 }
 
+std::vector<std::string> read_nonempty_lines(const std::string& path, int64_t max_lines) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    if (!path_exists(path)) throw InputError(path + ": no such file");
+    throw_errno(path + ": cannot open");
+  }
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty()) continue;
+    lines.push_back(line);
+    if (max_lines > 0 && int64_t(lines.size()) >= max_lines) break;
+  }
+  return lines;
+}
+
 bool path_exists(const std::string& path) {
   struct stat st {};
   return ::lstat(path.c_str(), &st) == 0;

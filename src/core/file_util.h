@@ -4,10 +4,14 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace chatvec {
 
 std::string read_file(const std::string& path);
+// The non-empty lines of a text file (CR stripped), at most `max_lines`
+// when positive.
+std::vector<std::string> read_nonempty_lines(const std::string& path, int64_t max_lines = 0);
 bool path_exists(const std::string& path);
 bool is_directory(const std::string& path);
 // Bytes available to an unprivileged user on the file system holding `path`.

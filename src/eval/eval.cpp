@@ -48,20 +48,6 @@ std::string lower(const std::string& w) {
   return out;
 }
 
-std::vector<std::string> read_lines(const std::string& path, int64_t max) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open");
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    lines.push_back(line);
-    if (max > 0 && int64_t(lines.size()) >= max) break;
-  }
-  return lines;
-}
-
 std::vector<std::string> ngrams(const std::string& word) {
   // Split into characters first (UTF-8), then n-grams of 1..4 characters
   // over "^word$".
@@ -191,7 +177,7 @@ TaskScore score_answer(const std::string& type, const std::string& answer, const
 
 Json run_eval(const EvalOptions& o) {
   LanguageId lid;
-  for (const auto& [lang, path] : o.lang_data) lid.train(lang, read_lines(path, 2000));
+  for (const auto& [lang, path] : o.lang_data) lid.train(lang, read_nonempty_lines(path, 2000));
 
   auto model = LlamaModel::open(o.model_dir);
   const Tokenizer tok = Tokenizer::load(o.model_dir);
@@ -218,7 +204,7 @@ Json run_eval(const EvalOptions& o) {
   };
   std::map<std::string, Acc> by_lang, by_type;
   const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<std::string> lines = read_lines(o.tasks, o.max_tasks);
+  const std::vector<std::string> lines = read_nonempty_lines(o.tasks, o.max_tasks);
   for (size_t i = 0; i < lines.size(); ++i) {
     const Json t = parse_json_strict(lines[i], fmt::format("{} line {}", o.tasks, i + 1));
     const std::string lang = t.value("lang", ""), type = t.value("type", "");
@@ -275,7 +261,7 @@ Json run_eval(const EvalOptions& o) {
   for (const auto& [lang, path] : o.heldout) {
     double nll = 0;
     int64_t predicted = 0, bytes = 0;
-    for (const auto& line : read_lines(path, o.heldout_lines)) {
+    for (const auto& line : read_nonempty_lines(path, o.heldout_lines)) {
       std::vector<int> t32 = tok.encode(line, true);
       std::vector<int64_t> t(t32.begin(), t32.end());
       if (int64_t(t.size()) > model->context_length()) t.resize(size_t(model->context_length()));

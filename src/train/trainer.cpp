@@ -65,20 +65,6 @@ double lr_at(int64_t step, int64_t steps, int64_t warmup, double lr, double min_
 
 namespace {
 
-std::vector<std::string> read_lines(const std::string& path, int64_t max_lines) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(path + ": cannot open");
-  std::vector<std::string> lines;
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.empty()) continue;
-    lines.push_back(line);
-    if (max_lines > 0 && int64_t(lines.size()) >= max_lines) break;
-  }
-  return lines;
-}
-
 size_t common_prefix(const std::vector<int>& a, const std::vector<int>& b) {
   size_t n = 0;
   while (n < a.size() && n < b.size() && a[n] == b[n]) ++n;
@@ -224,7 +210,7 @@ TrainReport run_training(const TrainOptions& o, const std::function<void(const s
   const std::string dir = staged.path();
   copy_model_files(o.model_dir, dir);
 
-  const std::vector<std::string> lines = read_lines(o.data, o.max_lines);
+  const std::vector<std::string> lines = read_nonempty_lines(o.data, o.max_lines);
   if (lines.empty()) throw InputError(o.data + ": no data");
   prepare_chat(m, dir, o, say);
   if (o.extend_vocab > 0) extend_vocabulary(m, dir, lines, o.extend_vocab, say);
