@@ -34,4 +34,9 @@ CommandResult run_command(const std::string& command_line) {
   return r;
 }
 
+CommandResult make_synthetic_model(const std::string& out, const std::string& args) {
+  return run_command("/usr/bin/python3 " + shell_quote((source_dir() / "scripts/make_synthetic_model.py").string()) +
+                     " " + shell_quote(out) + " " + args);
+}
+
 }  // namespace chatvec::testing

@@ -62,6 +62,10 @@ struct CommandResult {
 CommandResult run_command(const std::string& command_line);
 // Shell-quote one argument.
 std::string shell_quote(const std::string& s);
+// Generate a synthetic Llama-shaped checkpoint at `out` with
+// scripts/make_synthetic_model.py (run by /usr/bin/python3), `args` being
+// its flags as one shell string.
+CommandResult make_synthetic_model(const std::string& out, const std::string& args);
 
 }  // namespace chatvec::testing
 

@@ -86,9 +86,7 @@ class Faults : public ::testing::Test {
 
   static void gen(const std::string& name, const std::string& args) {
     if (!ok_) return;
-    auto r = run_command(std::string(kPython) + " " +
-                         shell_quote((testing::source_dir() / "scripts/make_synthetic_model.py").string()) + " " +
-                         shell_quote(path(name)) + " " + args);
+    auto r = testing::make_synthetic_model(path(name), args);
     if (r.exit_code != 0) {
       ok_ = false;
       why_ = "generator failed: " + r.err;
