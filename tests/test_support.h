@@ -67,6 +67,38 @@ std::string shell_quote(const std::string& s);
 // its flags as one shell string.
 CommandResult make_synthetic_model(const std::string& out, const std::string& args);
 
+// A suite whose tests share inputs generated once, by the suite's own
+// SetUpTestSuite, in one temporary directory.  When generating them fails
+// (set ok_ false and why_), every test skips with the reason, or fails in CI.
+template <class Suite>
+class SharedDirSuite : public ::testing::Test {
+ protected:
+  static void TearDownTestSuite() {
+    delete tmp_;
+    tmp_ = nullptr;
+  }
+  void SetUp() override {
+    if (!ok_) {
+      if (in_ci()) FAIL() << why_;
+      GTEST_SKIP() << why_;
+    }
+  }
+  static std::string path(const std::string& name) { return (tmp_->path() / name).string(); }
+  // Generate a synthetic model at path(name); a failure marks the suite.
+  static void gen(const std::string& name, const std::string& args) {
+    if (!ok_) return;
+    auto r = make_synthetic_model(path(name), args);
+    if (r.exit_code != 0) {
+      ok_ = false;
+      why_ = "generator failed: " + r.err;
+    }
+  }
+
+  inline static TempDir* tmp_ = nullptr;
+  inline static bool ok_ = false;
+  inline static std::string why_;
+};
+
 }  // namespace chatvec::testing
 
 // Skip (outside CI) or fail (in CI) when a needed input is missing.

@@ -17,7 +17,7 @@ using testing::shell_quote;
 
 const char* kPython = "/usr/bin/python3";
 
-class MergeCli : public ::testing::Test {
+class MergeCli : public testing::SharedDirSuite<MergeCli> {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
@@ -42,26 +42,7 @@ class MergeCli : public ::testing::Test {
     gen("target_vocab", "--shape small --vocab 576 --derive-from " + path("base") + " --seed 5");
     gen("chat_shape", "--shape tiny --seed 6");
   }
-  static void TearDownTestSuite() {
-    delete tmp_;
-    tmp_ = nullptr;
-  }
-  void SetUp() override {
-    if (!ok_) {
-      if (testing::in_ci()) FAIL() << why_;
-      GTEST_SKIP() << why_;
-    }
-  }
 
-  static void gen(const std::string& name, const std::string& args) {
-    if (!ok_) return;
-    auto r = testing::make_synthetic_model(path(name), args);
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "generator failed: " + r.err;
-    }
-  }
-  static std::string path(const std::string& name) { return (tmp_->path() / name).string(); }
 
   static testing::CommandResult chatvec(const std::string& args) {
     return run_command(shell_quote(testing::chatvec_bin()) + " " + args);
@@ -84,13 +65,7 @@ class MergeCli : public ::testing::Test {
     return "merge --base " + path(base) + " --chat " + path(chat) + " --target " + path(target) + " -o " + path(out);
   }
 
-  static testing::TempDir* tmp_;
-  static bool ok_;
-  static std::string why_;
 };
-testing::TempDir* MergeCli::tmp_ = nullptr;
-bool MergeCli::ok_ = false;
-std::string MergeCli::why_;
 
 TEST_F(MergeCli, MergeEqualsPyTorchAcrossShardLayouts) {
   for (const char* ratio : {"1.0", "0.5", "-0.25"}) {

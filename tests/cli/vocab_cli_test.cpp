@@ -15,7 +15,7 @@ namespace fs = std::filesystem;
 using testing::run_command;
 using testing::shell_quote;
 
-class VocabCli : public ::testing::Test {
+class VocabCli : public testing::SharedDirSuite<VocabCli> {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
@@ -32,17 +32,6 @@ class VocabCli : public ::testing::Test {
     }
     ok_ = true;
   }
-  static void TearDownTestSuite() {
-    delete tmp_;
-    tmp_ = nullptr;
-  }
-  void SetUp() override {
-    if (!ok_) {
-      if (testing::in_ci()) FAIL() << why_;
-      GTEST_SKIP() << why_;
-    }
-  }
-  static std::string path(const std::string& n) { return (tmp_->path() / n).string(); }
   static testing::CommandResult merge(const std::string& target, const std::string& out, const std::string& extra = "") {
     return run_command(shell_quote(testing::chatvec_bin()) + " merge --base " + path("base") + " --chat " + path("chat") +
                        " --target " + path(target) + " -o " + path(out) + " " + extra);
@@ -56,13 +45,7 @@ class VocabCli : public ::testing::Test {
     EXPECT_EQ(r.exit_code, 0) << r.out << r.err;
     return r.out.empty() ? Json() : Json::parse(r.out);
   }
-  static testing::TempDir* tmp_;
-  static bool ok_;
-  static std::string why_;
 };
-testing::TempDir* VocabCli::tmp_ = nullptr;
-bool VocabCli::ok_ = false;
-std::string VocabCli::why_;
 
 struct AutoCase {
   const char* target;

@@ -48,7 +48,7 @@ Snapshot snapshot(const fs::path& dir) {
   return s;
 }
 
-class Faults : public ::testing::Test {
+class Faults : public testing::SharedDirSuite<Faults> {
  protected:
   static void SetUpTestSuite() {
     tmp_ = new testing::TempDir();
@@ -73,26 +73,7 @@ class Faults : public ::testing::Test {
       why_ = "reference merge failed: " + m.err;
     }
   }
-  static void TearDownTestSuite() {
-    delete tmp_;
-    tmp_ = nullptr;
-  }
-  void SetUp() override {
-    if (!ok_) {
-      if (testing::in_ci()) FAIL() << why_;
-      GTEST_SKIP() << why_;
-    }
-  }
 
-  static void gen(const std::string& name, const std::string& args) {
-    if (!ok_) return;
-    auto r = testing::make_synthetic_model(path(name), args);
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "generator failed: " + r.err;
-    }
-  }
-  static std::string path(const std::string& name) { return (tmp_->path() / name).string(); }
   static std::string merge_args(const std::string& out, const std::string& target = "target") {
     return "merge --base " + path("base") + " --chat " + path("chat") + " --target " + path(target) + " -o " +
            shell_quote(out.front() == '/' ? out : path(out));
@@ -121,14 +102,8 @@ class Faults : public ::testing::Test {
     return path(name);
   }
 
-  static testing::TempDir* tmp_;
-  static bool ok_;
-  static std::string why_;
   static std::chrono::steady_clock::duration merge_time_;
 };
-testing::TempDir* Faults::tmp_ = nullptr;
-bool Faults::ok_ = false;
-std::string Faults::why_;
 std::chrono::steady_clock::duration Faults::merge_time_{};
 
 TEST_F(Faults, SigkillAtRandomPointsLeavesInputsAndNoPartialOutput) {
