@@ -4,7 +4,7 @@
 
 #include "core/error.h"
 #include "core/json_util.h"
-#include "engine/model_config.h"
+#include "formats/model_config.h"
 #include "fuzz_common.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {

@@ -17,7 +17,7 @@ std::string shell_quote(const std::string& s) {
 }
 
 CommandResult run_command(const std::string& command_line) {
-  TempDir tmp;
+  TempDir tmp(/*keepable=*/false);
   fs::path out = tmp / "out", err = tmp / "err";
   std::string cmd = command_line + " >" + shell_quote(out.string()) + " 2>" + shell_quote(err.string()) + " </dev/null";
   int status = std::system(cmd.c_str());

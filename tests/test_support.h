@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
@@ -34,14 +35,42 @@ inline std::string chatvec_bin() {
 }
 
 // A fresh temporary directory removed when the object dies.
+//
+// With CHATVEC_TEST_KEEP=DIR in the environment, test directories are made
+// at DIR/<suite>.<test>/<n> instead (the same path on every run) and kept,
+// so that every output a suite writes can be hashed and compared across two
+// builds (scripts/compare_test_outputs.sh).
 class TempDir {
  public:
-  TempDir() {
+  explicit TempDir(bool keepable = true) {
+    if (const char* keep = std::getenv("CHATVEC_TEST_KEEP"); keep && *keep && keepable) {
+      static int counter = 0;
+      std::string where = "outside-tests";
+      if (const auto* info = ::testing::UnitTest::GetInstance()->current_test_info())
+        where = std::string(info->test_suite_name()) + "." + info->name();
+      else if (const auto* suite = ::testing::UnitTest::GetInstance()->current_test_suite())
+        where = std::string(suite->name()) + ".SetUpTestSuite";
+      // Under ctest every test runs in a process of its own (the gtest filter
+      // names it), and suites generate their shared inputs in each process.
+#ifdef GTEST_FLAG_GET
+      std::string process = GTEST_FLAG_GET(filter);
+#else
+      std::string process = ::testing::GTEST_FLAG(filter);
+#endif
+      for (char& c : process)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_') c = '_';
+      path_ = fs::path(keep) / process / where / std::to_string(counter++);
+      fs::remove_all(path_);
+      fs::create_directories(path_);
+      keep_ = true;
+      return;
+    }
     std::string tmpl = (fs::temp_directory_path() / "chatvec-test-XXXXXX").string();
     if (!mkdtemp(tmpl.data())) throw std::runtime_error("mkdtemp failed");
     path_ = tmpl;
   }
   ~TempDir() {
+    if (keep_) return;
     std::error_code ec;
     fs::remove_all(path_, ec);
   }
@@ -50,6 +79,7 @@ class TempDir {
 
  private:
   fs::path path_;
+  bool keep_ = false;
 };
 
 struct CommandResult {

@@ -29,12 +29,13 @@ class ChatTemplate {
   // construct; `name_for_errors` is how messages name the template).
   ChatTemplate(std::string source, std::string name_for_errors);
 
-  // The template of a model directory, as transformers finds it:
-  // chat_template.jinja if present, else tokenizer_config.json's
-  // "chat_template" (a string, or a list of {"name", "template"} from which
-  // `template_name` is taken), else chat_template.json's "chat_template".
-  // bos_token / eos_token come from tokenizer_config.json (string or
-  // {"content": ...}).  InputError when the directory has no template.
+  // The template of a model directory, by the one precedence rule of
+  // find_chat_template() (formats/model_dir.h): chat_template.jinja, else
+  // tokenizer_config.json's "chat_template" (a string, or a list of {"name",
+  // "template"} from which `template_name` is taken), else
+  // chat_template.json's.  bos_token / eos_token come from
+  // tokenizer_config.json (string or {"content": ...}).  InputError when the
+  // directory has no template.
   static ChatTemplate from_model_dir(const std::string& dir, const std::string& template_name = "default");
 
   // Renders with the variables of `context` (a JSON object).  Throws

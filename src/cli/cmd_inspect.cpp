@@ -39,8 +39,8 @@ int run_inspect(const InspectOptions& o) {
   Checkpoint c = Checkpoint::open(o.path);
   std::map<std::string, std::pair<uint64_t, uint64_t>> by_dtype;  // dtype -> (tensors, params)
   for (const auto& name : c.names()) {
-    const auto* t = c.find(name)->info;
-    auto& e = by_dtype[std::string(dtype_name(t->dtype))];
+    const CheckpointTensor* t = c.find(name);
+    auto& e = by_dtype[std::string(dtype_name(t->dtype()))];
     e.first++;
     e.second += t->numel();
   }
@@ -65,8 +65,8 @@ int run_inspect(const InspectOptions& o) {
     if (o.tensors) {
       Json ts = Json::array();
       for (const auto& name : c.names()) {
-        const auto* t = c.find(name)->info;
-        ts.push_back({{"name", name}, {"dtype", std::string(dtype_name(t->dtype))}, {"shape", t->shape},
+        const CheckpointTensor* t = c.find(name);
+        ts.push_back({{"name", name}, {"dtype", std::string(dtype_name(t->dtype()))}, {"shape", t->shape()},
                       {"bytes", t->nbytes()}});
       }
       j["tensors"] = ts;
@@ -90,8 +90,8 @@ int run_inspect(const InspectOptions& o) {
   if (o.tensors) {
     fmt::print("\n{:<60} {:<6} {:<20} {:>12}\n", "tensor", "dtype", "shape", "bytes");
     for (const auto& name : c.names()) {
-      const auto* t = c.find(name)->info;
-      fmt::print("{:<60} {:<6} {:<20} {:>12}\n", name, dtype_name(t->dtype), shape_string(t->shape), t->nbytes());
+      const CheckpointTensor* t = c.find(name);
+      fmt::print("{:<60} {:<6} {:<20} {:>12}\n", name, dtype_name(t->dtype()), shape_string(t->shape()), t->nbytes());
     }
   }
   return 0;
@@ -111,7 +111,7 @@ struct DiffStats {
 
 // Compare two float tensors in double precision, in parallel over blocks.
 DiffStats diff_tensors(const CheckpointTensor& ta, const CheckpointTensor& tb) {
-  const size_t n = ta.info->numel();
+  const size_t n = ta.numel();
   constexpr size_t kBlock = 1 << 14;
   const int64_t blocks = int64_t((n + kBlock - 1) / kBlock);
   double max_abs = 0, sum_d2 = 0, sum_b2 = 0;
@@ -122,8 +122,8 @@ DiffStats diff_tensors(const CheckpointTensor& ta, const CheckpointTensor& tb) {
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const size_t s = size_t(blk) * kBlock, e = std::min(n, s + kBlock);
-      convert_range(ta.data(), ta.info->dtype, va.data() - s, DType::F64, s, e);
-      convert_range(tb.data(), tb.info->dtype, vb.data() - s, DType::F64, s, e);
+      convert_to_f64(ta.dtype(), ta.element(s), e - s, va.data());
+      convert_to_f64(tb.dtype(), tb.element(s), e - s, vb.data());
       for (size_t i = 0; i < e - s; ++i) {
         const double x = va[i], y = vb[i];
         if (std::isnan(x) || std::isnan(y)) {
@@ -157,17 +157,17 @@ int run_diff(const DiffOptions& o) {
       only_a.push_back(name);
       continue;
     }
-    const bool fa = dtype_is_float_computable(ta.info->dtype), fb = dtype_is_float_computable(tb->info->dtype);
-    if (ta.info->shape != tb->info->shape || fa != fb || (!fa && ta.info->dtype != tb->info->dtype)) {
-      mismatched.push_back(name + ": " + std::string(dtype_name(ta.info->dtype)) + " " + shape_string(ta.info->shape) +
-                           " vs " + std::string(dtype_name(tb->info->dtype)) + " " + shape_string(tb->info->shape));
+    const bool fa = dtype_is_float_computable(ta.dtype()), fb = dtype_is_float_computable(tb->dtype());
+    if (ta.shape() != tb->shape() || fa != fb || (!fa && ta.dtype() != tb->dtype())) {
+      mismatched.push_back(name + ": " + std::string(dtype_name(ta.dtype())) + " " + shape_string(ta.shape()) +
+                           " vs " + std::string(dtype_name(tb->dtype())) + " " + shape_string(tb->shape()));
       continue;
     }
     DiffStats st;
     if (fa) {
       st = diff_tensors(ta, *tb);
     } else {
-      const bool same = std::memcmp(ta.data(), tb->data(), ta.info->nbytes()) == 0;
+      const bool same = std::memcmp(ta.data(), tb->data(), ta.nbytes()) == 0;
       st.max_abs = same ? 0 : INFINITY;
       st.rel = same ? 0 : INFINITY;
     }
@@ -178,8 +178,8 @@ int run_diff(const DiffOptions& o) {
                     {"max_abs", st.max_abs},
                     {"rel_norm", st.rel},
                     {"nan_mismatch", st.nan_mismatch},
-                    {"dtype_a", std::string(dtype_name(ta.info->dtype))},
-                    {"dtype_b", std::string(dtype_name(tb->info->dtype))}});
+                    {"dtype_a", std::string(dtype_name(ta.dtype()))},
+                    {"dtype_b", std::string(dtype_name(tb->dtype()))}});
   }
   for (const auto& name : b.names())
     if (!a.find(name)) only_b.push_back(name);

@@ -22,7 +22,4 @@ class ProgressBar {
   std::chrono::steady_clock::time_point start_, last_;
 };
 
-// Seconds since `start` as "1m23s" / "4.2s".
-std::string format_duration(double seconds);
-
 }  // namespace chatvec::cli

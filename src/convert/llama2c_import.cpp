@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "formats/architecture.h"
 #include "core/file_util.h"
 #include "core/interrupt.h"
 #include "core/json_util.h"
@@ -161,21 +162,21 @@ Llama2cHeader import_llama2c(const Llama2cImportOptions& opts) {
     specs.push_back({std::move(name), DType::F32, std::move(shape)});
     sources.push_back({offset, permute});
   };
-  add("model.embed_tokens.weight", {V, dim}, o_emb);
+  add(hf_weight_name(WeightRole::TokenEmbedding), {V, dim}, o_emb);
   for (int64_t l = 0; l < h.n_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
-    add(p + "input_layernorm.weight", {dim}, o_rms_att + l * dim);
-    add(p + "self_attn.q_proj.weight", {dim, dim}, o_wq + l * dim * dim, int64_t(hs));
-    add(p + "self_attn.k_proj.weight", {kv_dim, dim}, o_wk + l * kv_dim * dim, int64_t(hs));
-    add(p + "self_attn.v_proj.weight", {kv_dim, dim}, o_wv + l * kv_dim * dim);
-    add(p + "self_attn.o_proj.weight", {dim, dim}, o_wo + l * dim * dim);
-    add(p + "post_attention_layernorm.weight", {dim}, o_rms_ffn + l * dim);
-    add(p + "mlp.gate_proj.weight", {hid, dim}, o_w1 + l * hid * dim);
-    add(p + "mlp.up_proj.weight", {hid, dim}, o_w3 + l * hid * dim);
-    add(p + "mlp.down_proj.weight", {dim, hid}, o_w2 + l * dim * hid);
+    auto name = [l](WeightRole r) { return hf_weight_name(r, l); };
+    add(name(WeightRole::AttnNorm), {dim}, o_rms_att + l * dim);
+    add(name(WeightRole::Q), {dim, dim}, o_wq + l * dim * dim, int64_t(hs));
+    add(name(WeightRole::K), {kv_dim, dim}, o_wk + l * kv_dim * dim, int64_t(hs));
+    add(name(WeightRole::V), {kv_dim, dim}, o_wv + l * kv_dim * dim);
+    add(name(WeightRole::O), {dim, dim}, o_wo + l * dim * dim);
+    add(name(WeightRole::FfnNorm), {dim}, o_rms_ffn + l * dim);
+    add(name(WeightRole::Gate), {hid, dim}, o_w1 + l * hid * dim);
+    add(name(WeightRole::Up), {hid, dim}, o_w3 + l * hid * dim);
+    add(name(WeightRole::Down), {dim, hid}, o_w2 + l * dim * hid);
   }
-  add("model.norm.weight", {dim}, o_rms_final);
-  if (!h.shared_classifier) add("lm_head.weight", {V, dim}, o_wcls);
+  add(hf_weight_name(WeightRole::FinalNorm), {dim}, o_rms_final);
+  if (!h.shared_classifier) add(hf_weight_name(WeightRole::LmHead), {V, dim}, o_wcls);
 
   {
     SafetensorsWriter writer(tmp, specs, uint64_t(5) * 1000 * 1000 * 1000, {{"format", "pt"}});

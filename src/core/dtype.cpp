@@ -1,6 +1,10 @@
 #include "core/dtype.h"
 
 #include <array>
+#include <cstring>
+#include <stdexcept>
+
+#include "core/error.h"
 
 namespace chatvec {
 
@@ -44,6 +48,85 @@ std::optional<DType> dtype_from_user(std::string_view s) {
   if (s == "f16" || s == "fp16" || s == "float16" || s == "F16") return DType::F16;
   if (s == "f32" || s == "fp32" || s == "float32" || s == "F32") return DType::F32;
   return std::nullopt;
+}
+
+bool dtype_converts_to_f32(DType t) { return dtype_is_float_computable(t); }
+
+void require_convertible(DType t, const std::string& what, std::string_view purpose) {
+  if (dtype_converts_to_f32(t)) return;
+  throw InputError(what + " has dtype " + std::string(dtype_name(t)) + "; " + std::string(purpose) +
+                   " supports F16, BF16, F32 and F64");
+}
+
+namespace {
+
+[[noreturn]] void unsupported(DType t, const char* fn) {
+  throw std::logic_error(std::string(fn) + ": dtype " + std::string(dtype_name(t)) + " does not convert");
+}
+
+// Element i of an unaligned array of T.
+template <typename T>
+inline T load(const uint8_t* p, size_t i) {
+  T v;
+  std::memcpy(&v, p + i * sizeof(T), sizeof(T));
+  return v;
+}
+template <typename T>
+inline void store(uint8_t* p, size_t i, T v) {
+  std::memcpy(p + i * sizeof(T), &v, sizeof(T));
+}
+
+template <typename Wide>
+void to_wide(DType from, const void* src, size_t n, Wide* dst, const char* fn) {
+  const uint8_t* s = static_cast<const uint8_t*>(src);
+  switch (from) {
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) dst[i] = Wide(bf16_to_f32(load<uint16_t>(s, i)));
+      return;
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) dst[i] = Wide(f16_to_f32(load<uint16_t>(s, i)));
+      return;
+    case DType::F32:
+      for (size_t i = 0; i < n; ++i) dst[i] = Wide(load<float>(s, i));
+      return;
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) dst[i] = Wide(load<double>(s, i));
+      return;
+    default:
+      unsupported(from, fn);
+  }
+}
+
+template <typename Wide>
+void from_wide(const Wide* src, size_t n, DType to, void* dst, const char* fn) {
+  uint8_t* d = static_cast<uint8_t*>(dst);
+  switch (to) {
+    case DType::BF16:
+      for (size_t i = 0; i < n; ++i) store<uint16_t>(d, i, f32_to_bf16(float(src[i])));
+      return;
+    case DType::F16:
+      for (size_t i = 0; i < n; ++i) store<uint16_t>(d, i, f32_to_f16(float(src[i])));
+      return;
+    case DType::F32:
+      for (size_t i = 0; i < n; ++i) store<float>(d, i, float(src[i]));
+      return;
+    case DType::F64:
+      for (size_t i = 0; i < n; ++i) store<double>(d, i, double(src[i]));
+      return;
+    default:
+      unsupported(to, fn);
+  }
+}
+
+}  // namespace
+
+void convert_to_f32(DType from, const void* src, size_t n, float* dst) { to_wide(from, src, n, dst, "convert_to_f32"); }
+void convert_to_f64(DType from, const void* src, size_t n, double* dst) { to_wide(from, src, n, dst, "convert_to_f64"); }
+void convert_from_f32(const float* src, size_t n, DType to, void* dst) {
+  from_wide(src, n, to, dst, "convert_from_f32");
+}
+void convert_from_f64(const double* src, size_t n, DType to, void* dst) {
+  from_wide(src, n, to, dst, "convert_from_f64");
 }
 
 }  // namespace chatvec

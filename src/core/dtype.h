@@ -32,6 +32,32 @@ bool dtype_is_float(DType t);
 // Parse the user's --dtype spelling: bf16, f16/fp16/float16, f32/fp32/float32.
 std::optional<DType> dtype_from_user(std::string_view s);
 
+// ---- bulk conversions: the one conversion layer ----------------------------
+//
+// Every conversion between a stored float type and fp32/fp64 in chatvec goes
+// through these functions (the merge kernels, GGUF export, the engine, the
+// trainer, diff).  Pointers may have any alignment (tensors in a safetensors
+// file need not be aligned): elements are loaded and stored byte-wise.
+
+// F16, BF16, F32, F64: the types these functions convert.
+bool dtype_converts_to_f32(DType t);
+// Throws InputError "WHAT has dtype X; PURPOSE supports F16, BF16, F32 and
+// F64" unless dtype_converts_to_f32(t).  `what` names the tensor and file.
+void require_convertible(DType t, const std::string& what, std::string_view purpose);
+
+// n elements of `from` at `src` to fp32 (exact for F16/BF16/F32; F64 rounds
+// to nearest as float(x)).  std::logic_error for a dtype that does not
+// convert (callers check with require_convertible first).
+void convert_to_f32(DType from, const void* src, size_t n, float* dst);
+// n fp32 values to `to` at `dst`, rounding to nearest-even as PyTorch's
+// tensor.to(dtype) (see f32_to_bf16 / f32_to_f16 for NaN).
+void convert_from_f32(const float* src, size_t n, DType to, void* dst);
+// The fp64 twins (F64 outputs): to fp64 exactly; from fp64 through float for
+// the 16-bit types (float(x), then rounded as above), as PyTorch's
+// tensor.double().to(dtype) does on CPU.
+void convert_to_f64(DType from, const void* src, size_t n, double* dst);
+void convert_from_f64(const double* src, size_t n, DType to, void* dst);
+
 // ---- scalar conversions --------------------------------------------------
 
 inline float f32_from_bits(uint32_t u) {

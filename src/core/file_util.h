@@ -55,5 +55,7 @@ void sync_directory(const std::string& path);
 uint64_t parse_size(std::string_view s);
 // "2.47 GB" style, decimal units.
 std::string human_bytes(uint64_t n);
+// A duration as "4.2s", "1m23s" or "2h05m".
+std::string format_duration(double seconds);
 
 }  // namespace chatvec

@@ -116,32 +116,12 @@ void matvec(const WeightView& w, const float* x, float* out, const float* bias) 
 }
 
 void weights_to_f32(DType dtype, const void* data, int64_t n, float* out) {
-  switch (dtype) {
-    case DType::F32:
-      std::memcpy(out, data, size_t(n) * 4);
-      break;
-    case DType::BF16: {
-      const uint16_t* p = static_cast<const uint16_t*>(data);
-      for (int64_t i = 0; i < n; ++i) out[i] = load_bf16(p, i);
-      break;
-    }
-    case DType::F16: {
-      const uint8_t* p = static_cast<const uint8_t*>(data);
-      for (int64_t i = 0; i < n; ++i) {
-        uint16_t h;
-        std::memcpy(&h, p + 2 * i, 2);
-        out[i] = f16_to_f32(h);
-      }
-      break;
-    }
-    default:
-      break;
-  }
+  convert_to_f32(dtype, data, size_t(n), out);
 }
 
 void weight_row_to_f32(const WeightView& w, int64_t row, float* out) {
-  const size_t esize = w.dtype == DType::F32 ? 4 : 2;
-  weights_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(row) * size_t(w.cols) * esize, w.cols, out);
+  const size_t row_bytes = size_t(w.cols) * (dtype_bits(w.dtype) / 8);
+  convert_to_f32(w.dtype, static_cast<const uint8_t*>(w.data) + size_t(row) * row_bytes, size_t(w.cols), out);
 }
 
 void rmsnorm(float* out, const float* x, const float* weight, int64_t n, double eps) {

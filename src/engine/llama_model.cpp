@@ -7,9 +7,20 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "formats/architecture.h"
 #include "formats/safetensors/safetensors_reader.h"
 
 namespace chatvec {
+
+namespace {
+// The stored types the mat-vec kernels read.
+void check_engine_dtype(const CheckpointTensor& t) {
+  const DType d = t.dtype();
+  if (d != DType::F32 && d != DType::BF16 && d != DType::F16)
+    throw InputError(fmt::format("{}: tensor \"{}\" has type {}; the engine runs F32, BF16 and F16 weights", t.path(),
+                                 t.name(), dtype_name(d)));
+}
+}  // namespace
 
 std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const EngineOptions& opts) {
   Checkpoint ckpt = Checkpoint::open(dir);
@@ -21,36 +32,36 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
   m->ctx_ = opts.context_length > 0 ? opts.context_length : std::min<int64_t>(c.max_position_embeddings, 4096);
 
   const int64_t H = c.hidden_size, I = c.intermediate_size;
-  m->embed_ = m->matrix("model.embed_tokens.weight", c.vocab_size, H);
+  m->embed_ = m->matrix(hf_weight_name(WeightRole::TokenEmbedding), c.vocab_size, H);
   m->weight_dtype_ = m->embed_.dtype;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = "model.layers." + std::to_string(l) + ".";
+    auto name = [l](WeightRole r) { return hf_weight_name(r, l); };
     Layer L;
-    L.attn_norm = m->vector(p + "input_layernorm.weight", H);
-    L.wq = m->matrix(p + "self_attn.q_proj.weight", c.q_dim(), H);
-    L.wk = m->matrix(p + "self_attn.k_proj.weight", c.kv_dim(), H);
-    L.wv = m->matrix(p + "self_attn.v_proj.weight", c.kv_dim(), H);
-    L.wo = m->matrix(p + "self_attn.o_proj.weight", H, c.q_dim());
+    L.attn_norm = m->vector(name(WeightRole::AttnNorm), H);
+    L.wq = m->matrix(name(WeightRole::Q), c.q_dim(), H);
+    L.wk = m->matrix(name(WeightRole::K), c.kv_dim(), H);
+    L.wv = m->matrix(name(WeightRole::V), c.kv_dim(), H);
+    L.wo = m->matrix(name(WeightRole::O), H, c.q_dim());
     if (c.qkv_bias) {
-      L.bq = m->vector(p + "self_attn.q_proj.bias", c.q_dim());
-      L.bk = m->vector(p + "self_attn.k_proj.bias", c.kv_dim());
-      L.bv = m->vector(p + "self_attn.v_proj.bias", c.kv_dim());
+      L.bq = m->vector(name(WeightRole::QBias), c.q_dim());
+      L.bk = m->vector(name(WeightRole::KBias), c.kv_dim());
+      L.bv = m->vector(name(WeightRole::VBias), c.kv_dim());
     }
-    if (c.o_bias) L.bo = m->vector(p + "self_attn.o_proj.bias", H);
-    L.ffn_norm = m->vector(p + "post_attention_layernorm.weight", H);
-    L.gate = m->matrix(p + "mlp.gate_proj.weight", I, H);
-    L.up = m->matrix(p + "mlp.up_proj.weight", I, H);
-    L.down = m->matrix(p + "mlp.down_proj.weight", H, I);
+    if (c.o_bias) L.bo = m->vector(name(WeightRole::OBias), H);
+    L.ffn_norm = m->vector(name(WeightRole::FfnNorm), H);
+    L.gate = m->matrix(name(WeightRole::Gate), I, H);
+    L.up = m->matrix(name(WeightRole::Up), I, H);
+    L.down = m->matrix(name(WeightRole::Down), H, I);
     m->layers_.push_back(std::move(L));
   }
-  m->final_norm_ = m->vector("model.norm.weight", H);
+  m->final_norm_ = m->vector(hf_weight_name(WeightRole::FinalNorm), H);
   if (c.tie_word_embeddings) {
     m->lm_head_ = m->embed_;
   } else {
-    if (!m->ckpt_.find("lm_head.weight"))
-      throw InputError(m->ckpt_.path() +
-                       ": no tensor \"lm_head.weight\" and config.json has tie_word_embeddings false");
-    m->lm_head_ = m->matrix("lm_head.weight", c.vocab_size, H);
+    const std::string head = hf_weight_name(WeightRole::LmHead);
+    if (!m->ckpt_.find(head))
+      throw InputError(m->ckpt_.path() + ": no tensor \"" + head + "\" and config.json has tie_word_embeddings false");
+    m->lm_head_ = m->matrix(head, c.vocab_size, H);
   }
 
   // Rotary tables: angles in double, stored as fp32 cos/sin.
@@ -87,37 +98,32 @@ LlamaModel::LlamaModel(Checkpoint ckpt, ModelConfig config) : ckpt_(std::move(ck
 WeightView LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) {
   const CheckpointTensor* t = ckpt_.find(name);
   if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", ckpt_.path(), name));
-  const TensorInfo& info = *t->info;
-  if (info.shape != std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)})
-    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}, {}]", t->file->path(),
-                                 name, shape_string(info.shape), rows, cols));
-  if (info.dtype != DType::F32 && info.dtype != DType::BF16 && info.dtype != DType::F16)
-    throw InputError(fmt::format("{}: tensor \"{}\" has type {}; the engine runs F32, BF16 and F16 weights",
-                                 t->file->path(), name, dtype_name(info.dtype)));
-  const size_t esize = info.dtype == DType::F32 ? 4 : 2;
+  if (t->shape() != std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)})
+    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}, {}]", t->path(), name,
+                                 shape_string(t->shape()), rows, cols));
+  check_engine_dtype(*t);
+  const uint64_t esize = t->element_size();
   const uint8_t* data = t->data();
   if (reinterpret_cast<uintptr_t>(data) % esize != 0) {
-    // Misaligned in the file (legal in safetensors): keep an aligned copy.
-    std::unique_ptr<uint8_t[]> copy(new uint8_t[info.nbytes()]);
-    std::memcpy(copy.get(), data, info.nbytes());
+    // Misaligned in the file (legal in safetensors): keep an aligned copy,
+    // since the mat-vec kernels read whole vectors of elements.
+    std::unique_ptr<uint8_t[]> copy(new uint8_t[t->nbytes()]);
+    std::memcpy(copy.get(), data, t->nbytes());
     data = copy.get();
     owned_.push_back(std::move(copy));
   }
-  return WeightView{info.dtype, data, rows, cols};
+  return WeightView{t->dtype(), data, rows, cols};
 }
 
 std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) {
   const CheckpointTensor* t = ckpt_.find(name);
   if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", ckpt_.path(), name));
-  const TensorInfo& info = *t->info;
-  if (info.shape != std::vector<uint64_t>{uint64_t(n)})
-    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}]", t->file->path(), name,
-                                 shape_string(info.shape), n));
-  if (info.dtype != DType::F32 && info.dtype != DType::BF16 && info.dtype != DType::F16)
-    throw InputError(fmt::format("{}: tensor \"{}\" has type {}; the engine runs F32, BF16 and F16 weights",
-                                 t->file->path(), name, dtype_name(info.dtype)));
+  if (t->shape() != std::vector<uint64_t>{uint64_t(n)})
+    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}]", t->path(), name,
+                                 shape_string(t->shape()), n));
+  check_engine_dtype(*t);
   std::vector<float> out(n);
-  weights_to_f32(info.dtype, t->data(), n, out.data());
+  convert_to_f32(t->dtype(), t->data(), size_t(n), out.data());
   return out;
 }
 

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine/kernels.h"
-#include "engine/model_config.h"
+#include "formats/model_config.h"
 #include "formats/checkpoint.h"
 
 namespace chatvec {

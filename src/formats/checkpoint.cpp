@@ -17,6 +17,23 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 }
 }  // namespace
 
+uint64_t CheckpointTensor::row_elements() const {
+  const uint64_t r = rows();
+  return r ? numel() / r : 0;
+}
+
+void CheckpointTensor::prefetch(uint64_t first, uint64_t count) const {
+  map_->will_need(offset_ + first * element_size(), count * element_size());
+}
+
+void CheckpointTensor::release(uint64_t first, uint64_t count) const {
+  map_->release(offset_ + first * element_size(), count * element_size());
+}
+
+void CheckpointTensor::release_rows(uint64_t first_row, uint64_t count) const {
+  release(first_row * row_elements(), count * row_elements());
+}
+
 bool is_weight_file_name(std::string_view name) {
   if (name == "tokenizer.gguf") return false;  // tokenizer metadata of a GGUF import, not weights
   return ends_with(name, ".safetensors") || name == "model.safetensors.index.json" ||
@@ -82,10 +99,9 @@ Checkpoint Checkpoint::open(const std::string& path) {
     std::vector<const TensorInfo*> order;
     for (const auto& t : shard->tensors()) order.push_back(&t);
     for (const TensorInfo* t : order) {
-      auto [it, inserted] = c.by_name_.emplace(t->name, CheckpointTensor{shard.get(), t});
+      auto [it, inserted] = c.by_name_.emplace(t->name, CheckpointTensor(shard->mapped(), *t, shard->file_offset(*t)));
       if (!inserted)
-        throw InputError(shard->path() + ": tensor \"" + t->name + "\" is also stored in " +
-                         it->second.file->path());
+        throw InputError(shard->path() + ": tensor \"" + t->name + "\" is also stored in " + it->second.path());
       c.names_.push_back(t->name);
       c.tensor_bytes_ += t->nbytes();
     }
@@ -99,14 +115,14 @@ Checkpoint Checkpoint::open(const std::string& path) {
       if (found == c.by_name_.end())
         throw InputError(index_path + ": tensor \"" + it.key() + "\" is listed in the index but not stored in " +
                          want);
-      if (found->second.file->path() != want)
+      if (found->second.path() != want)
         throw InputError(index_path + ": tensor \"" + it.key() + "\" is listed in " + it.value().get<std::string>() +
-                         " but stored in " + fs::path(found->second.file->path()).filename().string());
+                         " but stored in " + fs::path(found->second.path()).filename().string());
     }
     for (const auto& name : c.names_)
       if (!index["weight_map"].contains(name))
         throw InputError(index_path + ": tensor \"" + name + "\" is stored in " +
-                         fs::path(c.by_name_.at(name).file->path()).filename().string() +
+                         fs::path(c.by_name_.at(name).path()).filename().string() +
                          " but missing from the index");
     if (index.contains("metadata") && index["metadata"].is_object() && index["metadata"].contains("total_size")) {
       const Json& ts = index["metadata"]["total_size"];
@@ -131,21 +147,8 @@ const CheckpointTensor& Checkpoint::at(std::string_view name) const {
 
 uint64_t Checkpoint::parameter_count() const {
   uint64_t n = 0;
-  for (const auto& [name, t] : by_name_) n += t.info->numel();
+  for (const auto& [name, t] : by_name_) n += t.numel();
   return n;
-}
-
-std::vector<std::string> Checkpoint::auxiliary_files() const {
-  std::vector<std::string> out;
-  if (!is_dir_) return out;
-  for (const auto& e : fs::directory_iterator(dir_)) {
-    if (!e.is_regular_file()) continue;
-    const std::string name = e.path().filename().string();
-    if (is_weight_file_name(name)) continue;
-    out.push_back(name);
-  }
-  std::sort(out.begin(), out.end());
-  return out;
 }
 
 }  // namespace chatvec

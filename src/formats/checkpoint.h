@@ -20,10 +20,52 @@ namespace chatvec {
 // most; each shard is a mapped file and an open descriptor).
 constexpr size_t kMaxShards = 10'000;
 
-struct CheckpointTensor {
-  const SafetensorsFile* file;
-  const TensorInfo* info;
-  const uint8_t* data() const { return file->data(*info); }
+// One tensor of a checkpoint: its name, dtype and shape, and where its bytes
+// are (a range of a read-only memory map).  Readers of tensor data go through
+// these accessors: no caller computes file offsets.  Data need not be
+// aligned (read it with the conversions of core/dtype.h or memcpy).
+class CheckpointTensor {
+ public:
+  CheckpointTensor(const MappedFile& map, const TensorInfo& info, uint64_t offset)
+      : map_(&map), info_(&info), offset_(offset) {}
+
+  const std::string& name() const { return info_->name; }
+  DType dtype() const { return info_->dtype; }
+  const std::vector<uint64_t>& shape() const { return info_->shape; }
+  uint64_t numel() const { return info_->numel(); }
+  uint64_t nbytes() const { return info_->nbytes(); }
+  // Bytes per element; 0 for the packed sub-byte types (F4, F6), which are
+  // only ever copied whole.
+  uint64_t element_size() const { return dtype_bits(info_->dtype) / 8; }
+  // Rows (the first dimension; 1 for a scalar) and elements per row.
+  uint64_t rows() const { return info_->shape.empty() ? 1 : info_->shape[0]; }
+  uint64_t row_elements() const;
+  // The file holding it.
+  const std::string& path() const { return map_->path(); }
+  const MappedFile& map() const { return *map_; }
+  // Absolute offset of its first byte in the file.
+  uint64_t file_offset() const { return offset_; }
+
+  // Its bytes; element `first` and row `row` (whole-byte dtypes).
+  const uint8_t* data() const { return map_->data() + offset_; }
+  const uint8_t* element(uint64_t first) const { return data() + first * element_size(); }
+  const uint8_t* row(uint64_t r) const { return element(r * row_elements()); }
+
+  // Page hints for elements [first, first + count): ask for them ahead, or
+  // hand them back once consumed (they stay in the page cache).
+  void prefetch(uint64_t first, uint64_t count) const;
+  void release(uint64_t first, uint64_t count) const;
+  void release_rows(uint64_t first_row, uint64_t count) const;
+  // The same by byte range within the tensor.
+  void prefetch_bytes(uint64_t begin, uint64_t n) const { map_->will_need(offset_ + begin, n); }
+  void release_bytes(uint64_t begin, uint64_t n) const { map_->release(offset_ + begin, n); }
+  // Bytes of the tensor now in the page cache.
+  uint64_t resident_bytes() const { return map_->resident(offset_, nbytes()); }
+
+ private:
+  const MappedFile* map_;
+  const TensorInfo* info_;
+  uint64_t offset_;
 };
 
 class Checkpoint {
@@ -49,8 +91,6 @@ class Checkpoint {
   // config.json, when the directory has one (null otherwise).
   const Json& config() const { return config_; }
   bool has_config() const { return !config_.is_null(); }
-  // Files in the directory that are not weights (config, tokenizer, ...).
-  std::vector<std::string> auxiliary_files() const;
   // Non-fatal oddities found while opening (e.g. an index total_size that
   // disagrees with the shards).
   const std::vector<std::string>& warnings() const { return warnings_; }

@@ -12,8 +12,10 @@
 #include "core/file_util.h"
 #include "core/interrupt.h"
 #include "core/json_util.h"
-#include "engine/model_config.h"
+#include "formats/model_config.h"
+#include "formats/architecture.h"
 #include "formats/checkpoint.h"
+#include "formats/model_dir.h"
 #include "gguf/gguf_import.h"
 #include "gguf/gguf_names.h"
 #include "gguf/gguf_reader.h"
@@ -34,11 +36,18 @@ std::optional<TensorType> tensor_type_from_user(std::string_view s) {
 
 namespace {
 
+// llama.cpp's name of the architecture, or InputError for one the export
+// does not write.
 std::string arch_of(const ModelConfig& c, const std::string& what) {
-  const std::string& a = c.architecture;
-  if (a == "LlamaForCausalLM" || a == "MistralForCausalLM") return "llama";
-  if (a == "Qwen2ForCausalLM") return "qwen2";
-  throw InputError(fmt::format("{}: architecture {} cannot be exported to GGUF (Llama, Mistral and Qwen2 can)", what, a));
+  const ArchitectureInfo* a = find_architecture(c.architecture);
+  if (!a || !a->gguf_export) {
+    std::string supported;
+    for (const ArchitectureInfo& k : architectures())
+      if (k.gguf_export) supported += (supported.empty() ? "" : ", ") + std::string(k.hf_name);
+    throw InputError(fmt::format("{}: architecture {} cannot be exported to GGUF ({} can)", what, c.architecture,
+                                 supported));
+  }
+  return std::string(a->gguf_arch);
 }
 
 ModelConfig load_config(const std::string& dir) {
@@ -49,42 +58,15 @@ ModelConfig load_config(const std::string& dir) {
 
 // Convert n elements starting at element `at` of a stored tensor to fp32.
 void to_f32(DType t, const uint8_t* data, uint64_t at, uint64_t n, float* out) {
-  switch (t) {
-    case DType::F32: std::memcpy(out, data + at * 4, n * 4); return;
-    case DType::F16:
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, data + (at + k) * 2, 2);
-        out[k] = f16_to_f32(h);
-      }
-      return;
-    case DType::BF16:
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, data + (at + k) * 2, 2);
-        out[k] = bf16_to_f32(h);
-      }
-      return;
-    default: throw InputError("unsupported dtype");
-  }
+  convert_to_f32(t, data + at * (dtype_bits(t) / 8), n, out);
 }
 
 // Encode n fp32 values as ggml type `t` into out (returns bytes written).
 size_t encode(uint32_t t, const float* x, size_t n, uint8_t* out) {
   switch (TensorType(t)) {
     case TensorType::F32: std::memcpy(out, x, n * 4); return n * 4;
-    case TensorType::F16:
-      for (size_t k = 0; k < n; ++k) {
-        const uint16_t h = f32_to_f16(x[k]);
-        std::memcpy(out + 2 * k, &h, 2);
-      }
-      return n * 2;
-    case TensorType::BF16:
-      for (size_t k = 0; k < n; ++k) {
-        const uint16_t h = f32_to_bf16(x[k]);
-        std::memcpy(out + 2 * k, &h, 2);
-      }
-      return n * 2;
+    case TensorType::F16: convert_from_f32(x, n, DType::F16, out); return n * 2;
+    case TensorType::BF16: convert_from_f32(x, n, DType::BF16, out); return n * 2;
     case TensorType::Q8_0: quantize_q8_0(x, n, out); return n / kQ8Block * kQ8BlockBytes;
   }
   return 0;
@@ -118,23 +100,11 @@ std::pair<int64_t, int> order_key(const std::string& g) {
   return {INT64_MAX - 1, 0};
 }
 
+// The directory's chat template ("" when it has none), by the one rule of
+// formats/model_dir.h.
 std::string read_chat_template(const std::string& dir) {
-  const fs::path jinja = fs::path(dir) / "chat_template.jinja";
-  const fs::path cfg = fs::path(dir) / "tokenizer_config.json";
-  if (path_exists(cfg.string())) {
-    const Json j = read_json_file(cfg.string());
-    if (j.is_object() && j.contains("chat_template")) {
-      const Json& t = j["chat_template"];
-      if (t.is_string()) return t.get<std::string>();
-      if (t.is_array()) {
-        for (const Json& e : t)
-          if (e.is_object() && e.value("name", "") == "default" && e.contains("template") && e["template"].is_string())
-            return e["template"].get<std::string>();
-      }
-    }
-  }
-  if (path_exists(jinja.string())) return read_file(jinja.string());
-  return "";
+  const auto found = find_chat_template(dir);
+  return found ? found->text : std::string();
 }
 
 bool config_flag(const std::string& dir, const char* key, bool dflt) {
@@ -276,10 +246,10 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
     if (!g) throw InputError(fmt::format("{}: tensor {} has no GGUF name (not a Llama/Mistral/Qwen2 weight)", dir, hf));
     if (g->empty()) continue;
     const CheckpointTensor& t = ck.at(hf);
-    const DType dt = t.info->dtype;
+    const DType dt = t.dtype();
     if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
       throw InputError(fmt::format("{}: tensor {} is {}; GGUF export reads F32, F16 and BF16", dir, hf, dtype_name(dt)));
-    const auto& shape = t.info->shape;
+    const auto& shape = t.shape();
     if (shape.empty() || shape.size() > 2)
       throw InputError(fmt::format("{}: tensor {} has {} dimensions (1 or 2 expected)", dir, hf, shape.size()));
     Item it;
@@ -293,7 +263,7 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
       it.rows = shape[0];
       it.cols = shape[1];
     }
-    if (arch == "llama") {
+    if (find_architecture(c.architecture)->gguf_permute_qk) {
       const int qk = qk_kind(*g);
       if (qk) {
         it.heads = uint64_t(qk == 1 ? c.num_heads : c.num_kv_heads);
@@ -392,7 +362,7 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
       continue;
     }
     const uint8_t* data = it.src->data();
-    const DType dt = it.src->info->dtype;
+    const DType dt = it.src->dtype();
     // Elements per "row" for permutation/encoding purposes.
     const uint64_t rows = it.rows, cols = it.cols;
     const uint64_t rows_per_step = std::max<uint64_t>(1, kChunkElems / cols);
@@ -412,8 +382,7 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
       w.append(outbuf.data(), n);
       if (opts.progress) opts.progress(w.written(), total);
     }
-    const uint64_t off = it.src->file->file_offset(*it.src->info);
-    it.src->file->mapped().release(off, it.src->info->nbytes());
+    it.src->release_bytes(0, it.src->nbytes());
   }
   w.finish();
   sum.tensors = decls.size();

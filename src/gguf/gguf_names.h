@@ -1,5 +1,5 @@
-// Tensor names: Hugging Face (Llama, Mistral, Qwen2) <-> llama.cpp GGUF, and
-// the q/k row order llama.cpp's converter uses for its "llama" architecture.
+// The q/k row order llama.cpp's converter uses for its "llama" architecture.
+// (The names themselves, Hugging Face <-> GGUF, are in formats/architecture.h.)
 #pragma once
 
 #include <cstdint>
@@ -7,13 +7,10 @@
 #include <string>
 #include <string_view>
 
+#include "formats/architecture.h"
+
 namespace chatvec::gguf {
 
-// "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight".
-// nullopt for names with no GGUF counterpart.
-std::optional<std::string> hf_to_gguf_name(std::string_view hf);
-// The inverse.
-std::optional<std::string> gguf_to_hf_name(std::string_view gg);
 // Whether a tensor (GGUF name) is a q or k projection (weight or bias),
 // whose rows llama.cpp's "llama" architecture stores in Meta's interleaved
 // rotary order.  0: not q/k; 1: q; 2: k.

@@ -249,21 +249,9 @@ bool looks_like_gguf(const std::string& path) {
 void tensor_to_f32(const File& f, const TensorEntry& t, uint64_t at, uint64_t n, float* out) {
   const uint8_t* d = f.data(t);
   switch (t.type) {
-    case uint32_t(TensorType::F32): std::memcpy(out, d + at * 4, n * 4); return;
-    case uint32_t(TensorType::F16):
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, d + (at + k) * 2, 2);
-        out[k] = f16_to_f32(h);
-      }
-      return;
-    case uint32_t(TensorType::BF16):
-      for (uint64_t k = 0; k < n; ++k) {
-        uint16_t h;
-        std::memcpy(&h, d + (at + k) * 2, 2);
-        out[k] = bf16_to_f32(h);
-      }
-      return;
+    case uint32_t(TensorType::F32): convert_to_f32(DType::F32, d + at * 4, n, out); return;
+    case uint32_t(TensorType::F16): convert_to_f32(DType::F16, d + at * 2, n, out); return;
+    case uint32_t(TensorType::BF16): convert_to_f32(DType::BF16, d + at * 2, n, out); return;
     case uint32_t(TensorType::Q8_0):
       if (at % kQ8Block || n % kQ8Block) throw RuntimeFailure("q8_0 access not block aligned");
       dequantize_q8_0(d + at / kQ8Block * kQ8BlockBytes, n, out);

@@ -28,34 +28,12 @@ std::vector<TensorSpec> specs_of(const MergePlan& plan) {
   return specs;
 }
 
-// Pages of an input to hand back once they have been consumed.
+// Pages of an input to hand back once they have been consumed: a byte range
+// of the tensor.
 struct Release {
   const CheckpointTensor* tensor;
-  uint64_t first, count;  // elements
+  uint64_t begin, bytes;
 };
-
-// The byte range [first, first+count) elements of an input tensor.
-void release_elements(const CheckpointTensor* t, uint64_t first, uint64_t count) {
-  if (!t) return;
-  const uint64_t es = dtype_bits(t->info->dtype) / 8;
-  t->file->mapped().release(t->file->file_offset(*t->info) + first * es, count * es);
-}
-
-void prefetch_elements(const CheckpointTensor* t, uint64_t first, uint64_t count) {
-  if (!t) return;
-  const uint64_t es = dtype_bits(t->info->dtype) / 8;
-  t->file->mapped().will_need(t->file->file_offset(*t->info) + first * es, count * es);
-}
-
-// The inputs a task reads (null entries skipped by the helpers above).
-std::vector<const CheckpointTensor*> inputs_of(const TensorTask& task) {
-  std::vector<const CheckpointTensor*> in{task.source};
-  for (const auto& term : task.terms) {
-    in.push_back(term.plus);
-    in.push_back(term.minus);
-  }
-  return in;
-}
 
 // Write-behind: chunks go to the SafetensorsWriter, in order, on a thread of
 // its own, so that the arithmetic (and the page faults reading the inputs)
@@ -160,7 +138,7 @@ class WriteBehind {
           lk.unlock();
         }
       }
-      for (const Release& r : it.releases) release_elements(r.tensor, r.first, r.count);
+      for (const Release& r : it.releases) r.tensor->release_bytes(r.begin, r.bytes);
       lk.lock();
       busy_ = false;
       queued_bytes_ -= it.n;
@@ -213,11 +191,10 @@ MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions&
   uint64_t max_in_es = 1, max_out_es = 1;
   for (const auto& t : plan.tasks) {
     max_out_es = std::max<uint64_t>(max_out_es, dtype_bits(t.dtype) / 8);
-    for (const CheckpointTensor* in : inputs_of(t))
-      if (in) max_in_es = std::max<uint64_t>(max_in_es, dtype_bits(in->info->dtype) / 8);
+    for (const CheckpointTensor* in : t.inputs()) max_in_es = std::max<uint64_t>(max_in_es, in->element_size());
   }
   size_t operands = 1;
-  for (const auto& t : plan.tasks) operands = std::max(operands, inputs_of(t).size());
+  for (const auto& t : plan.tasks) operands = std::max(operands, t.inputs().size());
   const uint64_t elems = std::max<uint64_t>(1, opt.chunk_bytes / max_out_es);
   // Output: the pool buffers, and chunks queued from the maps.
   m.buffers = kBuffers * opt.chunk_bytes;
@@ -234,13 +211,12 @@ MemoryEstimate estimate_peak_memory(const MergePlan& plan, const ExecuteOptions&
 
 InputResidency input_residency(const MergePlan& plan) {
   InputResidency r;
-  std::set<const TensorInfo*> seen;
+  std::set<const CheckpointTensor*> seen;
   for (const auto& t : plan.tasks)
-    for (const CheckpointTensor* in : inputs_of(t)) {
-      if (!in || !seen.insert(in->info).second) continue;
-      const uint64_t bytes = in->info->nbytes();
-      r.bytes += bytes;
-      r.resident += in->file->mapped().resident(in->file->file_offset(*in->info), bytes);
+    for (const CheckpointTensor* in : t.inputs()) {
+      if (!seen.insert(in).second) continue;
+      r.bytes += in->nbytes();
+      r.resident += in->resident_bytes();
     }
   return r;
 }
@@ -258,77 +234,92 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
   // Prefetch cursor: inputs are asked for up to kPrefetchAhead output bytes
   // ahead of the chunk being computed, across tensor boundaries.
   size_t pf_task = 0;
-  uint64_t pf_elem = 0, pf_pos = 0;  // pf_pos: output bytes before the cursor
+  uint64_t pf_done = 0, pf_pos = 0;  // bytes of the task / of the output before the cursor
   auto prefetch_until = [&](uint64_t pos) {
     while (pf_pos < pos + kPrefetchAhead && pf_task < plan.tasks.size()) {
       const TensorTask& t = plan.tasks[pf_task];
-      const uint64_t es = dtype_bits(t.dtype) / 8;
-      const uint64_t n = t.numel();
-      if (t.kind == TaskKind::Rows || pf_elem >= n) {  // rows: read in their own order
-        pf_pos += (n - std::min(pf_elem, n)) * es;
+      const uint64_t bytes = t.nbytes();
+      if (t.kind == TaskKind::Rows || pf_done >= bytes) {  // rows: read in their own order
+        pf_pos += bytes - std::min(pf_done, bytes);
         ++pf_task;
-        pf_elem = 0;
+        pf_done = 0;
         continue;
       }
-      const uint64_t count = std::min<uint64_t>(n - pf_elem, std::max<uint64_t>(1, opt.chunk_bytes / es));
-      for (const CheckpointTensor* in : inputs_of(t)) prefetch_elements(in, pf_elem, count);
-      pf_elem += count;
-      pf_pos += count * es;
+      uint64_t take = std::min(bytes - pf_done, opt.chunk_bytes);
+      if (t.kind == TaskKind::Copy) {
+        t.target->prefetch_bytes(pf_done, take);
+      } else {  // whole output elements; the inputs' elements match them one to one
+        const uint64_t es = dtype_bits(t.dtype) / 8;
+        const uint64_t count = std::max<uint64_t>(1, take / es);
+        take = count * es;
+        for (const CheckpointTensor* in : t.inputs()) in->prefetch(pf_done / es, count);
+      }
+      pf_done += take;
+      pf_pos += take;
     }
+  };
+  auto advance = [&](uint64_t bytes) {
+    done += bytes;
+    if (opt.progress) opt.progress(done, total);
   };
 
   for (const TensorTask& task : plan.tasks) {
-    if (task.kind == TaskKind::Rows) {  // vocabulary tensors, row by row
-      gather_rows(task, opt.chunk_bytes, [&](const void* p, size_t n) {
-        writer.append(p, n);
-        done += n;
-        if (opt.progress) opt.progress(done, total);
-      });
-      continue;
-    }
-    const uint64_t n = task.numel();
-    const uint64_t out_es = dtype_bits(task.dtype) / 8;
-    const uint64_t chunk = std::max<uint64_t>(1, opt.chunk_bytes / std::max<uint64_t>(1, out_es));
-
-    for (uint64_t first = 0; first < n; first += chunk) {
-      check_interrupted();
-      const uint64_t count = std::min(chunk, n - first);
-      prefetch_until(done + count * out_es);
-      if (task.kind == TaskKind::Copy) {
-        // Same dtype: written straight from the map, released once written.
-        writer.submit_mapped(task.source->data() + first * out_es, count * out_es, {Release{task.source, first, count}});
-      } else {
-        std::vector<uint8_t>* buffer = writer.buffer(count * out_es);
-        CombineArgs args;
-        const uint64_t base_off = first;
-        auto op = [&](const CheckpointTensor* t) {
-          KernelOperand o;
-          if (t) {
-            o.dtype = t->info->dtype;
-            o.data = t->data() + base_off * (dtype_bits(t->info->dtype) / 8);
-          }
-          return o;
-        };
-        args.source = op(task.source);
-        for (const auto& term : task.terms) args.terms.push_back(KernelTerm{term.ratio, op(term.plus), op(term.minus)});
-        args.out = buffer->data();
-        args.out_dtype = task.dtype;
-        const int64_t grain = 1 << 15;
-        const int64_t pieces = int64_t((count + grain - 1) / grain);
-        if (threads > 1 && pieces > 1) {
-#pragma omp parallel for schedule(static) num_threads(threads)
-          for (int64_t p = 0; p < pieces; ++p) {
-            const size_t b = size_t(p) * grain;
-            combine_range(args, b, std::min<size_t>(count, b + grain));
-          }
-        } else {
-          combine_range(args, 0, count);
+    switch (task.kind) {
+      case TaskKind::Rows:  // vocabulary tensors, row by row
+        gather_rows(task, opt.chunk_bytes, [&](const void* p, size_t n) {
+          writer.append(p, n);
+          advance(n);
+        });
+        break;
+      case TaskKind::Copy: {
+        // The target's bytes, written straight from the map (any dtype, the
+        // packed sub-byte ones too) and released once written.
+        const uint64_t bytes = task.nbytes();
+        for (uint64_t begin = 0; begin < bytes; begin += opt.chunk_bytes) {
+          check_interrupted();
+          const uint64_t take = std::min(opt.chunk_bytes, bytes - begin);
+          prefetch_until(done + take);
+          writer.submit_mapped(task.target->data() + begin, take, {Release{task.target, begin, take}});
+          advance(take);
         }
-        for (const CheckpointTensor* in : inputs_of(task)) release_elements(in, first, count);
-        writer.submit(buffer);
+        break;
       }
-      done += count * out_es;
-      if (opt.progress) opt.progress(done, total);
+      case TaskKind::Combine: {
+        const uint64_t n = task.numel();
+        const uint64_t out_es = dtype_bits(task.dtype) / 8;
+        const uint64_t chunk = std::max<uint64_t>(1, opt.chunk_bytes / out_es);
+        for (uint64_t first = 0; first < n; first += chunk) {
+          check_interrupted();
+          const uint64_t count = std::min(chunk, n - first);
+          prefetch_until(done + count * out_es);
+          std::vector<uint8_t>* buffer = writer.buffer(count * out_es);
+          CombineArgs args;
+          auto op = [&](const CheckpointTensor* t) {
+            return t ? KernelOperand{t->element(first), t->dtype()} : KernelOperand{};
+          };
+          args.source = op(task.target);
+          for (const auto& term : task.terms)
+            args.terms.push_back(term.vector ? KernelTerm{term.ratio, op(term.vector), KernelOperand{}}
+                                             : KernelTerm{term.ratio, op(term.chat), op(term.base)});
+          args.out = buffer->data();
+          args.out_dtype = task.dtype;
+          const int64_t grain = 1 << 15;
+          const int64_t pieces = int64_t((count + grain - 1) / grain);
+          if (threads > 1 && pieces > 1) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+            for (int64_t p = 0; p < pieces; ++p) {
+              const size_t b = size_t(p) * grain;
+              combine_range(args, b, std::min<size_t>(count, b + grain));
+            }
+          } else {
+            combine_range(args, 0, count);
+          }
+          for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
+          writer.submit(buffer);
+          advance(count * out_es);
+        }
+        break;
+      }
     }
   }
   check_interrupted();

@@ -1,6 +1,7 @@
 #include "merge/kernels.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 namespace chatvec {
@@ -11,60 +12,19 @@ namespace {
 // operand is widened into a float block, combined, then narrowed.
 constexpr size_t kBlock = 1024;
 
-template <typename T>
-void load_block(const KernelOperand& op, size_t begin, size_t n, T* dst) {
-  switch (op.dtype) {
-    case DType::BF16: {
-      const uint16_t* s = static_cast<const uint16_t*>(op.data) + begin;
-      for (size_t i = 0; i < n; ++i) dst[i] = T(bf16_to_f32(s[i]));
-      break;
-    }
-    case DType::F16: {
-      const uint16_t* s = static_cast<const uint16_t*>(op.data) + begin;
-      for (size_t i = 0; i < n; ++i) dst[i] = T(f16_to_f32(s[i]));
-      break;
-    }
-    case DType::F32: {
-      const float* s = static_cast<const float*>(op.data) + begin;
-      for (size_t i = 0; i < n; ++i) dst[i] = T(s[i]);
-      break;
-    }
-    case DType::F64: {
-      const double* s = static_cast<const double*>(op.data) + begin;
-      for (size_t i = 0; i < n; ++i) dst[i] = T(s[i]);
-      break;
-    }
-    default:
-      throw std::logic_error("combine: operand dtype is not a float type");
-  }
+// One block of an operand widened to T, and back: the conversions of
+// core/dtype.h (alignment-safe, one per dtype).
+inline void load_block(const KernelOperand& op, size_t begin, size_t n, float* dst) {
+  convert_to_f32(op.dtype, static_cast<const uint8_t*>(op.data) + begin * (dtype_bits(op.dtype) / 8), n, dst);
 }
-
-template <typename T>
-void store_block(const T* src, size_t n, void* out, DType dtype, size_t begin) {
-  switch (dtype) {
-    case DType::BF16: {
-      uint16_t* d = static_cast<uint16_t*>(out) + begin;
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_bf16(float(src[i]));
-      break;
-    }
-    case DType::F16: {
-      uint16_t* d = static_cast<uint16_t*>(out) + begin;
-      for (size_t i = 0; i < n; ++i) d[i] = f32_to_f16(float(src[i]));
-      break;
-    }
-    case DType::F32: {
-      float* d = static_cast<float*>(out) + begin;
-      for (size_t i = 0; i < n; ++i) d[i] = float(src[i]);
-      break;
-    }
-    case DType::F64: {
-      double* d = static_cast<double*>(out) + begin;
-      for (size_t i = 0; i < n; ++i) d[i] = double(src[i]);
-      break;
-    }
-    default:
-      throw std::logic_error("combine: output dtype is not a float type");
-  }
+inline void load_block(const KernelOperand& op, size_t begin, size_t n, double* dst) {
+  convert_to_f64(op.dtype, static_cast<const uint8_t*>(op.data) + begin * (dtype_bits(op.dtype) / 8), n, dst);
+}
+inline void store_block(const float* src, size_t n, void* out, DType dtype, size_t begin) {
+  convert_from_f32(src, n, dtype, static_cast<uint8_t*>(out) + begin * (dtype_bits(dtype) / 8));
+}
+inline void store_block(const double* src, size_t n, void* out, DType dtype, size_t begin) {
+  convert_from_f64(src, n, dtype, static_cast<uint8_t*>(out) + begin * (dtype_bits(dtype) / 8));
 }
 
 template <typename T>
@@ -103,13 +63,22 @@ void combine_typed(const CombineArgs& a, size_t begin, size_t end) {
 // or no s), so the bits are the same; the loop is simple enough for the
 // compiler to vectorise.
 template <bool kHasSource, bool kScale>
-__attribute__((target_clones("avx2", "default"))) void combine_bf16_1term(const uint16_t* __restrict s, const uint16_t* __restrict p, const uint16_t* __restrict m,
-                        uint16_t* __restrict out, float r, size_t n) {
+__attribute__((target_clones("avx2", "default"))) void combine_bf16_1term(const uint8_t* __restrict s,
+                                                                          const uint8_t* __restrict p,
+                                                                          const uint8_t* __restrict m,
+                                                                          uint8_t* __restrict out, float r, size_t n) {
+  // Byte pointers and memcpy loads: the tensors need not be aligned.
+  auto at = [](const uint8_t* q, size_t i) {
+    uint16_t h;
+    std::memcpy(&h, q + 2 * i, 2);
+    return bf16_to_f32(h);
+  };
   for (size_t i = 0; i < n; ++i) {
-    float d = bf16_to_f32(p[i]) - bf16_to_f32(m[i]);
+    float d = at(p, i) - at(m, i);
     if constexpr (kScale) d = r * d;
-    if constexpr (kHasSource) d = bf16_to_f32(s[i]) + d;
-    out[i] = f32_to_bf16(d);
+    if constexpr (kHasSource) d = at(s, i) + d;
+    const uint16_t o = f32_to_bf16(d);
+    std::memcpy(out + 2 * i, &o, 2);
   }
 }
 
@@ -119,10 +88,10 @@ bool try_fast_path(const CombineArgs& a, size_t begin, size_t end) {
   if (!t.minus.data || t.plus.dtype != DType::BF16 || t.minus.dtype != DType::BF16) return false;
   if (a.source.data && a.source.dtype != DType::BF16) return false;
   const float r = float(t.ratio);
-  const uint16_t* p = static_cast<const uint16_t*>(t.plus.data) + begin;
-  const uint16_t* m = static_cast<const uint16_t*>(t.minus.data) + begin;
-  const uint16_t* s = a.source.data ? static_cast<const uint16_t*>(a.source.data) + begin : nullptr;
-  uint16_t* out = static_cast<uint16_t*>(a.out) + begin;
+  const uint8_t* p = static_cast<const uint8_t*>(t.plus.data) + 2 * begin;
+  const uint8_t* m = static_cast<const uint8_t*>(t.minus.data) + 2 * begin;
+  const uint8_t* s = a.source.data ? static_cast<const uint8_t*>(a.source.data) + 2 * begin : nullptr;
+  uint8_t* out = static_cast<uint8_t*>(a.out) + 2 * begin;
   const size_t n = end - begin;
   if (s) {
     if (r != 1.0f) combine_bf16_1term<true, true>(s, p, m, out, r, n);

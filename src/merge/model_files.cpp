@@ -5,6 +5,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "formats/model_dir.h"
 
 namespace chatvec {
 
@@ -18,91 +19,37 @@ std::string torch_dtype_name(DType t) {
   }
 }
 
-namespace {
-
-// The chat template of a model directory: tokenizer_config.json's
-// chat_template (string or list of named templates) and/or chat_template.jinja.
-struct TemplateFiles {
-  bool has_config_field = false;
-  Json config_field;
-  bool has_jinja = false;
-  std::string jinja;
-};
-
-TemplateFiles find_template(const std::string& dir) {
-  TemplateFiles t;
-  const std::string tc = dir + "/tokenizer_config.json";
-  if (path_exists(tc)) {
-    Json j = read_json_file(tc);
-    if (j.is_object() && j.contains("chat_template") && !j["chat_template"].is_null()) {
-      t.has_config_field = true;
-      t.config_field = j["chat_template"];
-    }
-  }
-  const std::string jf = dir + "/chat_template.jinja";
-  if (path_exists(jf)) {
-    t.has_jinja = true;
-    t.jinja = read_file(jf);
-  }
-  return t;
-}
-
-}  // namespace
-
 ModelFilesReport write_model_files(const std::string& files_from, const std::string& template_from,
                                    const std::string& out_dir, const std::string& torch_dtype,
                                    const std::string& template_file) {
   ModelFilesReport report;
-  if (!files_from.empty() && is_directory(files_from)) {
-    for (const auto& e : std::filesystem::directory_iterator(files_from)) {
-      if (!e.is_regular_file()) continue;
-      const std::string name = e.path().filename().string();
-      if (is_weight_file_name(name) || name == "README.md" || name == "chatvec.json") continue;
-      copy_file(e.path().string(), out_dir + "/" + name);
-      report.copied.push_back(name);
-    }
-  }
+  if (!files_from.empty() && is_directory(files_from)) report.copied = copy_side_files(files_from, out_dir);
 
-  TemplateFiles override_template;
-  if (!template_file.empty()) {
-    override_template.has_config_field = true;
-    override_template.config_field = read_file(template_file);
-  }
   if (!template_file.empty() || (!template_from.empty() && template_from != files_from)) {
-    TemplateFiles t = template_file.empty() ? find_template(template_from) : override_template;
-    if (t.has_config_field || t.has_jinja) {
-      // The chat model's template wins: drop whatever template files the
-      // target carried, then write the chat model's.
-      const std::string out_tc = out_dir + "/tokenizer_config.json";
-      Json tc = path_exists(out_tc) ? read_json_file(out_tc) : Json::object();
-      if (!tc.is_object()) throw InputError(out_tc + ": not a JSON object");
-      if (t.has_config_field) tc["chat_template"] = t.config_field;
-      else tc.erase("chat_template");
-      std::filesystem::remove(out_tc);
-      write_file(out_tc, dump_json_pretty(tc));
-      std::filesystem::remove(out_dir + "/chat_template.jinja");
-      std::filesystem::remove(out_dir + "/chat_template.json");
-      if (t.has_jinja) write_file(out_dir + "/chat_template.jinja", t.jinja);
-      report.chat_template_source =
-          !template_file.empty() ? template_file
-                                 : template_from + (t.has_jinja ? "/chat_template.jinja" : "/tokenizer_config.json");
+    ChatTemplateFiles t;
+    if (!template_file.empty()) t.tokenizer_config = Json(read_file(template_file));
+    else t = read_chat_template_files(template_from);
+    if (!t.empty()) {
+      // The chat model's template wins: the target's template files are
+      // replaced by the chat model's.
+      replace_chat_template(out_dir, t);
+      report.chat_template_source = !template_file.empty() ? template_file
+                                    : t.jinja              ? template_from + "/chat_template.jinja"
+                                    : t.tokenizer_config   ? template_from + "/tokenizer_config.json"
+                                                           : template_from + "/chat_template.json";
     } else {
       report.notes.push_back("the chat model " + template_from + " has no chat template; the target's is kept");
     }
   }
-  if (report.chat_template_source.empty() && !files_from.empty()) {
-    TemplateFiles t = find_template(files_from);
-    if (t.has_jinja) report.chat_template_source = files_from + "/chat_template.jinja";
-    else if (t.has_config_field) report.chat_template_source = files_from + "/tokenizer_config.json";
-  }
+  if (report.chat_template_source.empty() && !files_from.empty())
+    if (const auto found = find_chat_template(files_from)) report.chat_template_source = found->origin;
 
   const std::string cfg = out_dir + "/config.json";
   if (!torch_dtype.empty() && path_exists(cfg)) {
     Json c = read_json_file(cfg);
     if (c.is_object() && c.value("torch_dtype", std::string()) != torch_dtype) {
       c["torch_dtype"] = torch_dtype;
-      std::filesystem::remove(cfg);
-      write_file(cfg, dump_json_pretty(c));
+      rewrite_json_file(cfg, c);
     }
   }
   return report;

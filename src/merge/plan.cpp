@@ -1,8 +1,7 @@
 #include "merge/plan.h"
 
-#include <set>
-
 #include "core/error.h"
+#include "formats/architecture.h"
 
 namespace chatvec {
 
@@ -18,6 +17,26 @@ bool TensorSelection::selected(const std::string& name) const {
   return true;
 }
 
+TensorSelection make_selection(const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
+  auto compile = [](const std::vector<std::string>& srcs, const char* flag) {
+    std::vector<std::regex> r;
+    for (const auto& s : srcs) {
+      try {
+        r.emplace_back(s, std::regex::ECMAScript);
+      } catch (const std::regex_error& e) {
+        throw InputError(std::string(flag) + " \"" + s + "\": invalid regular expression: " + e.what());
+      }
+    }
+    return r;
+  };
+  TensorSelection sel;
+  sel.include = compile(include, "--include");
+  sel.exclude = compile(exclude, "--exclude");
+  sel.include_src = include;
+  sel.exclude_src = exclude;
+  return sel;
+}
+
 uint64_t TensorTask::numel() const {
   uint64_t n = 1;
   for (auto d : shape) n *= d;
@@ -26,30 +45,31 @@ uint64_t TensorTask::numel() const {
 
 uint64_t TensorTask::nbytes() const { return numel() * dtype_bits(dtype) / 8; }
 
-bool is_vocab_tensor(const std::string& name) {
-  static const std::set<std::string> names = {"model.embed_tokens.weight", "lm_head.weight",
-                                              "transformer.wte.weight", "embed_tokens.weight",
-                                              "model.embed_tokens.weights"};
-  return names.count(name) > 0;
+std::vector<const CheckpointTensor*> TensorTask::inputs() const {
+  std::vector<const CheckpointTensor*> in;
+  if (target) in.push_back(target);
+  for (const auto& t : terms)
+    for (const CheckpointTensor* p : {t.chat, t.base, t.vector})
+      if (p) in.push_back(p);
+  return in;
 }
 
 namespace {
 
 std::string describe(const CheckpointTensor& t) {
-  return std::string(dtype_name(t.info->dtype)) + " " + shape_string(t.info->shape);
+  return std::string(dtype_name(t.dtype())) + " " + shape_string(t.shape());
 }
 
 void check_same_shape(const std::string& name, const Checkpoint& a, const CheckpointTensor& ta, const Checkpoint& b,
                       const CheckpointTensor& tb) {
-  if (ta.info->shape == tb.info->shape) return;
-  if (is_vocab_tensor(name) && ta.info->shape.size() == 2 && tb.info->shape.size() == 2 &&
-      ta.info->shape[1] == tb.info->shape[1])
-    throw InputError("tensor \"" + name + "\": vocabulary sizes differ (" + std::to_string(ta.info->shape[0]) +
-                     " rows in " + a.path() + ", " + std::to_string(tb.info->shape[0]) + " in " + b.path() +
+  if (ta.shape() == tb.shape()) return;
+  if (is_vocab_tensor(name) && ta.shape().size() == 2 && tb.shape().size() == 2 && ta.shape()[1] == tb.shape()[1])
+    throw InputError("tensor \"" + name + "\": vocabulary sizes differ (" + std::to_string(ta.shape()[0]) +
+                     " rows in " + a.path() + ", " + std::to_string(tb.shape()[0]) + " in " + b.path() +
                      "); extract and apply need equal vocabularies: use `chatvec merge`, whose --embeddings policies "
                      "handle different vocabularies, or keep the target's rows with --exclude 'embed_tokens|lm_head'");
-  throw InputError("tensor \"" + name + "\" has shape " + shape_string(ta.info->shape) + " in " + a.path() +
-                   " but " + shape_string(tb.info->shape) + " in " + b.path());
+  throw InputError("tensor \"" + name + "\" has shape " + shape_string(ta.shape()) + " in " + a.path() + " but " +
+                   shape_string(tb.shape()) + " in " + b.path());
 }
 
 const CheckpointTensor& require(const Checkpoint& c, const std::string& name, const std::string& role) {
@@ -59,76 +79,78 @@ const CheckpointTensor& require(const Checkpoint& c, const std::string& name, co
 }
 
 void require_computable(const std::string& name, const Checkpoint& c, const CheckpointTensor& t) {
-  if (!dtype_is_float_computable(t.info->dtype))
-    throw InputError("tensor \"" + name + "\" in " + c.path() + " has dtype " +
-                     std::string(dtype_name(t.info->dtype)) +
+  if (!dtype_is_float_computable(t.dtype()))
+    throw InputError("tensor \"" + name + "\" in " + c.path() + " has dtype " + std::string(dtype_name(t.dtype())) +
                      ": arithmetic is supported on F16, BF16, F32 and F64 only (exclude it with --exclude)");
 }
 
+// The role names messages use for a vector's inputs.
+std::string chat_role(const VectorSource& v) { return v.label; }
+std::string base_role(const VectorSource& v) { return v.label == "chat" ? "base" : v.label + " base"; }
+
 // A vocabulary tensor built row by row: operands may have different row
 // counts, but the same row width; every row the map names must exist.
-void plan_rows_task(TensorTask& task, const Checkpoint& layout, const CheckpointTensor& lt, const Checkpoint* source,
-                    const std::vector<VectorInput>& vectors, const std::shared_ptr<const RowMap>& map,
-                    const PlanOptions& opt) {
+void plan_rows_task(TensorTask& task, const Checkpoint& layout, const CheckpointTensor& lt, const PlanInputs& in,
+                    const std::shared_ptr<const RowMap>& map, const PlanOptions& opt) {
   const std::string& name = task.name;
-  if (!source || vectors.size() != 1 || !vectors[0].minus)
+  if (!in.target || in.vectors.size() != 1 || !in.vectors[0].chat || !in.vectors[0].base)
     throw InputError("tensor \"" + name + "\": vocabulary policies other than full/skip need merge's three models");
-  const VectorInput& v = vectors[0];
-  const CheckpointTensor& p = require(*v.plus, name, v.label);
-  const CheckpointTensor& m = require(*v.minus, name, "base");
-  for (auto [c, t] : {std::pair{&layout, &lt}, std::pair{v.plus, &p}, std::pair{v.minus, &m}}) {
+  const VectorSource& v = in.vectors[0];
+  const CheckpointTensor& chat = require(*v.chat, name, chat_role(v));
+  const CheckpointTensor& base = require(*v.base, name, "base");
+  for (auto [c, t] : {std::pair{&layout, &lt}, std::pair{v.chat, &chat}, std::pair{v.base, &base}}) {
     require_computable(name, *c, *t);
-    if (t->info->shape.size() != 2 || t->info->shape[1] != lt.info->shape[1])
-      throw InputError("tensor \"" + name + "\" has shape " + shape_string(t->info->shape) + " in " + c->path() +
-                       " but " + shape_string(lt.info->shape) + " in " + layout.path() + " (row widths differ)");
+    if (t->shape().size() != 2 || t->shape()[1] != lt.shape()[1])
+      throw InputError("tensor \"" + name + "\" has shape " + shape_string(t->shape()) + " in " + c->path() +
+                       " but " + shape_string(lt.shape()) + " in " + layout.path() + " (row widths differ)");
   }
-  const int64_t rows_s = int64_t(task.source->info->shape[0]), rows_p = int64_t(p.info->shape[0]),
-                rows_m = int64_t(m.info->shape[0]);
+  const int64_t rows_target = int64_t(task.target->rows()), rows_chat = int64_t(chat.rows()),
+                rows_base = int64_t(base.rows());
   for (size_t i = 0; i < map->rows.size(); ++i) {
     const RowOp& r = map->rows[i];
-    const bool bad = (r.kind != RowOp::FromPlus && (r.source_row < 0 || r.source_row >= rows_s)) ||
-                     (r.kind != RowOp::FromSource && (r.plus_row < 0 || r.plus_row >= rows_p)) ||
-                     (r.kind == RowOp::Combine && (r.minus_row < 0 || r.minus_row >= rows_m));
+    const bool bad = (r.kind != RowOp::FromChat && (r.target_row < 0 || r.target_row >= rows_target)) ||
+                     (r.kind != RowOp::KeepTarget && (r.chat_row < 0 || r.chat_row >= rows_chat)) ||
+                     (r.kind == RowOp::Combine && (r.base_row < 0 || r.base_row >= rows_base));
     if (bad) throw std::logic_error("row map of " + name + ": row " + std::to_string(i) + " out of range");
   }
   task.kind = TaskKind::Rows;
   task.row_map = map;
-  task.shape = {uint64_t(map->rows.size()), lt.info->shape[1]};
-  task.terms.push_back(TensorTerm{v.ratio, &p, &m});
-  task.dtype = opt.dtype ? *opt.dtype : lt.info->dtype;
+  task.shape = {uint64_t(map->rows.size()), lt.shape()[1]};
+  task.terms.push_back(TensorTerm{v.ratio, &chat, &base, nullptr});
+  task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
 }
 
 }  // namespace
 
-MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const std::vector<VectorInput>& vectors,
-                     const PlanOptions& opt) {
+MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
+  if (!in.target && (in.vectors.size() != 1 || !in.vectors[0].chat || !in.vectors[0].base))
+    throw std::logic_error("build_plan: without a target, the plan is chat - base (extract)");
+  // The output has the target's tensors; extract's, the chat model's.
+  const Checkpoint& layout = in.target ? *in.target : *in.vectors[0].chat;
   MergePlan plan;
-  std::set<const SafetensorsFile*> seen;
   auto count_read = [&](const CheckpointTensor* t) {
-    if (t) plan.bytes_read += t->info->nbytes();
+    if (t) plan.bytes_read += t->nbytes();
   };
   size_t vector_missing = 0;
 
   for (const std::string& name : layout.names()) {
     const CheckpointTensor& lt = layout.at(name);
-    const DType ldt = lt.info->dtype;
     TensorTask task;
     task.name = name;
-    task.shape = lt.info->shape;
-    task.source = source ? &source->at(name) : nullptr;
+    task.shape = lt.shape();
+    task.target = in.target ? &lt : nullptr;
 
-    const bool is_int = !dtype_is_float(ldt);
-    const bool selected = opt.selection.selected(name);
-    bool combine = selected && !is_int;
-    if (auto k = opt.keep_unchanged.find(name); k != opt.keep_unchanged.end() && combine) {
+    const bool is_int = !dtype_is_float(lt.dtype());
+    bool combine = opt.selection.selected(name) && !is_int;
+    if (auto k = opt.keep_target.find(name); k != opt.keep_target.end() && combine) {
       combine = false;
       task.note = k->second;
     }
 
     // Vectors extracted with a selection may not hold every tensor.
-    if (combine && opt.allow_partial_vectors) {
-      for (const auto& v : vectors)
-        if (!v.minus && !v.plus->find(name)) combine = false;
+    if (combine) {
+      for (const auto& v : in.vectors)
+        if (v.vector && !v.vector->find(name)) combine = false;
       if (!combine) {
         ++vector_missing;
         task.note = "not in every vector";
@@ -136,72 +158,67 @@ MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const s
     }
 
     if (!combine) {
-      if (!task.source) {
-        if (opt.drop_uncombined) continue;
-        task.source = &lt;
-      }
+      if (!in.target) continue;  // extract: the vector holds combined tensors only
       task.kind = TaskKind::Copy;
-      task.dtype = task.source->info->dtype;
+      task.dtype = lt.dtype();
       if (task.note.empty()) task.note = is_int ? "integer/bool tensor" : "outside the selection";
-      count_read(task.source);
+      count_read(task.target);
       ++plan.copied;
       plan.tasks.push_back(std::move(task));
       continue;
     }
 
     if (auto rm = opt.row_maps.find(name); rm != opt.row_maps.end()) {
-      plan_rows_task(task, layout, lt, source, vectors, rm->second, opt);
-      for (const auto& term : task.terms) {
-        count_read(term.plus);
-        count_read(term.minus);
-      }
-      count_read(task.source);
+      plan_rows_task(task, layout, lt, in, rm->second, opt);
+      for (const CheckpointTensor* t : task.inputs()) count_read(t);
       ++plan.combined;
       plan.tasks.push_back(std::move(task));
       continue;
     }
 
     // Combine: every operand must exist with the same shape and a float dtype.
-    if (task.source) {
-      check_same_shape(name, layout, lt, *source, *task.source);
-      require_computable(name, *source, *task.source);
-    }
     require_computable(name, layout, lt);
-    for (const auto& v : vectors) {
-      const CheckpointTensor& p = require(*v.plus, name, v.label);
-      check_same_shape(name, layout, lt, *v.plus, p);
-      require_computable(name, *v.plus, p);
-      const CheckpointTensor* m = nullptr;
-      if (v.minus) {
-        m = &require(*v.minus, name, v.minus == v.plus ? v.label : (v.label == "chat" ? "base" : v.label + " base"));
-        check_same_shape(name, *v.plus, p, *v.minus, *m);
-        require_computable(name, *v.minus, *m);
+    for (const auto& v : in.vectors) {
+      TensorTerm term{v.ratio};
+      if (v.vector) {
+        term.vector = &require(*v.vector, name, v.label);
+        check_same_shape(name, layout, lt, *v.vector, *term.vector);
+        require_computable(name, *v.vector, *term.vector);
+      } else {
+        term.chat = &require(*v.chat, name, chat_role(v));
+        check_same_shape(name, layout, lt, *v.chat, *term.chat);
+        require_computable(name, *v.chat, *term.chat);
+        term.base = &require(*v.base, name, base_role(v));
+        check_same_shape(name, *v.chat, *term.chat, *v.base, *term.base);
+        require_computable(name, *v.base, *term.base);
       }
-      task.terms.push_back(TensorTerm{v.ratio, &p, m});
-      count_read(&p);
-      count_read(m);
+      task.terms.push_back(term);
     }
-    count_read(task.source);
+    for (const CheckpointTensor* t : task.inputs()) count_read(t);
     task.kind = TaskKind::Combine;
-    task.dtype = opt.dtype ? *opt.dtype : ldt;
+    task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
     ++plan.combined;
     plan.tasks.push_back(std::move(task));
   }
 
-  // Tensors the other models have but the layout lacks are a mismatch too.
+  // Tensors the other models have but the output's layout lacks are a
+  // mismatch too.
   auto check_extra = [&](const Checkpoint& c, const std::string& role) {
     for (const std::string& name : c.names()) {
       if (layout.find(name)) continue;
       const CheckpointTensor& t = c.at(name);
-      if (!opt.selection.selected(name) || !dtype_is_float(t.info->dtype)) continue;
+      if (!opt.selection.selected(name) || !dtype_is_float(t.dtype())) continue;
       throw InputError("tensor \"" + name + "\" (" + describe(t) + ") of the " + role + " model " + c.path() +
                        " is missing from " + layout.path());
     }
   };
-  if (source) check_extra(*source, "target");
-  for (const auto& v : vectors) {
-    check_extra(*v.plus, v.label);
-    if (v.minus) check_extra(*v.minus, v.label == "chat" ? "base" : v.label + " base");
+  for (const auto& v : in.vectors) {
+    if (v.vector) {
+      check_extra(*v.vector, v.label);
+    } else {
+      check_extra(*v.chat, chat_role(v));
+      check_extra(*v.base, base_role(v));
+    }
   }
 
   for (const auto& t : plan.tasks) plan.bytes_written += t.nbytes();

@@ -1,11 +1,13 @@
 // The merge plan: what happens to each output tensor, decided before any
 // byte is read or written.
 //
-// A plan is built from a "layout" model (the target for merge/apply, the chat
-// model for extract), an optional source (the model whose values the vectors
-// are added to) and a list of vector terms.  Every naming, shape and dtype
-// check happens here, so that a bad combination of inputs is refused before
-// any output exists.
+//   merge    out = target + ratio * (chat - base)
+//   apply    out = target + r1 * vector1 + r2 * vector2 + ...
+//   extract  out = chat - base                      (no target: the vector itself)
+//
+// The output has the tensors of the target (for extract: of the chat model),
+// in its storage order.  Every naming, shape and dtype check happens here, so
+// that a bad combination of inputs is refused before any output exists.
 #pragma once
 
 #include <cstdint>
@@ -21,64 +23,70 @@
 
 namespace chatvec {
 
-// One vector added to the source: ratio * (plus - minus), or ratio * plus
-// when minus is null (a chat vector extracted earlier).
-struct VectorInput {
+// One chat vector added to the target with its ratio: chat - base (merge,
+// extract), or a vector extracted earlier (apply).
+struct VectorSource {
   double ratio = 1.0;
-  const Checkpoint* plus = nullptr;
-  const Checkpoint* minus = nullptr;
-  std::string label;  // for messages: "chat", "vector 2"...
+  const Checkpoint* chat = nullptr;    // with `base`: the vector is chat - base
+  const Checkpoint* base = nullptr;
+  const Checkpoint* vector = nullptr;  // or a ready-made vector (from `chatvec extract`)
+  std::string label;                   // how messages name it: "chat", "vector 2"
 };
 
-// Where one output row of a row-mapped tensor comes from.
+struct PlanInputs {
+  // The model the vectors are added to; null for extract, whose output is
+  // chat - base itself (then there is exactly one vector, chat and base).
+  const Checkpoint* target = nullptr;
+  std::vector<VectorSource> vectors;
+};
+
+// Where one output row of a vocabulary tensor (embedding, LM head) comes from.
 struct RowOp {
   enum Kind : uint8_t {
-    Combine,     // source[source_row] + ratio * (plus[plus_row] - minus[minus_row])
-    FromSource,  // source[source_row] unchanged (rounded to the output dtype)
-    FromPlus,    // plus[plus_row]: the chat model's trained row (transplanted tokens)
+    Combine,     // target[target_row] + ratio * (chat[chat_row] - base[base_row])
+    KeepTarget,  // target[target_row], the target's own row
+    FromChat,    // chat[chat_row]: the chat model's trained row (a transplanted token)
   };
   Kind kind;
-  int64_t source_row = -1, plus_row = -1, minus_row = -1;
+  int64_t target_row = -1, chat_row = -1, base_row = -1;
 };
 
-// Output rows of the embedding and LM-head tensors, decided once for both.
+// Output rows of the embedding and LM-head tensors, decided once for both by
+// the vocabulary policy (vocab_policy.h).
 struct RowMap {
   std::vector<RowOp> rows;  // one per output row
 };
 
+// --include / --exclude: tensors outside the selection are the target's.
 struct TensorSelection {
   std::vector<std::regex> include;  // empty: everything
   std::vector<std::regex> exclude;
-  std::vector<std::string> include_src, exclude_src;
+  std::vector<std::string> include_src, exclude_src;  // as the user wrote them
   bool selected(const std::string& name) const;
 };
+// Compile the user's patterns; InputError naming the flag and pattern.
+TensorSelection make_selection(const std::vector<std::string>& include, const std::vector<std::string>& exclude);
 
 struct PlanOptions {
-  std::optional<DType> dtype;  // nullopt: auto, the layout model's dtype per tensor
+  std::optional<DType> dtype;  // nullopt: auto, the target's (extract: the chat model's) dtype per tensor
   TensorSelection selection;
-  // Vectors (minus == nullptr) may lack some of the layout's tensors (they
-  // were extracted with a selection); those are copied unchanged.
-  bool allow_partial_vectors = false;
-  // When there is no source (extract), tensors that are not combined are
-  // dropped rather than copied.
-  bool drop_uncombined = false;
   // Row maps for the vocabulary tensors (by tensor name), from the
   // vocabulary policy.  Those tensors become Rows tasks.
   std::map<std::string, std::shared_ptr<const RowMap>> row_maps;
-  // Tensors copied from the layout model unchanged, with the reason.
-  std::map<std::string, std::string> keep_unchanged;
+  // Tensors copied from the target unchanged, with the reason.
+  std::map<std::string, std::string> keep_target;
 };
 
-// Copy: bytes of one input tensor.  Combine: element-wise arithmetic.
-// Rows: an embedding/LM-head tensor built row by row from a RowMap (the
-// vocabulary policy decides where each output row comes from).
+// Copy: the target's tensor, byte for byte.  Combine: element-wise
+// arithmetic.  Rows: a vocabulary tensor built row by row from a RowMap.
 enum class TaskKind { Copy, Combine, Rows };
 
-
+// One term of a tensor's sum: ratio * (chat - base), or ratio * vector.
 struct TensorTerm {
   double ratio;
-  const CheckpointTensor* plus;
-  const CheckpointTensor* minus;  // may be null
+  const CheckpointTensor* chat = nullptr;
+  const CheckpointTensor* base = nullptr;
+  const CheckpointTensor* vector = nullptr;
 };
 
 struct TensorTask {
@@ -86,12 +94,16 @@ struct TensorTask {
   DType dtype;  // output dtype
   std::vector<uint64_t> shape;
   TaskKind kind;
-  const CheckpointTensor* source = nullptr;  // Copy: the tensor copied; Combine: the base term (may be null)
-  std::vector<TensorTerm> terms;             // Combine and Rows
-  std::shared_ptr<const RowMap> row_map;     // Rows only
-  std::string note;                          // why it was copied, when it was
+  // Copy: the tensor copied.  Combine/Rows: the tensor the terms are added
+  // to (null for extract).
+  const CheckpointTensor* target = nullptr;
+  std::vector<TensorTerm> terms;          // Combine and Rows
+  std::shared_ptr<const RowMap> row_map;  // Rows only
+  std::string note;                       // why it was copied, when it was
   uint64_t nbytes() const;
   uint64_t numel() const;
+  // Every input tensor the task reads (target first, then each term's).
+  std::vector<const CheckpointTensor*> inputs() const;
 };
 
 struct MergePlan {
@@ -102,13 +114,9 @@ struct MergePlan {
   std::vector<std::string> notes;  // one line each, for the report
 };
 
-// Build the plan.  `source` may be null (extract).  Throws InputError naming
-// the tensor and model on any mismatch.
-MergePlan build_plan(const Checkpoint& layout, const Checkpoint* source, const std::vector<VectorInput>& vectors,
-                     const PlanOptions& options);
-
-// Is this the token-embedding or LM-head tensor (whose first dimension is the
-// vocabulary)?
-bool is_vocab_tensor(const std::string& name);
+// Build the plan.  Throws InputError naming the tensor and model on any
+// mismatch.  A ready-made vector may lack some of the target's tensors (it
+// was extracted with a selection): those are copied unchanged.
+MergePlan build_plan(const PlanInputs& inputs, const PlanOptions& options);
 
 }  // namespace chatvec

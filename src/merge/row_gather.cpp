@@ -12,14 +12,13 @@
 namespace chatvec {
 
 namespace {
-KernelOperand row_of(const CheckpointTensor* t, int64_t row, uint64_t width) {
-  KernelOperand o;
-  o.dtype = t->info->dtype;
-  o.data = t->data() + uint64_t(row) * width * (dtype_bits(t->info->dtype) / 8);
-  return o;
+KernelOperand row_of(const CheckpointTensor* t, int64_t row) {
+  return KernelOperand{t->row(uint64_t(row)), t->dtype()};
 }
+// Hand back the rows [lo, hi] of `t` that output rows [first, first+count)
+// read (through `which` of their RowOp).
 void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, int64_t count,
-                  int64_t RowOp::*which, uint64_t width) {
+                  int64_t RowOp::*which) {
   if (!t) return;
   int64_t lo = INT64_MAX, hi = -1;
   for (int64_t i = first; i < first + count; ++i) {
@@ -29,9 +28,7 @@ void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, i
     hi = std::max(hi, r);
   }
   if (hi < 0) return;
-  const uint64_t es = dtype_bits(t->info->dtype) / 8;
-  t->file->mapped().release(t->file->file_offset(*t->info) + uint64_t(lo) * width * es,
-                            uint64_t(hi - lo + 1) * width * es);
+  t->release_rows(uint64_t(lo), uint64_t(hi - lo + 1));
 }
 
 }  // namespace
@@ -58,15 +55,15 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
       args.out_dtype = task.dtype;
       switch (r.kind) {
         case RowOp::Combine:
-          args.source = row_of(task.source, r.source_row, width);
-          args.terms.push_back(KernelTerm{term.ratio, row_of(term.plus, r.plus_row, width),
-                                          row_of(term.minus, r.minus_row, width)});
+          args.source = row_of(task.target, r.target_row);
+          args.terms.push_back(
+              KernelTerm{term.ratio, row_of(term.chat, r.chat_row), row_of(term.base, r.base_row)});
           break;
-        case RowOp::FromSource:
-          args.terms.push_back(KernelTerm{1.0, row_of(task.source, r.source_row, width), KernelOperand{}});
+        case RowOp::KeepTarget:
+          args.terms.push_back(KernelTerm{1.0, row_of(task.target, r.target_row), KernelOperand{}});
           break;
-        case RowOp::FromPlus:
-          args.terms.push_back(KernelTerm{1.0, row_of(term.plus, r.plus_row, width), KernelOperand{}});
+        case RowOp::FromChat:
+          args.terms.push_back(KernelTerm{1.0, row_of(term.chat, r.chat_row), KernelOperand{}});
           break;
       }
       combine_range(args, 0, width);
@@ -76,9 +73,9 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
     // the highest row of each operand), so that resident memory stays at a
     // chunk's worth whatever the vocabulary size.  Rows needed again later
     // (align orders rows freely) are simply read again.
-    release_rows(task.source, map, first, count, &RowOp::source_row, width);
-    release_rows(term.plus, map, first, count, &RowOp::plus_row, width);
-    release_rows(term.minus, map, first, count, &RowOp::minus_row, width);
+    release_rows(task.target, map, first, count, &RowOp::target_row);
+    release_rows(term.chat, map, first, count, &RowOp::chat_row);
+    release_rows(term.base, map, first, count, &RowOp::base_row);
   }
 }
 

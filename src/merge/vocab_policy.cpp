@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "formats/architecture.h"
 
 namespace chatvec {
 
@@ -61,11 +62,11 @@ uint64_t rows_of(const Checkpoint& c, const std::vector<std::string>& names, con
   for (size_t i = 0; i < names.size(); ++i) {
     const CheckpointTensor* t = c.find(names[i]);
     if (!t) throw InputError("tensor \"" + names[i] + "\" is missing from the " + role + " model " + c.path());
-    if (t->info->shape.size() != 2)
-      throw InputError("tensor \"" + names[i] + "\" in " + c.path() + " is not 2-D: " + shape_string(t->info->shape));
-    if (i == 0) rows = t->info->shape[0];
-    else if (t->info->shape[0] != rows)
-      throw InputError(c.path() + ": \"" + names[i] + "\" has " + std::to_string(t->info->shape[0]) + " rows but \"" +
+    if (t->shape().size() != 2)
+      throw InputError("tensor \"" + names[i] + "\" in " + c.path() + " is not 2-D: " + shape_string(t->shape()));
+    if (i == 0) rows = t->shape()[0];
+    else if (t->shape()[0] != rows)
+      throw InputError(c.path() + ": \"" + names[i] + "\" has " + std::to_string(t->shape()[0]) + " rows but \"" +
                        names[0] + "\" has " + std::to_string(rows));
   }
   return rows;
@@ -76,40 +77,10 @@ std::string choices_help() {
          "token string; needs both tokenizers) or skip (keep the target's rows, as the paper did)";
 }
 
-}  // namespace
+// The four steps of decide_vocabulary(), in order.
 
-VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, const Checkpoint& target,
-                                const VocabOptions& opt) {
-  VocabDecision d;
-  const std::vector<std::string> names = vocab_tensor_names(target);
-  if (names.empty()) {
-    d.why = "the target has no embedding tensor";
-    return d;
-  }
-  d.rows_target = rows_of(target, names, "target");
-  d.rows_base = rows_of(base, names, "base");
-  d.rows_chat = rows_of(chat, names, "chat");
-  d.base = try_load(base, "the base", d.notes);
-  d.chat = try_load(chat, "the chat model", d.notes);
-  d.target = try_load(target, "the target", d.notes);
-  d.vocab_base = d.base ? d.base->size() : 0;
-  d.vocab_chat = d.chat ? d.chat->size() : 0;
-  d.vocab_target = d.target ? d.target->size() : 0;
-  const bool rows_equal = d.rows_base == d.rows_target && d.rows_chat == d.rows_base;
-
-  // The chat model's row for base token j: by string when both tokenizers
-  // are readable, else by index.
-  auto chat_row_of_base = [&](int64_t j) -> int64_t {
-    if (d.base && d.chat) {
-      if (j >= int64_t(d.base->size())) return j < int64_t(d.rows_chat) ? j : -1;  // padding row
-      const std::string& s = d.base->token(int(j));
-      const int c = s.empty() ? -1 : d.chat->id(s);
-      return c >= 0 && c < int64_t(d.rows_chat) ? c : -1;
-    }
-    return j < int64_t(d.rows_chat) ? j : -1;
-  };
-
-  EmbeddingPolicy p = opt.policy;
+// 1. Which policy applies (auto resolved from the tokenizers), and why.
+void choose_policy(VocabDecision& d, const Checkpoint& base, const Checkpoint& target, EmbeddingPolicy p) {
   if (d.base && d.target) {
     size_t overlap = 0;
     for (size_t i = 0; i < d.target->size(); ++i) {
@@ -147,15 +118,30 @@ VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, 
     d.why = "chosen with --embeddings";
   }
   d.policy = p;
+}
 
+// 2. The row of every output row under the policy: combined (target row +
+//    the vector of the matching base/chat rows) or the target's own.
+std::vector<RowOp> build_row_map(VocabDecision& d) {
+  // The chat model's row for base token j: by string when both tokenizers
+  // are readable, else by index.
+  auto chat_row_of_base = [&](int64_t j) -> int64_t {
+    if (d.base && d.chat) {
+      if (j >= int64_t(d.base->size())) return j < int64_t(d.rows_chat) ? j : -1;  // padding row
+      const std::string& s = d.base->token(int(j));
+      const int c = s.empty() ? -1 : d.chat->id(s);
+      return c >= 0 && c < int64_t(d.rows_chat) ? c : -1;
+    }
+    return j < int64_t(d.rows_chat) ? j : -1;
+  };
   std::vector<RowOp> rows(d.rows_target);
   const int64_t rt = int64_t(d.rows_target);
   const int64_t vt = d.target ? int64_t(d.target->size()) : rt;
   auto combine_or_keep = [&](int64_t i, int64_t b) {
     const int64_t c = b >= 0 && b < int64_t(d.rows_base) ? chat_row_of_base(b) : -1;
-    rows[size_t(i)] = c >= 0 ? RowOp{RowOp::Combine, i, c, b} : RowOp{RowOp::FromSource, i, -1, -1};
+    rows[size_t(i)] = c >= 0 ? RowOp{RowOp::Combine, i, c, b} : RowOp{RowOp::KeepTarget, i, -1, -1};
   };
-  switch (p) {
+  switch (d.policy) {
     case EmbeddingPolicy::Full:
       if (d.rows_base != d.rows_target)
         throw InputError("--embeddings full needs equal embedding shapes, but the base has " +
@@ -188,16 +174,22 @@ VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, 
       for (int64_t i = 0; i < rt; ++i) combine_or_keep(i, -1);
       break;
   }
+  return rows;
+}
 
-  // Tokens the chat model added (absent from the base) follow their rows.
-  int64_t next_id = vt;
+// 3. Tokens the chat model added (absent from the base) follow their rows:
+//    into the target's row for the token when it has one, else appended
+//    (padding rows first).  Returns the output tokenizer's size.
+int64_t transplant_tokens(VocabDecision& d, std::vector<RowOp>& rows, bool transplant) {
+  const int64_t rt = int64_t(d.rows_target);
+  int64_t next_id = d.target ? int64_t(d.target->size()) : rt;
   if (d.base && d.chat) {
     std::vector<std::string> skipped;
     const int64_t vc = std::min<int64_t>(int64_t(d.chat->size()), int64_t(d.rows_chat));
     for (int64_t k = 0; k < vc; ++k) {
       const std::string& s = d.chat->token(int(k));
       if (s.empty() || d.base->contains(s)) continue;
-      if (!opt.transplant) {
+      if (!transplant) {
         skipped.push_back(s);
         continue;
       }
@@ -205,14 +197,14 @@ VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, 
       const int at = d.target ? d.target->id(s) : -1;
       if (at >= 0 && at < rt) {
         t.output_id = at;
-        rows[size_t(at)] = RowOp{RowOp::FromPlus, -1, k, -1};
+        rows[size_t(at)] = RowOp{RowOp::FromChat, -1, k, -1};
       } else if (d.target) {
         t.output_id = int(next_id);
         t.appended = true;
         if (next_id < int64_t(rows.size())) {
-          rows[size_t(next_id)] = RowOp{RowOp::FromPlus, -1, k, -1};  // a padding row becomes the token's
+          rows[size_t(next_id)] = RowOp{RowOp::FromChat, -1, k, -1};  // a padding row becomes the token's
         } else {
-          rows.push_back(RowOp{RowOp::FromPlus, -1, k, -1});
+          rows.push_back(RowOp{RowOp::FromChat, -1, k, -1});
         }
         ++next_id;
       } else {
@@ -230,33 +222,65 @@ VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, 
     d.notes.push_back("warning: the chat model has " + std::to_string(d.rows_chat - d.rows_base) +
                       " more embedding rows than the base, but without both tokenizers they cannot be identified");
   }
+  return next_id;
+}
+
+// 4. Count what each row became (rows past the output tokenizer are
+//    padding), and keep the row map unless the tensors are plain
+//    element-wise ones (every row combined with itself) or skipped whole.
+void summarize(VocabDecision& d, std::vector<RowOp> rows, int64_t next_id) {
+  const bool rows_equal = d.rows_base == d.rows_target && d.rows_chat == d.rows_base;
   d.vocab_output = d.target ? size_t(next_id) : 0;
   d.rows_output = rows.size();
-  // Count what each row became; rows past the output tokenizer are padding.
   const int64_t tokens_out = d.target ? next_id : int64_t(rows.size());
   for (size_t i = 0; i < rows.size(); ++i) {
     if (int64_t(i) >= tokens_out) ++d.rows_padding;
     else if (rows[i].kind == RowOp::Combine) ++d.rows_combined;
-    else if (rows[i].kind == RowOp::FromSource) ++d.rows_target_kept;
+    else if (rows[i].kind == RowOp::KeepTarget) ++d.rows_target_kept;
   }
   if (d.rows_padding)
     d.notes.push_back(std::to_string(d.rows_padding) + " padding rows beyond the output's " +
                       std::to_string(tokens_out) + " tokens (vocab_size rounded up) are not tokens: kept as the "
-                      "target's" + (p == EmbeddingPolicy::Full ? " or combined by index" : ""));
+                      "target's" + (d.policy == EmbeddingPolicy::Full ? " or combined by index" : ""));
 
-  if (p == EmbeddingPolicy::Skip && d.transplants.empty()) {
+  if (d.policy == EmbeddingPolicy::Skip && d.transplants.empty()) {
     d.skip_tensors = true;
-  } else {
-    // Plain element-wise tensors when every row is combined with itself.
-    bool identity = rows_equal;
-    for (size_t i = 0; identity && i < rows.size(); ++i)
-      identity = rows[i].kind == RowOp::Combine && rows[i].source_row == int64_t(i) &&
-                 rows[i].plus_row == int64_t(i) && rows[i].minus_row == int64_t(i);
-    if (identity) return d;
-    auto map = std::make_shared<RowMap>();
-    map->rows = std::move(rows);
-    d.row_map = map;
+    return;
   }
+  bool identity = rows_equal;
+  for (size_t i = 0; identity && i < rows.size(); ++i)
+    identity = rows[i].kind == RowOp::Combine && rows[i].target_row == int64_t(i) && rows[i].chat_row == int64_t(i) &&
+               rows[i].base_row == int64_t(i);
+  if (identity) return;
+  auto map = std::make_shared<RowMap>();
+  map->rows = std::move(rows);
+  d.row_map = map;
+}
+
+}  // namespace
+
+VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, const Checkpoint& target,
+                                const VocabOptions& opt) {
+  VocabDecision d;
+  const std::vector<std::string> names = vocab_tensor_names(target);
+  if (names.empty()) {
+    d.why = "the target has no embedding tensor";
+    return d;
+  }
+  d.rows_target = rows_of(target, names, "target");
+  d.rows_base = rows_of(base, names, "base");
+  d.rows_chat = rows_of(chat, names, "chat");
+  d.base = try_load(base, "the base", d.notes);
+  d.chat = try_load(chat, "the chat model", d.notes);
+  d.target = try_load(target, "the target", d.notes);
+  d.vocab_base = d.base ? d.base->size() : 0;
+  d.vocab_chat = d.chat ? d.chat->size() : 0;
+  d.vocab_target = d.target ? d.target->size() : 0;
+
+  choose_policy(d, base, target, opt.policy);
+  std::vector<RowOp> rows = build_row_map(d);
+  const int64_t next_id = transplant_tokens(d, rows, opt.transplant);
+  summarize(d, std::move(rows), next_id);
   return d;
 }
 

@@ -11,6 +11,7 @@
 #include "core/file_util.h"
 #include "engine/kernels.h"
 #include "formats/checkpoint.h"
+#include "formats/model_dir.h"
 #include "formats/safetensors/safetensors_writer.h"
 #include "tokenizer/tokenizer.h"
 #include "tokenizer/vocab.h"
@@ -27,11 +28,9 @@ Transformer<float> load_transformer(const std::string& dir) {
   for (const ParamSlot& s : m.slots()) {
     const CheckpointTensor& t = ck.at(s.name);
     std::vector<uint64_t> want(s.shape.begin(), s.shape.end());
-    if (t.info->shape != want)
-      throw InputError(fmt::format("{}: tensor \"{}\" has an unexpected shape", dir, s.name));
-    if (!dtype_is_float(t.info->dtype) || t.info->dtype == DType::F64)
-      throw InputError(fmt::format("{}: tensor \"{}\": unsupported dtype {}", dir, s.name, dtype_name(t.info->dtype)));
-    weights_to_f32(t.info->dtype, t.data(), int64_t(s.size), m.params.data() + s.offset);
+    if (t.shape() != want) throw InputError(fmt::format("{}: tensor \"{}\" has an unexpected shape", dir, s.name));
+    require_convertible(t.dtype(), fmt::format("{}: tensor \"{}\"", dir, s.name), "training");
+    convert_to_f32(t.dtype(), t.data(), s.size, m.params.data() + s.offset);
   }
   return m;
 }
@@ -59,15 +58,6 @@ void overwrite_file(const std::string& path, const std::string& content) {
   std::error_code ec;
   fs::remove(path, ec);
   write_file(path, content);
-}
-
-void copy_model_files(const std::string& from, const std::string& to) {
-  for (const auto& e : fs::directory_iterator(from)) {
-    if (!e.is_regular_file()) continue;
-    const std::string name = e.path().filename().string();
-    if (is_weight_file_name(name) || name.empty() || name[0] == '.') continue;
-    fs::copy_file(e.path(), fs::path(to) / name, fs::copy_options::overwrite_existing);
-  }
 }
 
 std::vector<int> append_tokens_in_place(const std::string& dir, const std::vector<std::string>& tokens, bool special) {

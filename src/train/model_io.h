@@ -23,9 +23,6 @@ void write_weights(const Transformer<float>& m, const std::string& dir);
 // Writes `content` to `path`, replacing the file if it exists.
 void overwrite_file(const std::string& path, const std::string& content);
 
-// Copies every non-weight file of `from` into `to` (which exists).
-void copy_model_files(const std::string& from, const std::string& to);
-
 // Appends `tokens` (special tokens when `special`) to the tokenizer files in
 // `dir` in place; returns their ids.
 std::vector<int> append_tokens_in_place(const std::string& dir, const std::vector<std::string>& tokens, bool special);

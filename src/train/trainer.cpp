@@ -17,6 +17,7 @@
 #include "core/json_util.h"
 #include "core/staging.h"
 #include "tokenizer/tokenizer.h"
+#include "formats/model_dir.h"
 #include "train/model_io.h"
 
 namespace chatvec::train {
@@ -107,7 +108,7 @@ std::vector<uint8_t> decay_mask(const Transformer<float>& m) {
 
 void save_to(const Transformer<float>& m, const std::string& files_dir, const std::string& out, bool force) {
   StagedOutput staged(out, StagedOutput::Kind::Directory, force);
-  copy_model_files(files_dir, staged.path());
+  copy_side_files(files_dir, staged.path());
   write_weights(m, staged.path());
   staged.commit();
 }
@@ -208,7 +209,7 @@ TrainReport run_training(const TrainOptions& o, const std::function<void(const s
   rep.vocab_before = m.config().vocab_size;
   StagedOutput staged(o.out, StagedOutput::Kind::Directory, o.force);
   const std::string dir = staged.path();
-  copy_model_files(o.model_dir, dir);
+  copy_side_files(o.model_dir, dir);
 
   const std::vector<std::string> lines = read_nonempty_lines(o.data, o.max_lines);
   if (lines.empty()) throw InputError(o.data + ": no data");

@@ -14,6 +14,7 @@
 #include <fmt/core.h>
 
 #include "core/error.h"
+#include "formats/architecture.h"
 
 namespace chatvec::train {
 
@@ -42,23 +43,23 @@ void Transformer<R>::layout() {
     return slots_.back().offset;
   };
   const int64_t D = c.hidden_size, F = c.intermediate_size;
-  embed_ = add("model.embed_tokens.weight", {c.vocab_size, D}, true);
+  embed_ = add(hf_weight_name(WeightRole::TokenEmbedding), {c.vocab_size, D}, true);
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    const std::string p = fmt::format("model.layers.{}.", l);
+    auto name = [l](WeightRole r) { return hf_weight_name(r, l); };
     LayerSlots s;
-    s.attn_norm = add(p + "input_layernorm.weight", {D}, false);
-    s.wq = add(p + "self_attn.q_proj.weight", {c.q_dim(), D}, true);
-    s.wk = add(p + "self_attn.k_proj.weight", {c.kv_dim(), D}, true);
-    s.wv = add(p + "self_attn.v_proj.weight", {c.kv_dim(), D}, true);
-    s.wo = add(p + "self_attn.o_proj.weight", {D, c.q_dim()}, true);
-    s.ffn_norm = add(p + "post_attention_layernorm.weight", {D}, false);
-    s.gate = add(p + "mlp.gate_proj.weight", {F, D}, true);
-    s.up = add(p + "mlp.up_proj.weight", {F, D}, true);
-    s.down = add(p + "mlp.down_proj.weight", {D, F}, true);
+    s.attn_norm = add(name(WeightRole::AttnNorm), {D}, false);
+    s.wq = add(name(WeightRole::Q), {c.q_dim(), D}, true);
+    s.wk = add(name(WeightRole::K), {c.kv_dim(), D}, true);
+    s.wv = add(name(WeightRole::V), {c.kv_dim(), D}, true);
+    s.wo = add(name(WeightRole::O), {D, c.q_dim()}, true);
+    s.ffn_norm = add(name(WeightRole::FfnNorm), {D}, false);
+    s.gate = add(name(WeightRole::Gate), {F, D}, true);
+    s.up = add(name(WeightRole::Up), {F, D}, true);
+    s.down = add(name(WeightRole::Down), {D, F}, true);
     layers_.push_back(s);
   }
-  final_norm_ = add("model.norm.weight", {D}, false);
-  lm_head_ = c.tie_word_embeddings ? embed_ : add("lm_head.weight", {c.vocab_size, D}, true);
+  final_norm_ = add(hf_weight_name(WeightRole::FinalNorm), {D}, false);
+  lm_head_ = c.tie_word_embeddings ? embed_ : add(hf_weight_name(WeightRole::LmHead), {c.vocab_size, D}, true);
   params.assign(off, R(0));
 }
 

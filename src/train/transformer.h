@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "engine/model_config.h"
+#include "formats/model_config.h"
 
 namespace chatvec::train {
 

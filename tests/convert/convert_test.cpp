@@ -100,7 +100,7 @@ TEST(ConvertLlama2c, WritesHuggingFaceLayout) {
       EXPECT_EQ(at(q1, 2 * 8), float(o_wq + 64 + 1 * 8));
       EXPECT_EQ(at(q1, 5 * 8), float(o_wq + 64 + 6 * 8));  // head 1: HF 5 -> Meta 4 + 2
       const CheckpointTensor& k0 = c.at("model.layers.0.self_attn.k_proj.weight");
-      EXPECT_EQ(k0.info->shape, (std::vector<uint64_t>{4, 8}));
+      EXPECT_EQ(k0.shape(), (std::vector<uint64_t>{4, 8}));
       EXPECT_EQ(at(k0, 1 * 8), float(o_wk + 2 * 8));
       const CheckpointTensor& up = c.at("model.layers.0.mlp.up_proj.weight");  // w3
       const int64_t o_w3 = o_wk + 64 + 64 + 128 + 16 + 2 * 96 + 2 * 96;

@@ -1,4 +1,5 @@
 #include "formats/checkpoint.h"
+#include "formats/model_dir.h"
 
 #include <fstream>
 
@@ -105,13 +106,20 @@ TEST(Checkpoint, EmptyOrPyTorchDirectory) {
   expect_error(tmp / "missing", "no such file or directory");
 }
 
-TEST(Checkpoint, AuxiliaryFilesExcludeWeights) {
+TEST(ModelDir, SideFilesExcludeWeightsCardRecipeAndHiddenFiles) {
   testing::TempDir tmp;
   make_sharded(tmp / "m");
-  write_file((tmp / "m" / "config.json").string(), "{}");
-  write_file((tmp / "m" / "tokenizer.json").string(), "{}");
-  Checkpoint c = Checkpoint::open((tmp / "m").string());
-  EXPECT_EQ(c.auxiliary_files(), (std::vector<std::string>{"config.json", "tokenizer.json"}));
+  for (const char* f : {"config.json", "tokenizer.json", "README.md", "chatvec.json", ".gitattributes",
+                        "pytorch_model.bin", "model.gguf", "tokenizer.gguf"})
+    write_file((tmp / "m" / f).string(), "{}");
+  EXPECT_EQ(side_files((tmp / "m").string()),
+            (std::vector<std::string>{"config.json", "tokenizer.gguf", "tokenizer.json"}));
+  fs::create_directories(tmp / "out");
+  write_file((tmp / "out" / "config.json").string(), "old");
+  EXPECT_EQ(copy_side_files((tmp / "m").string(), (tmp / "out").string()),
+            (std::vector<std::string>{"config.json", "tokenizer.gguf", "tokenizer.json"}));
+  EXPECT_EQ(read_file((tmp / "out" / "config.json").string()), "{}");
+  EXPECT_FALSE(fs::exists(tmp / "out" / "README.md"));
 }
 
 TEST(Checkpoint, SingleFile) {

@@ -92,7 +92,7 @@ TEST(SafetensorsWriter, ShardsLikeTransformers) {
   for (size_t i = 0; i < sp.size(); ++i) {
     const auto& t = c.at(sp[i].name);
     auto want = pattern(sp[i].nbytes(), uint8_t(i));
-    EXPECT_EQ(std::vector<uint8_t>(t.data(), t.data() + t.info->nbytes()), want);
+    EXPECT_EQ(std::vector<uint8_t>(t.data(), t.data() + t.nbytes()), want);
   }
 }
 

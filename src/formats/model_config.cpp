@@ -1,4 +1,4 @@
-#include "engine/model_config.h"
+#include "formats/model_config.h"
 
 #include <cmath>
 #include <fmt/core.h>

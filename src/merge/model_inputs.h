@@ -12,7 +12,7 @@
 #include "core/staging.h"
 #include "formats/checkpoint.h"
 
-namespace chatvec::cli {
+namespace chatvec {
 
 class ModelInputs {
  public:
@@ -30,4 +30,4 @@ class ModelInputs {
   std::vector<std::pair<std::string, std::unique_ptr<StagedOutput>>> imports_;
 };
 
-}  // namespace chatvec::cli
+}  // namespace chatvec

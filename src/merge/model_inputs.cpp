@@ -1,11 +1,11 @@
-#include "cli/model_inputs.h"
+#include "merge/model_inputs.h"
 
 #include "core/error.h"
 #include "core/file_util.h"
 #include "gguf/gguf_import.h"
 #include "gguf/gguf_reader.h"
 
-namespace chatvec::cli {
+namespace chatvec {
 
 Checkpoint ModelInputs::open(const std::string& path, const std::string& role, std::vector<std::string>& warnings) {
   std::string dir = path;
@@ -32,4 +32,4 @@ std::string ModelInputs::files_dir(const std::string& path) const {
   return path;
 }
 
-}  // namespace chatvec::cli
+}  // namespace chatvec

@@ -1,0 +1,86 @@
+// What chatvec knows about model architectures, as data, in one place.
+//
+// - The weights of a decoder by role (token embedding, q projection, final
+//   norm, ...), with their Hugging Face names and the names llama.cpp's GGUF
+//   files give them.  The engine, the trainer, the llama2.c import and the
+//   GGUF export and import all name tensors through this table.
+// - Which tensors are vocabulary-shaped (one row per token): the merge's
+//   vocabulary policies apply to them.
+// - The architectures (config.json "architectures") and what chatvec does
+//   with each: the merge pairs tensors by name and works for any of them; the
+//   engine and the GGUF export need to know the architecture.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace chatvec {
+
+// The weights of a Llama-family decoder.  Per-layer roles live under
+// "model.layers.N." (Hugging Face) and "blk.N." (GGUF).
+enum class WeightRole {
+  TokenEmbedding,
+  FinalNorm,
+  LmHead,
+  AttnNorm,
+  Q, K, V, O,
+  QBias, KBias, VBias, OBias,
+  FfnNorm,
+  Gate, Up, Down,
+  GateBias, UpBias, DownBias,
+  RotaryInvFreq,  // a buffer some checkpoints carry; recomputed by llama.cpp, not exported
+};
+
+struct WeightName {
+  WeightRole role;
+  bool per_layer;
+  std::string_view hf;    // full name, or the suffix after "model.layers.N."
+  std::string_view gguf;  // full name, or the suffix after "blk.N."; empty: not in GGUF files
+};
+
+// Every role, in the order above.
+const std::vector<WeightName>& weight_names();
+
+// The Hugging Face name of a role ("model.layers.3.self_attn.q_proj.weight").
+// `layer` is required for per-layer roles and ignored otherwise.
+std::string hf_weight_name(WeightRole role, int64_t layer = -1);
+
+// A Hugging Face name split into its role and layer (layer -1 for global
+// roles); nullopt for names outside the table.
+struct NamedWeight {
+  WeightRole role;
+  int64_t layer;
+};
+std::optional<NamedWeight> parse_hf_weight_name(std::string_view hf);
+
+// "model.layers.3.self_attn.q_proj.weight" -> "blk.3.attn_q.weight"; an empty
+// string for weights GGUF files do not hold (rotary buffers); nullopt for
+// names outside the table.
+std::optional<std::string> hf_to_gguf_name(std::string_view hf);
+// The inverse (nullopt for names outside the table).
+std::optional<std::string> gguf_to_hf_name(std::string_view gguf);
+
+// Is this tensor vocabulary-shaped (the token embedding or the LM head, by
+// any of the names checkpoints use for them)?
+bool is_vocab_tensor(std::string_view name);
+
+// An architecture, as config.json's "architectures" names it.
+struct ArchitectureInfo {
+  std::string_view hf_name;    // "LlamaForCausalLM"
+  std::string_view gguf_arch;  // llama.cpp's general.architecture ("llama")
+  bool engine = false;         // chatvec generate/chat/perplexity/eval run it
+  bool gguf_export = false;    // chatvec export gguf writes it
+  // llama.cpp's "llama" architecture stores q/k rows in Meta's interleaved
+  // rotary order (the export permutes them); others keep Hugging Face's.
+  bool gguf_permute_qk = false;
+};
+
+// The architectures chatvec knows, and one of them by name (nullptr when
+// unknown).
+const std::vector<ArchitectureInfo>& architectures();
+const ArchitectureInfo* find_architecture(std::string_view hf_name);
+
+}  // namespace chatvec

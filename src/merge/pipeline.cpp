@@ -1,0 +1,322 @@
+#include "merge/pipeline.h"
+
+#include <omp.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fmt/core.h>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "core/staging.h"
+#include "formats/architecture.h"
+#include "formats/model_dir.h"
+#include "gguf/gguf_export.h"
+
+namespace chatvec {
+
+namespace fs = std::filesystem;
+
+std::string dtype_label(const std::optional<DType>& dtype) {
+  if (!dtype) return "auto";
+  std::string s(dtype_name(*dtype));
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+namespace {
+
+void check_ratio(double r) {
+  if (!std::isfinite(r)) throw InputError("--ratio must be a finite number");
+}
+
+// Open one input (a directory, a .safetensors file, or a .gguf imported
+// beside the output); its warnings go to the report.
+std::unique_ptr<Checkpoint> open_input(ModelInputs& inputs, const std::string& path, const char* role,
+                                       JobReporter& report) {
+  std::vector<std::string> warnings;
+  auto c = std::make_unique<Checkpoint>(inputs.open(path, role, warnings));
+  for (const auto& w : warnings) report.warning(w);
+  return c;
+}
+
+std::map<std::string, std::string> metadata_for(const Json& extra) {
+  std::map<std::string, std::string> m{{"format", "pt"}};
+  for (auto it = extra.begin(); it != extra.end(); ++it)
+    m["chatvec." + it.key()] = it.value().is_string() ? it.value().get<std::string>() : it.value().dump();
+  return m;
+}
+
+PlanOptions plan_options(const MergeJob& job) {
+  PlanOptions p;
+  p.dtype = job.dtype;
+  p.selection = make_selection(job.include, job.exclude);
+  return p;
+}
+
+std::string output_title(const MergeJob& job) { return fs::path(job.output).filename().string(); }
+
+void prepare_merge(PreparedJob& p, JobReporter& report) {
+  const MergeJob& job = p.job;
+  check_ratio(job.ratio);
+  p.base = open_input(*p.inputs, job.base, "base", report);
+  p.chat = open_input(*p.inputs, job.chat, "chat", report);
+  p.target = open_input(*p.inputs, job.target, "target", report);
+  const Checkpoint &base = *p.base, &chat = *p.chat, &target = *p.target;
+
+  PlanOptions po = plan_options(job);
+  VocabOptions vo;
+  vo.policy = job.embeddings;
+  vo.transplant = job.transplant_special_tokens;
+  auto vocab = std::make_shared<VocabDecision>(decide_vocabulary(base, chat, target, vo));
+  for (const auto& name : vocab_tensor_names(target)) {
+    if (vocab->row_map) po.row_maps[name] = vocab->row_map;
+    if (vocab->skip_tensors) po.keep_target[name] = "--embeddings skip";
+  }
+  PlanInputs in;
+  in.target = &target;
+  in.vectors.push_back(VectorSource{job.ratio, &chat, &base, nullptr, "chat"});
+  p.plan = build_plan(in, po);
+  const bool dirs = chat.is_directory() && target.is_directory();
+  p.vocab = vocab;
+  if (dirs) p.eos = std::make_shared<EosDecision>(decide_eos(chat.dir(), target.dir(), *vocab));
+
+  p.preamble = describe_vocabulary(*vocab);
+  if (p.eos && !p.eos->token.empty())
+    p.preamble.push_back("eos: the chat model's \"" + p.eos->token + "\" (" + p.eos->source + ") -> output id " +
+                         std::to_string(p.eos->output_id));
+  p.exec.metadata = metadata_for(Json{{"recipe", fmt::format("target + {} * (chat - base)", job.ratio)}});
+  p.files_from = target.is_directory() ? target.dir() : "";
+  p.template_from = chat.is_directory() ? chat.dir() : "";
+  p.card.title = output_title(job);
+  p.card.inputs = {{"target", job.target}, {"chat", job.chat}, {"base", job.base}};
+  p.card.base_models = {job.target, job.chat, job.base};
+  p.card.recipe = fmt::format("out = target + {} * (chat - base)", job.ratio);
+  p.card.details.push_back(
+      fmt::format("{} tensors combined, {} copied from the target unchanged", p.plan.combined, p.plan.copied));
+  p.card.details.push_back("arithmetic in fp32, rounded to the output dtype to nearest-even");
+}
+
+void prepare_extract(PreparedJob& p, JobReporter& report) {
+  const MergeJob& job = p.job;
+  p.base = open_input(*p.inputs, job.base, "base", report);
+  p.chat = open_input(*p.inputs, job.chat, "chat", report);
+  PlanInputs in;
+  in.vectors.push_back(VectorSource{1.0, p.chat.get(), p.base.get(), nullptr, "chat"});
+  p.plan = build_plan(in, plan_options(job));
+  if (p.plan.tasks.empty()) throw InputError("no tensor selected: the vector would be empty");
+
+  p.recipe = {{"kind", "chat-vector"},        {"chatvec_version", CHATVEC_VERSION},
+              {"base", job.base},             {"chat", job.chat},
+              {"dtype", dtype_label(job.dtype)}, {"include", job.include},
+              {"exclude", job.exclude}};
+  p.exec.metadata = metadata_for(Json{{"kind", "chat-vector"}, {"base", job.base}, {"chat", job.chat}});
+  p.files_from = p.chat->is_directory() ? p.chat->dir() : "";
+  p.card.title = output_title(job) + " (chat vector)";
+  p.card.inputs = {{"chat", job.chat}, {"base", job.base}};
+  p.card.base_models = {job.chat, job.base};
+  p.card.recipe = "vector = chat - base";
+  p.card.details.push_back(
+      "a chat vector, not a model: add it to a model with `chatvec apply --target T --vector THIS -o OUT`");
+}
+
+void prepare_apply(PreparedJob& p, JobReporter& report) {
+  const MergeJob& job = p.job;
+  if (job.vectors.empty()) throw InputError("apply needs at least one --vector");
+  for (const auto& v : job.vectors) check_ratio(v.ratio);
+  p.target = open_input(*p.inputs, job.target, "target", report);
+  PlanInputs in;
+  in.target = p.target.get();
+  for (const auto& v : job.vectors) {
+    const std::string recipe_path = v.path + "/chatvec.json";
+    if (!is_directory(v.path) || !path_exists(recipe_path))
+      throw InputError(v.path + ": not a chat vector made by `chatvec extract` (no chatvec.json); to add chat - base "
+                                "directly use `chatvec merge`");
+    Json r = read_json_file(recipe_path);
+    if (!r.is_object() || r.value("kind", std::string()) != "chat-vector")
+      throw InputError(recipe_path + ": \"kind\" is not \"chat-vector\"");
+    auto c = std::make_unique<Checkpoint>(Checkpoint::open(v.path));
+    for (const auto& w : c->warnings()) report.warning("vector model: " + w);
+    in.vectors.push_back(VectorSource{v.ratio, nullptr, nullptr, c.get(), "vector " + v.path});
+    p.vectors.push_back(std::move(c));
+    p.vector_recipes.push_back(std::move(r));
+  }
+  p.plan = build_plan(in, plan_options(job));
+
+  std::string recipe = "out = target";
+  for (size_t i = 0; i < job.vectors.size(); ++i) recipe += fmt::format(" + {} * vector{}", job.vectors[i].ratio, i + 1);
+  p.exec.metadata = metadata_for(Json{{"recipe", recipe}});
+  p.files_from = p.target->is_directory() ? p.target->dir() : "";
+  p.template_from = job.vectors.front().path;
+  p.card.title = output_title(job);
+  p.card.inputs = {{"target", job.target}};
+  p.card.base_models = {job.target};
+  for (size_t i = 0; i < job.vectors.size(); ++i) {
+    p.card.inputs.push_back({fmt::format("vector{} (ratio {})", i + 1, job.vectors[i].ratio), job.vectors[i].path});
+    const Json& r = p.vector_recipes[i];
+    if (r.contains("chat") && r["chat"].is_string()) p.card.base_models.push_back(r["chat"].get<std::string>());
+  }
+  p.card.recipe = recipe;
+  p.card.details.push_back(
+      fmt::format("{} tensors combined, {} copied from the target unchanged", p.plan.combined, p.plan.copied));
+}
+
+void report_plan(const PreparedJob& p, JobReporter& report) {
+  const MergePlan& plan = p.plan;
+  report.line(fmt::format("plan: {} tensors: {} combined, {} copied unchanged", plan.tasks.size(), plan.combined,
+                          plan.copied));
+  size_t shown = 0;
+  for (const auto& t : plan.tasks) {
+    if (t.kind != TaskKind::Copy) continue;
+    if (shown++ < 5) report.line(fmt::format("  copied: {} ({})", t.name, t.note));
+  }
+  if (shown > 5) report.line(fmt::format("  ... and {} more copied", shown - 5));
+  for (const auto& n : plan.notes) report.line("  note: " + n);
+  report.line(fmt::format("read {}, write {} to {}", human_bytes(plan.bytes_read),
+                          human_bytes(planned_output_bytes(plan, p.exec)), p.job.output));
+}
+
+// Throughputs behind the --dry-run time estimate: fixed figures fitted to
+// chatvec's median wall times on the `1b` benchmark (bench/run_merge_bench.py,
+// docs/benchmarks.md: 9.0 GB read, 3.0 GB written, 4.2 s warm, 9.9 s cold)
+// on the benchmark machine (2 shared cores, virtual disk), not measured on
+// the machine running the dry run.  Reading inputs already in the page
+// cache, reading them from disk, and writing (and syncing) the output; the
+// model adds the three times.
+constexpr double kCachedReadBytesPerSec = 5.0e9;
+constexpr double kDiskReadBytesPerSec = 1.2e9;
+constexpr double kWriteBytesPerSec = 1.25e9;
+
+// --dry-run: where the output would go, disk, predicted memory and time.
+void report_dry_run(const PreparedJob& p, JobReporter& report) {
+  const MergeJob& job = p.job;
+  const uint64_t out_bytes = planned_output_bytes(p.plan, p.exec);
+  if (path_exists(job.output))
+    report.line(fmt::format("note: {} exists{}", job.output, job.force ? " and would be replaced" : ": use --force"));
+  std::string parent = fs::path(job.output).parent_path().string();
+  if (parent.empty()) parent = ".";
+  if (is_directory(parent))
+    report.line(fmt::format("disk: need {}, {} free at {}", human_bytes(out_bytes), human_bytes(free_space(parent)),
+                            parent));
+  const MemoryEstimate m = estimate_peak_memory(p.plan, p.exec);
+  report.line(fmt::format("memory: predicted peak {} (chunk buffers {}, input pages mapped at once {}, program {}); "
+                          "does not grow with the model",
+                          human_bytes(m.total), human_bytes(m.buffers), human_bytes(m.mapped_inputs),
+                          human_bytes(m.fixed)));
+  const InputResidency r = input_residency(p.plan);
+  const double cached = double(r.resident), uncached = double(r.bytes - std::min(r.resident, r.bytes));
+  const double seconds =
+      cached / kCachedReadBytesPerSec + uncached / kDiskReadBytesPerSec + double(out_bytes) / kWriteBytesPerSec;
+  report.line(fmt::format(
+      "time: about {} ({:.0f}% of the {} of inputs in the page cache now; estimate from fixed throughputs measured "
+      "on the benchmark machine, not this one: cached read {}/s, disk read {}/s, write {}/s)",
+      format_duration(seconds), r.bytes ? 100.0 * cached / double(r.bytes) : 100.0, human_bytes(r.bytes),
+      human_bytes(uint64_t(kCachedReadBytesPerSec)), human_bytes(uint64_t(kDiskReadBytesPerSec)),
+      human_bytes(uint64_t(kWriteBytesPerSec))));
+  report.line("dry run: nothing written");
+}
+
+// Everything after the tensors: side files, chat template, tokenizer and
+// EOS, the vector's recipe, the model card.
+void write_model_side(const PreparedJob& p, const std::string& dir, JobReporter& report) {
+  const MergeJob& job = p.job;
+  const std::string torch_dtype = job.dtype ? torch_dtype_name(*job.dtype) : "";
+  const ModelFilesReport files =
+      write_model_files(p.files_from, p.template_from, dir, torch_dtype, job.chat_template_file);
+  for (const auto& n : files.notes) report.line("note: " + n);
+  if (!files.chat_template_source.empty()) report.line("chat template: " + files.chat_template_source);
+  if (p.vocab && p.eos && p.target && p.target->is_directory())
+    for (const auto& line : finalize_output_tokenizer(dir, p.target->dir(), *p.vocab, *p.eos)) report.line(line);
+  if (job.kind == JobKind::Extract) {
+    // The chat model's config is kept for reference under another name, so
+    // that the vector directory is never mistaken for a loadable model.
+    const std::string cfg = dir + "/config.json";
+    if (path_exists(cfg)) fs::rename(cfg, dir + "/chat_config.json");
+    write_file(dir + "/chatvec.json", dump_json_pretty(p.recipe));
+  }
+  ModelCard card = p.card;
+  card.command_line = job.command_line;
+  write_file(dir + "/README.md", render_model_card(card));
+}
+
+}  // namespace
+
+PreparedJob prepare_job(const MergeJob& job, JobReporter& report) {
+  PreparedJob p;
+  p.job = job;
+  p.inputs = std::make_unique<ModelInputs>(job.output);
+  p.exec.shard_size = job.shard_size;
+  switch (job.kind) {
+    case JobKind::Merge: prepare_merge(p, report); break;
+    case JobKind::Extract: prepare_extract(p, report); break;
+    case JobKind::Apply: prepare_apply(p, report); break;
+  }
+  return p;
+}
+
+JobResult run_job(const MergeJob& job, JobReporter& report) {
+  const auto t0 = std::chrono::steady_clock::now();
+  if (job.threads > 0) omp_set_num_threads(job.threads);
+  PreparedJob p = prepare_job(job, report);
+  const uint64_t out_bytes = planned_output_bytes(p.plan, p.exec);
+
+  for (const auto& line : p.preamble) report.line(line);
+  JobResult result;
+  result.output = job.output;
+  if (job.dry_run) {
+    report_plan(p, report);
+    report_dry_run(p, report);
+    result.dry_run = true;
+    return result;
+  }
+
+  // --format gguf: the model directory is staged next to the output and never
+  // committed (removed on exit); the GGUF file is staged and committed alone.
+  const bool to_gguf = job.format == OutputFormat::Gguf;
+  std::unique_ptr<StagedOutput> gguf_out;
+  if (to_gguf) gguf_out = std::make_unique<StagedOutput>(job.output, StagedOutput::Kind::File, job.force);
+  StagedOutput staged(to_gguf ? gguf_out->path() + "-dir" : job.output, StagedOutput::Kind::Directory,
+                      to_gguf || job.force);
+  const uint64_t free = free_space(staged.parent());
+  const uint64_t margin = 16ull << 20;  // config, tokenizer, card
+  if (free < out_bytes + margin)
+    throw RuntimeFailure("not enough free space at " + staged.parent() + ": need " + human_bytes(out_bytes + margin) +
+                         ", " + human_bytes(free) + " available");
+  report_plan(p, report);
+
+  report.progress_begin(job.kind == JobKind::Extract ? "extract" : "merge");
+  p.exec.progress = [&report](uint64_t d, uint64_t t) { report.progress(d, t); };
+  execute_plan(p.plan, staged.path(), p.exec);
+  report.progress_end();
+  write_model_side(p, staged.path(), report);
+
+  StagedOutput* done = &staged;
+  result.bytes = out_bytes;
+  if (to_gguf) {
+    gguf::ExportOptions eo;
+    eo.type = gguf::TensorType::F16;
+    if (job.gguf_type) {
+      eo.type = *job.gguf_type;
+    } else if (job.dtype) {
+      const auto t = gguf::tensor_type_from_user(dtype_name(*job.dtype));
+      if (!t) throw InputError("--format gguf: no GGUF tensor type for --dtype " + dtype_label(job.dtype));
+      eo.type = *t;
+    }
+    eo.name = fs::path(job.output).stem().string();
+    const std::string gguf_type_label = job.gguf_type ? gguf::type_name(uint32_t(*job.gguf_type))
+                                        : job.dtype   ? std::string(dtype_name(*job.dtype))
+                                                      : "f16";
+    const gguf::ExportSummary es = gguf::export_gguf(staged.path(), gguf_out->path(), eo);
+    report.line(fmt::format("gguf: {} tensors as {}, tokenizer {}{}", es.tensors, gguf_type_label,
+                            es.tokenizer_model, es.chat_template ? ", chat template" : ""));
+    done = gguf_out.get();
+    result.bytes = es.bytes;
+  }
+  done->commit();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return result;
+}
+
+}  // namespace chatvec
