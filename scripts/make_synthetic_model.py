@@ -132,6 +132,60 @@ def write_shards(out, tensors, shard_bytes):
             json.dump({"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}, f, indent=2)
 
 
+def synthetic_tokenizer(vocab):
+    """A Llama-2-style tokenizer.json (SentencePiece BPE with byte fallback) of
+    exactly `vocab` tokens: <unk> <s> </s>, the 256 byte pieces, the letters,
+    then pieces made by merging earlier ones in a fixed order (every merge
+    joins two existing pieces, as BPE requires)."""
+    specials = ["<unk>", "<s>", "</s>"]
+    if vocab < len(specials) + 256 + 27:
+        raise SystemExit(f"--tokenizer needs a vocabulary of at least {len(specials) + 256 + 27} tokens")
+    pieces = specials + [f"<0x{b:02X}>" for b in range(256)] + ["\u2581"] + [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    seen = set(pieces)
+    merges = []
+    alphabet = pieces[len(specials) + 256 :]
+    frontier = list(alphabet)
+    while len(pieces) < vocab:
+        grown = []
+        for left in frontier:
+            for right in alphabet[1:]:
+                if len(pieces) >= vocab:
+                    break
+                new = left + right
+                if new in seen:
+                    continue
+                seen.add(new)
+                pieces.append(new)
+                merges.append(f"{left} {right}")
+                grown.append(new)
+        frontier = grown
+    added = [
+        {"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False, "normalized": False, "special": True}
+        for i, t in enumerate(specials)
+    ]
+    return {
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": {"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u2581"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u2581"}]},
+        "pre_tokenizer": None,
+        "post_processor": {"type": "TemplateProcessing",
+                           "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+                           "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                                    {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+                           "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}},
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u2581"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+        "model": {"type": "BPE", "dropout": None, "unk_token": "<unk>", "continuing_subword_prefix": None,
+                  "end_of_word_suffix": None, "fuse_unk": True, "byte_fallback": True,
+                  "vocab": {t: i for i, t in enumerate(pieces)}, "merges": merges},
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out")
@@ -148,6 +202,8 @@ def main():
     ap.add_argument("--chat-template", help="chat_template string for tokenizer_config.json")
     ap.add_argument("--reverse-order", action="store_true", help="store tensors in reverse name order")
     ap.add_argument("--drop", action="append", default=[], help="leave out this tensor (repeatable)")
+    ap.add_argument("--tokenizer", action="store_true",
+                    help="also write a tokenizer.json of exactly the vocabulary size (Llama-2 style)")
     a = ap.parse_args()
 
     vocab, hidden, inter, layers, heads, kv = SHAPES[a.shape]
@@ -214,6 +270,9 @@ def main():
         json.dump(config, f, indent=2)
     with open(os.path.join(a.out, "generation_config.json"), "w") as f:
         json.dump({"bos_token_id": 1, "eos_token_id": 2, "seed_marker": a.seed}, f, indent=2)
+    if a.tokenizer:
+        with open(os.path.join(a.out, "tokenizer.json"), "w") as f:
+            json.dump(synthetic_tokenizer(vocab), f, ensure_ascii=False)
     tc = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>", "marker": a.seed}
     if a.chat_template:
         tc["chat_template"] = a.chat_template
