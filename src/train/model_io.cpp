@@ -51,13 +51,7 @@ void write_weights(const Transformer<float>& m, const std::string& dir) {
   Json cfg = path_exists(cfg_path) ? read_json_file(cfg_path) : Json::object();
   cfg["vocab_size"] = m.config().vocab_size;
   cfg["torch_dtype"] = "float32";
-  overwrite_file(cfg_path, dump_json_pretty(cfg) + "\n");
-}
-
-void overwrite_file(const std::string& path, const std::string& content) {
-  std::error_code ec;
-  fs::remove(path, ec);
-  write_file(path, content);
+  rewrite_json_file(cfg_path, cfg);
 }
 
 std::vector<int> append_tokens_in_place(const std::string& dir, const std::vector<std::string>& tokens, bool special) {

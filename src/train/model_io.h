@@ -20,9 +20,6 @@ Transformer<float> load_transformer(const std::string& dir);
 // vocab_size and torch_dtype to match.
 void write_weights(const Transformer<float>& m, const std::string& dir);
 
-// Writes `content` to `path`, replacing the file if it exists.
-void overwrite_file(const std::string& path, const std::string& content);
-
 // Appends `tokens` (special tokens when `special`) to the tokenizer files in
 // `dir` in place; returns their ids.
 std::vector<int> append_tokens_in_place(const std::string& dir, const std::vector<std::string>& tokens, bool special);

@@ -154,9 +154,9 @@ void prepare_chat(Transformer<float>& m, const std::string& dir, const TrainOpti
       eos.push_back(cfg["eos_token_id"].get<int>());
     gc["eos_token_id"] = eos;
     if (cfg.contains("bos_token_id")) gc["bos_token_id"] = cfg["bos_token_id"];
-    overwrite_file(gc_path, dump_json_pretty(gc) + "\n");
+    rewrite_json_file(gc_path, gc);
   }
-  if (!o.chat_template.empty() || !o.eos_token.empty()) overwrite_file(tc_path, dump_json_pretty(tc) + "\n");
+  if (!o.chat_template.empty() || !o.eos_token.empty()) rewrite_json_file(tc_path, tc);
 }
 
 void extend_vocabulary(Transformer<float>& m, const std::string& dir, const std::vector<std::string>& lines, int count,
