@@ -158,6 +158,41 @@ def main():
         return r
 
     results = {}  # row -> seed -> metrics (or error)
+    checks = {}
+
+    def same_files(a_dir, b_dir):
+        """Names of the non-weight files (model card aside) that differ."""
+        names = sorted(set(os.listdir(a_dir)) | set(os.listdir(b_dir)))
+        bad = []
+        for n in names:
+            if n == "README.md" or n.endswith(".safetensors") or n.endswith(".index.json"):
+                continue
+            pa, pb = os.path.join(a_dir, n), os.path.join(b_dir, n)
+            if not (os.path.isfile(pa) and os.path.isfile(pb)) or open(pa, "rb").read() != open(pb, "rb").read():
+                bad.append(n)
+        return bad
+
+    def reuse_check(sfx, targets, chat):
+        vec = os.path.join(W, "vector" + sfx)
+        if os.path.exists(vec):
+            shutil.rmtree(vec)
+        run([cv, "-q", "extract", "--base", base, "--chat", chat, "--dtype", "f32", "-o", vec])
+        out = {}
+        for tag, (target, merged_name) in targets.items():
+            merged = os.path.join(W, merged_name)
+            applied = os.path.join(W, "applied_" + tag + sfx)
+            if os.path.exists(applied):
+                shutil.rmtree(applied)
+            run([cv, "-q", "apply", "--target", target, "--vector", vec, "--ratio", "1.0", "-o", applied])
+            d = json.loads(subprocess.run([cv, "diff", applied, merged, "--json"], check=True,
+                                          stdout=subprocess.PIPE).stdout)
+            differing = same_files(applied, merged)
+            out[tag] = {"tensors": len(d["tensors"]), "identical": d["identical"], "files_differing": differing,
+                        "equal": d["identical"] == len(d["tensors"]) and not d["only_in_a"] and not d["only_in_b"]
+                        and not d["mismatched"] and not differing}
+            log(f"extract once, apply to {tag}: {d['identical']}/{len(d['tensors'])} tensors identical to the merge"
+                + (f"; files differ: {differing}" if differing else ""))
+        return out
 
     def record(row, seed, r, err=None):
         results.setdefault(row, {})[str(seed)] = {"error": err} if err else metrics(r)
@@ -194,12 +229,17 @@ def main():
         record("CPx→FT", seed, evaluate(cpx_ft, "cpx_ft" + sfx))
         m, err = merge("cpx_ft_cv" + sfx, cpx_ft, chat, 1.0)
         record("CPx→FT + CV", seed, evaluate(m, "cpx_ft_cv" + sfx) if m else None, err)
-        json.dump({"scale": a.scale, "config": S, "seeds": seeds, "results": results, "timings": timings},
-                  open(os.path.join(W, "results.json"), "w"), indent=1)
+        # A reusable vector: extracted once (f32, exact), applied to CP and to
+        # CP->FT, it must give what the three-model merges gave (the chat model
+        # added <|end|>: its row travels in the vector).
+        checks.setdefault("extract_apply_equals_merge", {})[str(seed)] = reuse_check(
+            sfx, {"cp": (cp, "cp_cv1.0" + sfx), "cp_ft": (cp_ft, "cp_ft_cv" + sfx)}, chat)
+        json.dump({"scale": a.scale, "config": S, "seeds": seeds, "results": results, "checks": checks,
+                   "timings": timings}, open(os.path.join(W, "results.json"), "w"), indent=1)
 
     total = time.time() - t_start
-    json.dump({"scale": a.scale, "config": S, "seeds": seeds, "results": results, "timings": timings,
-               "total_seconds": total}, open(os.path.join(W, "results.json"), "w"), indent=1)
+    json.dump({"scale": a.scale, "config": S, "seeds": seeds, "results": results, "checks": checks,
+               "timings": timings, "total_seconds": total}, open(os.path.join(W, "results.json"), "w"), indent=1)
     write_report(W, results, S, seeds, total)
     log(f"done in {total / 60:.1f} min; report: {os.path.join(W, 'report.md')}")
 

@@ -47,14 +47,30 @@ struct ApplyOptions : CommonOptions {
   std::string target;
   std::vector<std::string> vectors;
   std::vector<double> ratios;
+  std::string embeddings = "auto";
+  std::string special_tokens = "transplant";
+  int token_rows_from = 0;
 };
+
+// --embeddings and --special-tokens, as merge and apply share them.
+void add_vocabulary_options(CLI::App* sub, std::string& embeddings, std::string& special_tokens) {
+  sub->add_option("--embeddings", embeddings,
+                  "Embedding/LM-head rows when vocabularies differ: auto, full, shared, align, skip")
+      ->check(CLI::IsMember({"auto", "full", "shared", "align", "skip"}))
+      ->capture_default_str();
+  sub->add_option("--special-tokens", special_tokens,
+                  "Tokens the chat model added (chat template, EOS): transplant them with their rows, or none")
+      ->check(CLI::IsMember({"transplant", "none"}))
+      ->capture_default_str();
+}
 
 void add_common(CLI::App* sub, CommonOptions& o, bool vector_output) {
   sub->add_option("-o,--output", o.out, vector_output ? "Output chat-vector directory" : "Output model directory")
       ->required();
   sub->add_option("--dtype", o.dtype,
-                  vector_output ? "Vector dtype: auto (the chat model's per tensor), bf16, f16, f32 (f32 makes apply "
-                                  "bit-identical to merge)"
+                  vector_output ? "Vector dtype: auto (the chat model's per tensor), bf16, f16, f32. f32 is exact: "
+                                  "apply then gives bit for bit what merge gives; bf16/f16 round chat - base once more "
+                                  "(see the README for the error this adds)"
                                 : "Output dtype: auto (the target's per tensor), bf16, f16, f32")
       ->check(CLI::IsMember({"auto", "bf16", "f16", "f32", "fp16", "fp32", "bfloat16", "float16", "float32"}));
   sub->add_option("-t,--threads", o.threads, "Threads for the arithmetic (default: all cores)")
@@ -180,6 +196,9 @@ int run_apply(const ApplyOptions& o) {
                      std::to_string(o.ratios.size()) + " ratios)");
   for (size_t i = 0; i < o.vectors.size(); ++i)
     job.vectors.push_back(ApplyVector{o.vectors[i], o.ratios.empty() ? 1.0 : o.ratios[i]});
+  job.embeddings = *embedding_policy_from_name(o.embeddings);
+  job.transplant_special_tokens = o.special_tokens == "transplant";
+  job.token_rows_from = o.token_rows_from;
   return run(job);
 }
 
@@ -193,14 +212,7 @@ void register_merge(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--target", o->target, "The model to give chat abilities (e.g. continually pre-trained)")
       ->required();
   sub->add_option("-r,--ratio", o->ratio, "Scale of the chat vector")->capture_default_str();
-  sub->add_option("--embeddings", o->embeddings,
-                  "Embedding/LM-head rows when vocabularies differ: auto, full, shared, align, skip")
-      ->check(CLI::IsMember({"auto", "full", "shared", "align", "skip"}))
-      ->capture_default_str();
-  sub->add_option("--special-tokens", o->special_tokens,
-                  "Tokens the chat model added (chat template, EOS): transplant them with their rows, or none")
-      ->check(CLI::IsMember({"transplant", "none"}))
-      ->capture_default_str();
+  add_vocabulary_options(sub, o->embeddings, o->special_tokens);
   sub->add_option("--chat-template", o->chat_template, "Use this Jinja file as the output's chat template")
       ->check(CLI::ExistingFile);
   add_common(sub, *o, false);
@@ -223,6 +235,10 @@ void register_apply(CLI::App& app, std::function<int()>& run) {
   sub->add_option("--target", o->target, "The model to add the vectors to")->required();
   sub->add_option("--vector", o->vectors, "A chat vector directory (repeatable)")->required();
   sub->add_option("-r,--ratio", o->ratios, "The ratio of each vector, in the order of --vector (default 1.0)");
+  add_vocabulary_options(sub, o->embeddings, o->special_tokens);
+  sub->add_option("--token-rows-from", o->token_rows_from,
+                  "When two vectors add the same token with different rows: take the rows of vector N (1-based)")
+      ->check(CLI::Range(1, 1000));
   add_common(sub, *o, false);
   sub->callback([o, &run] { run = [o] { return run_apply(*o); }; });
 }

@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include <chrono>
+#include <cstring>
 #include <cmath>
 #include <filesystem>
 #include <fmt/core.h>
@@ -99,19 +100,89 @@ void prepare_merge(PreparedJob& p, JobReporter& report) {
   p.card.details.push_back("arithmetic in fp32, rounded to the output dtype to nearest-even");
 }
 
+// The tokenizer files of a base model, kept in a vector under this name so
+// that apply can align the vector's rows to any target's vocabulary.
+constexpr const char* kBaseTokenizerDir = "base_tokenizer";
+constexpr const char* kTokenizerFiles[] = {"tokenizer.json", "tokenizer.model", "tokenizer_config.json",
+                                           "special_tokens_map.json", "added_tokens.json"};
+
 void prepare_extract(PreparedJob& p, JobReporter& report) {
   const MergeJob& job = p.job;
   p.base = open_input(*p.inputs, job.base, "base", report);
   p.chat = open_input(*p.inputs, job.chat, "chat", report);
+  const Checkpoint &base = *p.base, &chat = *p.chat;
+  PlanOptions po = plan_options(job);
+
+  // Vocabulary tensors: the vector has one row per base token (chat - base
+  // of the same token, by string), and the chat model's rows of the tokens it
+  // added are kept beside it, so that apply can do what merge does with any
+  // target's vocabulary.
+  Json vocab_record;
+  const std::vector<std::string> names = vocab_tensor_names(chat);
+  std::vector<std::string> notes;
+  const auto dir_of = [](const Checkpoint& m) { return m.is_directory() ? m.dir() : std::string(); };
+  std::shared_ptr<const Vocabulary> bv, cv;
+  if (!names.empty()) {
+    bv = load_tokenizer_of(dir_of(base), "the base", notes);
+    cv = load_tokenizer_of(dir_of(chat), "the chat model", notes);
+  }
+  if (bv && cv) {
+    const uint64_t rows_base = vocab_rows(base, names, "base"), rows_chat = vocab_rows(chat, names, "chat");
+    const std::vector<int64_t> chat_of_base = chat_rows_of_base(bv.get(), cv.get(), rows_base, rows_chat);
+    const std::vector<int64_t> added = chat_added_rows(*bv, *cv, rows_chat);
+    bool identity = rows_base == rows_chat;
+    Json missing = Json::array();
+    for (int64_t b = 0; b < int64_t(rows_base); ++b) {
+      identity = identity && chat_of_base[size_t(b)] == b;
+      if (chat_of_base[size_t(b)] < 0) missing.push_back(b);
+    }
+    if (!identity) {
+      auto map = std::make_shared<RowMap>();
+      for (int64_t b = 0; b < int64_t(rows_base); ++b)
+        map->rows.push_back(chat_of_base[size_t(b)] >= 0 ? RowOp{RowOp::Combine, -1, chat_of_base[size_t(b)], b}
+                                                         : RowOp{RowOp::Zero, -1, -1, -1});
+      for (const auto& n : names) po.row_maps[n] = map;
+    }
+    Json tokens = Json::array();
+    if (!added.empty()) {
+      auto rows = std::make_shared<RowMap>();
+      for (int64_t k : added) {
+        rows->rows.push_back(RowOp{RowOp::FromChat, -1, k, -1});
+        tokens.push_back({{"content", cv->token(int(k))}, {"chat_id", k}});
+      }
+      for (const auto& n : names) po.chat_rows_tensors.push_back({chat_rows_tensor_name(n), n, rows});
+    }
+    vocab_record = {{"base_rows", rows_base},
+                    {"chat_rows", rows_chat},
+                    {"base_tokens", bv->size()},
+                    {"chat_tokens", cv->size()},
+                    {"added_tokens", tokens},
+                    {"base_rows_without_chat", missing},
+                    {"base_tokenizer", kBaseTokenizerDir}};
+    p.preamble.push_back(fmt::format(
+        "vocabulary: base {} tokens, {} rows; chat {} tokens, {} rows; the vector has one row per base token{}",
+        bv->size(), rows_base, cv->size(), rows_chat,
+        added.empty() ? std::string() : fmt::format("; {} chat rows kept for the tokens the chat model added", added.size())));
+    for (const Json& t : tokens)
+      p.preamble.push_back(fmt::format("  token \"{}\": chat id {}", t["content"].get<std::string>(), t["chat_id"].get<int64_t>()));
+    if (!missing.empty())
+      p.preamble.push_back(fmt::format("  {} base tokens the chat model lacks: zero rows (apply keeps the target's)",
+                                       missing.size()));
+    p.base_tokenizer_from = base.dir();
+  } else {
+    for (const auto& n : notes) p.preamble.push_back("vocabulary: " + n + " (apply will need equal vocabularies)");
+  }
+
   PlanInputs in;
   in.vectors.push_back(VectorSource{1.0, p.chat.get(), p.base.get(), nullptr, "chat"});
-  p.plan = build_plan(in, plan_options(job));
+  p.plan = build_plan(in, po);
   if (p.plan.tasks.empty()) throw InputError("no tensor selected: the vector would be empty");
 
   p.recipe = {{"kind", "chat-vector"},        {"chatvec_version", CHATVEC_VERSION},
               {"base", job.base},             {"chat", job.chat},
               {"dtype", dtype_label(job.dtype)}, {"include", job.include},
               {"exclude", job.exclude}};
+  if (!vocab_record.is_null()) p.recipe["vocabulary"] = vocab_record;
   p.exec.metadata = metadata_for(Json{{"kind", "chat-vector"}, {"base", job.base}, {"chat", job.chat}});
   p.files_from = p.chat->is_directory() ? p.chat->dir() : "";
   p.card.title = output_title(job) + " (chat vector)";
@@ -122,13 +193,59 @@ void prepare_extract(PreparedJob& p, JobReporter& report) {
       "a chat vector, not a model: add it to a model with `chatvec apply --target T --vector THIS -o OUT`");
 }
 
+// What apply knows of a vector's vocabulary: from its chatvec.json record,
+// its base_tokenizer/ and the chat model's tokenizer files it carries.
+VectorVocabulary vector_vocabulary(const Checkpoint& vector, const Json& recipe, const std::string& path,
+                                   const std::vector<std::string>& names, const VocabSide& target,
+                                   const VocabOptions& vo, std::shared_ptr<const std::vector<bool>>& present) {
+  VectorVocabulary v;
+  v.path = path;
+  const uint64_t rows = vocab_rows(vector, names, "vector");
+  const Json rec = recipe.value("vocabulary", Json());
+  std::vector<std::string> notes;
+  VocabSide base{rows, nullptr, path + "/" + kBaseTokenizerDir};
+  VocabSide chat{rows, nullptr, path};
+  if (rec.is_object()) {
+    chat.rows = rec.value("chat_rows", rows);
+    if (rec.value("base_rows", rows) != rows)
+      throw InputError(path + "/chatvec.json: \"vocabulary.base_rows\" says " + rec["base_rows"].dump() +
+                       " rows but the vector has " + std::to_string(rows));
+    base.vocab = load_tokenizer_of(base.path, "the vector's base", notes);
+    const Json& added = rec.value("added_tokens", Json::array());
+    for (const Json& t : added) v.stored_chat_rows.push_back(t.value("chat_id", int64_t(-1)));
+    const Json& missing = rec.value("base_rows_without_chat", Json::array());
+    if (!missing.empty()) {
+      auto mask = std::make_shared<std::vector<bool>>(rows, true);
+      for (const Json& b : missing)
+        if (b.is_number_integer() && b.get<int64_t>() >= 0 && uint64_t(b.get<int64_t>()) < rows)
+          (*mask)[size_t(b.get<int64_t>())] = false;
+      present = mask;
+    }
+  } else {
+    notes.push_back("the vector " + path + " records no base tokenizer (made by an older chatvec)");
+  }
+  chat.vocab = load_tokenizer_of(path, "the vector's chat model", notes);
+  v.decision = decide_vocabulary(base, chat, target, vo, std::move(notes));
+  // A vector made from another family of tokenizer than the target's.
+  if (v.decision.base && v.decision.target && v.decision.overlap * 2 < v.decision.base->size())
+    throw InputError(path + ": the vector's base vocabulary (" + std::to_string(v.decision.base->size()) +
+                     " tokens) shares only " + std::to_string(v.decision.overlap) + " tokens with the target's (" +
+                     std::to_string(v.decision.target->size()) +
+                     "): the vector was made for another model family");
+  return v;
+}
+
 void prepare_apply(PreparedJob& p, JobReporter& report) {
   const MergeJob& job = p.job;
   if (job.vectors.empty()) throw InputError("apply needs at least one --vector");
   for (const auto& v : job.vectors) check_ratio(v.ratio);
+  if (job.token_rows_from < 0 || size_t(job.token_rows_from) > job.vectors.size())
+    throw InputError("--token-rows-from " + std::to_string(job.token_rows_from) + ": there are " +
+                     std::to_string(job.vectors.size()) + " vectors");
   p.target = open_input(*p.inputs, job.target, "target", report);
+  const Checkpoint& target = *p.target;
   PlanInputs in;
-  in.target = p.target.get();
+  in.target = &target;
   for (const auto& v : job.vectors) {
     const std::string recipe_path = v.path + "/chatvec.json";
     if (!is_directory(v.path) || !path_exists(recipe_path))
@@ -143,12 +260,61 @@ void prepare_apply(PreparedJob& p, JobReporter& report) {
     p.vectors.push_back(std::move(c));
     p.vector_recipes.push_back(std::move(r));
   }
-  p.plan = build_plan(in, plan_options(job));
+
+  // The vocabulary, as merge decides it, from what each vector recorded.
+  PlanOptions po = plan_options(job);
+  const std::vector<std::string> names = vocab_tensor_names(target);
+  size_t with_vocab = 0;
+  for (const auto& v : p.vectors) {
+    bool all = !names.empty();
+    for (const auto& n : names) all = all && v->find(n);
+    with_vocab += all;
+  }
+  if (with_vocab && with_vocab != p.vectors.size())
+    throw InputError("some vectors hold the embedding and LM-head tensors and some do not: apply them one at a time");
+  if (with_vocab && target.is_directory()) {
+    std::vector<std::string> notes;
+    VocabSide ts{vocab_rows(target, names, "target"), load_tokenizer_of(target.dir(), "the target", notes),
+                 target.path()};
+    VocabOptions vo;
+    vo.policy = job.embeddings;
+    vo.transplant = job.transplant_special_tokens;
+    std::vector<VectorVocabulary> vvs;
+    for (size_t i = 0; i < p.vectors.size(); ++i)
+      vvs.push_back(vector_vocabulary(*p.vectors[i], p.vector_recipes[i], job.vectors[i].path, names, ts, vo,
+                                      in.vectors[i].base_rows_present));
+    // Rows two vectors store for the same token: equal value for value.
+    auto same_rows = [&](size_t i, int64_t a, size_t j, int64_t b) {
+      for (const auto& n : names) {
+        const CheckpointTensor* ti = p.vectors[i]->find(chat_rows_tensor_name(n));
+        const CheckpointTensor* tj = p.vectors[j]->find(chat_rows_tensor_name(n));
+        if (!ti || !tj || ti->row_elements() != tj->row_elements()) return false;
+        std::vector<float> x(ti->row_elements()), y(tj->row_elements());
+        convert_to_f32(ti->dtype(), ti->row(uint64_t(a)), x.size(), x.data());
+        convert_to_f32(tj->dtype(), tj->row(uint64_t(b)), y.size(), y.data());
+        if (std::memcmp(x.data(), y.data(), x.size() * sizeof(float)) != 0) return false;
+      }
+      return true;
+    };
+    auto vocab = std::make_shared<VocabDecision>(decide_for_vectors(vvs, job.token_rows_from - 1, same_rows));
+    vocab->notes.insert(vocab->notes.begin(), notes.begin(), notes.end());
+    for (const auto& name : names) {
+      if (vocab->row_map) po.row_maps[name] = vocab->row_map;
+      if (vocab->skip_tensors) po.keep_target[name] = "--embeddings skip";
+    }
+    p.vocab = vocab;
+    p.eos = std::make_shared<EosDecision>(decide_eos(job.vectors.front().path, target.dir(), *vocab));
+    p.preamble = describe_vocabulary(*vocab);
+    if (!p.eos->token.empty())
+      p.preamble.push_back("eos: the chat model's \"" + p.eos->token + "\" (" + p.eos->source + ") -> output id " +
+                           std::to_string(p.eos->output_id));
+  }
+  p.plan = build_plan(in, po);
 
   std::string recipe = "out = target";
   for (size_t i = 0; i < job.vectors.size(); ++i) recipe += fmt::format(" + {} * vector{}", job.vectors[i].ratio, i + 1);
   p.exec.metadata = metadata_for(Json{{"recipe", recipe}});
-  p.files_from = p.target->is_directory() ? p.target->dir() : "";
+  p.files_from = target.is_directory() ? target.dir() : "";
   p.template_from = job.vectors.front().path;
   p.card.title = output_title(job);
   p.card.inputs = {{"target", job.target}};
@@ -234,6 +400,12 @@ void write_model_side(const PreparedJob& p, const std::string& dir, JobReporter&
     // that the vector directory is never mistaken for a loadable model.
     const std::string cfg = dir + "/config.json";
     if (path_exists(cfg)) fs::rename(cfg, dir + "/chat_config.json");
+    if (!p.base_tokenizer_from.empty()) {
+      const std::string bt = dir + "/" + kBaseTokenizerDir;
+      fs::create_directory(bt);
+      for (const char* f : kTokenizerFiles)
+        if (path_exists(p.base_tokenizer_from + "/" + f)) copy_file(p.base_tokenizer_from + "/" + f, bt + "/" + f);
+    }
     write_file(dir + "/chatvec.json", dump_json_pretty(p.recipe));
   }
   ModelCard card = p.card;

@@ -58,8 +58,9 @@ struct MergeJob {
   OutputFormat format = OutputFormat::Safetensors;        // merge, apply
   std::optional<gguf::TensorType> gguf_type;              // nullopt: --dtype's, f16 for auto
   std::vector<std::string> include, exclude;              // regular expressions
-  EmbeddingPolicy embeddings = EmbeddingPolicy::Auto;     // merge
-  bool transplant_special_tokens = true;                  // merge
+  EmbeddingPolicy embeddings = EmbeddingPolicy::Auto;     // merge, apply
+  bool transplant_special_tokens = true;                  // merge, apply
+  int token_rows_from = 0;  // apply: the vector (1-based) whose rows win for a token two vectors add; 0: none
   std::string chat_template_file;                         // merge: --chat-template
   uint64_t shard_size = 5'000'000'000ull;
   int threads = 0;  // 0: all cores
@@ -90,8 +91,8 @@ struct PreparedJob {
   std::unique_ptr<Checkpoint> base, chat, target;
   std::vector<std::unique_ptr<Checkpoint>> vectors;  // apply
   std::vector<Json> vector_recipes;                  // apply: each vector's chatvec.json
-  std::shared_ptr<const VocabDecision> vocab;        // merge
-  std::shared_ptr<const EosDecision> eos;            // merge of two model directories
+  std::shared_ptr<const VocabDecision> vocab;        // merge, apply
+  std::shared_ptr<const EosDecision> eos;            // merge, apply into a model directory
   MergePlan plan;
   ExecuteOptions exec;
   ModelCard card;
@@ -99,6 +100,7 @@ struct PreparedJob {
   std::vector<std::string> preamble;  // report lines before the plan (vocabulary, EOS)
   std::string files_from;             // the directory whose side files the output gets
   std::string template_from;          // the directory whose chat template the output gets
+  std::string base_tokenizer_from;    // extract: the base model whose tokenizer the vector keeps
 };
 
 // Step 1: open, decide, plan.  InputError on any bad input (nothing written).

@@ -49,10 +49,13 @@ std::vector<const CheckpointTensor*> TensorTask::inputs() const {
   std::vector<const CheckpointTensor*> in;
   if (target) in.push_back(target);
   for (const auto& t : terms)
-    for (const CheckpointTensor* p : {t.chat, t.base, t.vector})
+    for (const CheckpointTensor* p : {t.chat, t.base, t.vector, t.chat_rows})
       if (p) in.push_back(p);
   return in;
 }
+
+std::string chat_rows_tensor_name(const std::string& name) { return "chatvec.chat_rows." + name; }
+bool is_vector_side_tensor(const std::string& name) { return name.rfind("chatvec.", 0) == 0; }
 
 namespace {
 
@@ -93,30 +96,59 @@ std::string base_role(const VectorSource& v) { return v.label == "chat" ? "base"
 void plan_rows_task(TensorTask& task, const Checkpoint& layout, const CheckpointTensor& lt, const PlanInputs& in,
                     const std::shared_ptr<const RowMap>& map, const PlanOptions& opt) {
   const std::string& name = task.name;
-  if (!in.target || in.vectors.size() != 1 || !in.vectors[0].chat || !in.vectors[0].base)
-    throw InputError("tensor \"" + name + "\": vocabulary policies other than full/skip need merge's three models");
-  const VectorSource& v = in.vectors[0];
-  const CheckpointTensor& chat = require(*v.chat, name, chat_role(v));
-  const CheckpointTensor& base = require(*v.base, name, "base");
-  for (auto [c, t] : {std::pair{&layout, &lt}, std::pair{v.chat, &chat}, std::pair{v.base, &base}}) {
-    require_computable(name, *c, *t);
-    if (t->shape().size() != 2 || t->shape()[1] != lt.shape()[1])
-      throw InputError("tensor \"" + name + "\" has shape " + shape_string(t->shape()) + " in " + c->path() +
-                       " but " + shape_string(lt.shape()) + " in " + layout.path() + " (row widths differ)");
+  const bool vectors = !in.vectors.empty() && in.vectors[0].vector;
+  if (in.vectors.empty() || (!vectors && (in.vectors.size() != 1 || !in.vectors[0].chat || !in.vectors[0].base)) ||
+      (vectors && !in.target))
+    throw std::logic_error("tensor " + name + ": a row map needs chat and base, or a target and vectors");
+  auto check_width = [&](const Checkpoint& c, const CheckpointTensor& t) {
+    require_computable(name, c, t);
+    if (t.shape().size() != 2 || t.shape()[1] != lt.shape()[1])
+      throw InputError("tensor \"" + name + "\" has shape " + shape_string(t.shape()) + " in " + c.path() + " but " +
+                       shape_string(lt.shape()) + " in " + layout.path() + " (row widths differ)");
+  };
+  check_width(layout, lt);
+  for (const auto& v : in.vectors) {
+    TensorTerm term{v.ratio};
+    if (vectors) {
+      term.vector = &require(*v.vector, name, v.label);
+      check_width(*v.vector, *term.vector);
+      term.chat_rows = v.vector->find(chat_rows_tensor_name(name));
+      if (term.chat_rows) check_width(*v.vector, *term.chat_rows);
+      term.base_rows_present = v.base_rows_present;
+    } else {
+      term.chat = &require(*v.chat, name, chat_role(v));
+      term.base = &require(*v.base, name, "base");
+      check_width(*v.chat, *term.chat);
+      check_width(*v.base, *term.base);
+    }
+    task.terms.push_back(term);
   }
-  const int64_t rows_target = int64_t(task.target->rows()), rows_chat = int64_t(chat.rows()),
-                rows_base = int64_t(base.rows());
+  const int64_t rows_target = task.target ? int64_t(task.target->rows()) : 0;
+  auto rows_of = [](const CheckpointTensor* t) { return t ? int64_t(t->rows()) : int64_t(0); };
   for (size_t i = 0; i < map->rows.size(); ++i) {
     const RowOp& r = map->rows[i];
-    const bool bad = (r.kind != RowOp::FromChat && (r.target_row < 0 || r.target_row >= rows_target)) ||
-                     (r.kind != RowOp::KeepTarget && (r.chat_row < 0 || r.chat_row >= rows_chat)) ||
-                     (r.kind == RowOp::Combine && (r.base_row < 0 || r.base_row >= rows_base));
+    bool bad = false;
+    if (r.kind == RowOp::KeepTarget || (r.kind == RowOp::Combine && task.target))
+      bad |= r.target_row < 0 || r.target_row >= rows_target;
+    if (r.kind == RowOp::Combine) {
+      for (const TensorTerm& t : task.terms) {
+        bad |= r.base_row < 0 || r.base_row >= rows_of(t.vector ? t.vector : t.base);
+        if (!t.vector) bad |= r.chat_row < 0 || r.chat_row >= rows_of(t.chat);
+      }
+    }
+    if (r.kind == RowOp::FromChat) {
+      if (r.term < 0 || size_t(r.term) >= task.terms.size()) {
+        bad = true;
+      } else {
+        const TensorTerm& t = task.terms[size_t(r.term)];
+        bad |= r.chat_row < 0 || r.chat_row >= rows_of(t.vector ? t.chat_rows : t.chat);
+      }
+    }
     if (bad) throw std::logic_error("row map of " + name + ": row " + std::to_string(i) + " out of range");
   }
   task.kind = TaskKind::Rows;
   task.row_map = map;
   task.shape = {uint64_t(map->rows.size()), lt.shape()[1]};
-  task.terms.push_back(TensorTerm{v.ratio, &chat, &base, nullptr});
   task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
 }
 
@@ -205,7 +237,7 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
   // mismatch too.
   auto check_extra = [&](const Checkpoint& c, const std::string& role) {
     for (const std::string& name : c.names()) {
-      if (layout.find(name)) continue;
+      if (layout.find(name) || is_vector_side_tensor(name)) continue;
       const CheckpointTensor& t = c.at(name);
       if (!opt.selection.selected(name) || !dtype_is_float(t.dtype())) continue;
       throw InputError("tensor \"" + name + "\" (" + describe(t) + ") of the " + role + " model " + c.path() +
@@ -219,6 +251,26 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
       check_extra(*v.chat, chat_role(v));
       check_extra(*v.base, base_role(v));
     }
+  }
+
+  // Extract: the chat model's rows of the tokens it added, after the vector.
+  for (const auto& extra : opt.chat_rows_tensors) {
+    const VectorSource& v = in.vectors.at(0);
+    if (in.target || !v.chat) throw std::logic_error("chat rows tensors are written by extract only");
+    const CheckpointTensor& from = require(*v.chat, extra.from, chat_role(v));
+    TensorTask task;
+    task.name = extra.name;
+    task.kind = TaskKind::Rows;
+    task.row_map = extra.rows;
+    task.shape = {uint64_t(extra.rows->rows.size()), from.shape().at(1)};
+    task.dtype = opt.dtype ? *opt.dtype : from.dtype();
+    task.terms.push_back(TensorTerm{1.0, &from, nullptr, nullptr});
+    for (const RowOp& r : extra.rows->rows)
+      if (r.kind != RowOp::FromChat || r.chat_row < 0 || r.chat_row >= int64_t(from.rows()))
+        throw std::logic_error("chat rows of " + extra.from + ": bad row");
+    count_read(&from);
+    ++plan.combined;
+    plan.tasks.push_back(std::move(task));
   }
 
   for (const auto& t : plan.tasks) plan.bytes_written += t.nbytes();

@@ -31,7 +31,16 @@ struct VectorSource {
   const Checkpoint* base = nullptr;
   const Checkpoint* vector = nullptr;  // or a ready-made vector (from `chatvec extract`)
   std::string label;                   // how messages name it: "chat", "vector 2"
+  // A ready-made vector's vocabulary rows: which base rows it holds (null:
+  // all), for row-mapped vocabulary tensors.
+  std::shared_ptr<const std::vector<bool>> base_rows_present;
 };
+
+// The tensor an extracted vector stores the chat model's rows of its added
+// tokens in, for vocabulary tensor `name` ("chatvec.chat_rows.lm_head.weight").
+std::string chat_rows_tensor_name(const std::string& name);
+// Tensors of a vector file that are not part of the vector's sum.
+bool is_vector_side_tensor(const std::string& name);
 
 struct PlanInputs {
   // The model the vectors are added to; null for extract, whose output is
@@ -41,14 +50,23 @@ struct PlanInputs {
 };
 
 // Where one output row of a vocabulary tensor (embedding, LM head) comes from.
+//
+// With chat and base models (merge, extract), rows index those models'
+// tensors.  With ready-made vectors (apply), `base_row` indexes the vectors'
+// rows (a vector has one row per base token) and FromChat's `chat_row`
+// indexes the chat rows vector `term` stored for the tokens its chat model
+// added.
 struct RowOp {
   enum Kind : uint8_t {
-    Combine,     // target[target_row] + ratio * (chat[chat_row] - base[base_row])
+    Combine,     // target[target_row] + ratio * (chat[chat_row] - base[base_row]); merge
+                 // without a target (extract): chat - base; apply: + sum of ratio * vector[base_row]
     KeepTarget,  // target[target_row], the target's own row
-    FromChat,    // chat[chat_row]: the chat model's trained row (a transplanted token)
+    FromChat,    // the chat model's trained row of a transplanted token
+    Zero,        // zeros (extract: a base token the chat model does not have)
   };
   Kind kind;
   int64_t target_row = -1, chat_row = -1, base_row = -1;
+  int32_t term = 0;  // FromChat with vectors: the vector whose stored row it is
 };
 
 // Output rows of the embedding and LM-head tensors, decided once for both by
@@ -75,6 +93,13 @@ struct PlanOptions {
   std::map<std::string, std::shared_ptr<const RowMap>> row_maps;
   // Tensors copied from the target unchanged, with the reason.
   std::map<std::string, std::string> keep_target;
+  // Extract: tensors appended after the vector's own, built row by row from
+  // the chat model's tensor `from` (the rows of the tokens it added).
+  struct ChatRowsTensor {
+    std::string name, from;
+    std::shared_ptr<const RowMap> rows;
+  };
+  std::vector<ChatRowsTensor> chat_rows_tensors;
 };
 
 // Copy: the target's tensor, byte for byte.  Combine: element-wise
@@ -87,6 +112,10 @@ struct TensorTerm {
   const CheckpointTensor* chat = nullptr;
   const CheckpointTensor* base = nullptr;
   const CheckpointTensor* vector = nullptr;
+  // Rows tasks with a vector: the chat rows it stored for its added tokens
+  // (may be null), and which of its rows it holds (null: all).
+  const CheckpointTensor* chat_rows = nullptr;
+  std::shared_ptr<const std::vector<bool>> base_rows_present;
 };
 
 struct TensorTask {

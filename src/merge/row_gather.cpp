@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "core/interrupt.h"
@@ -23,7 +24,7 @@ void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, i
   int64_t lo = INT64_MAX, hi = -1;
   for (int64_t i = first; i < first + count; ++i) {
     const int64_t r = map.rows[size_t(i)].*which;
-    if (r < 0) continue;
+    if (r < 0 || r >= int64_t(t->rows())) continue;  // (rows of another vector's tensor)
     lo = std::min(lo, r);
     hi = std::max(hi, r);
   }
@@ -35,7 +36,6 @@ void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, i
 
 void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink) {
   const RowMap& map = *task.row_map;
-  const TensorTerm& term = task.terms.at(0);
   const uint64_t width = task.shape[1];
   const uint64_t row_bytes = width * (dtype_bits(task.dtype) / 8);
   const int64_t rows_per_chunk = int64_t(std::max<uint64_t>(1, chunk_bytes / std::max<uint64_t>(1, row_bytes)));
@@ -50,20 +50,37 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
 #pragma omp parallel for schedule(static) if (count * int64_t(width) > (1 << 16) && omp_get_max_threads() > 2)
     for (int64_t i = 0; i < count; ++i) {
       const RowOp& r = map.rows[size_t(first + i)];
+      uint8_t* out = buffer.data() + size_t(i) * row_bytes;
+      if (r.kind == RowOp::Zero) {
+        std::memset(out, 0, row_bytes);  // +0.0 in every float type
+        continue;
+      }
       CombineArgs args;
-      args.out = buffer.data() + size_t(i) * row_bytes;
+      args.out = out;
       args.out_dtype = task.dtype;
       switch (r.kind) {
         case RowOp::Combine:
-          args.source = row_of(task.target, r.target_row);
-          args.terms.push_back(
-              KernelTerm{term.ratio, row_of(term.chat, r.chat_row), row_of(term.base, r.base_row)});
+          if (task.target) args.source = row_of(task.target, r.target_row);
+          for (const TensorTerm& term : task.terms) {
+            if (term.vector) {
+              if (term.base_rows_present && !(*term.base_rows_present)[size_t(r.base_row)]) continue;
+              args.terms.push_back(KernelTerm{term.ratio, row_of(term.vector, r.base_row), KernelOperand{}});
+            } else {
+              args.terms.push_back(
+                  KernelTerm{term.ratio, row_of(term.chat, r.chat_row), row_of(term.base, r.base_row)});
+            }
+          }
           break;
         case RowOp::KeepTarget:
           args.terms.push_back(KernelTerm{1.0, row_of(task.target, r.target_row), KernelOperand{}});
           break;
-        case RowOp::FromChat:
-          args.terms.push_back(KernelTerm{1.0, row_of(term.chat, r.chat_row), KernelOperand{}});
+        case RowOp::FromChat: {
+          const TensorTerm& term = task.terms[size_t(r.term)];
+          args.terms.push_back(
+              KernelTerm{1.0, row_of(term.vector ? term.chat_rows : term.chat, r.chat_row), KernelOperand{}});
+          break;
+        }
+        case RowOp::Zero:
           break;
       }
       combine_range(args, 0, width);
@@ -74,8 +91,10 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
     // chunk's worth whatever the vocabulary size.  Rows needed again later
     // (align orders rows freely) are simply read again.
     release_rows(task.target, map, first, count, &RowOp::target_row);
-    release_rows(term.chat, map, first, count, &RowOp::chat_row);
-    release_rows(term.base, map, first, count, &RowOp::base_row);
+    for (const TensorTerm& term : task.terms) {
+      release_rows(term.vector ? term.vector : term.base, map, first, count, &RowOp::base_row);
+      release_rows(term.vector ? term.chat_rows : term.chat, map, first, count, &RowOp::chat_row);
+    }
   }
 }
 

@@ -33,20 +33,39 @@ std::vector<std::string> vocab_tensor_names(const Checkpoint& target) {
   return out;
 }
 
-namespace {
-
-bool has_tokenizer_files(const Checkpoint& c) {
-  return c.is_directory() &&
-         (path_exists(c.dir() + "/tokenizer.json") || path_exists(c.dir() + "/tokenizer.model"));
+std::vector<int64_t> chat_rows_of_base(const Vocabulary* base, const Vocabulary* chat, uint64_t rows_base,
+                                       uint64_t rows_chat) {
+  std::vector<int64_t> out(rows_base, -1);
+  for (int64_t j = 0; j < int64_t(rows_base); ++j) {
+    if (base && chat) {
+      if (j >= int64_t(base->size())) {  // a padding row
+        out[size_t(j)] = j < int64_t(rows_chat) ? j : -1;
+        continue;
+      }
+      const std::string& s = base->token(int(j));
+      const int c = s.empty() ? -1 : chat->id(s);
+      out[size_t(j)] = c >= 0 && c < int64_t(rows_chat) ? c : -1;
+    } else {
+      out[size_t(j)] = j < int64_t(rows_chat) ? j : -1;
+    }
+  }
+  return out;
 }
 
-std::shared_ptr<const Vocabulary> try_load(const Checkpoint& c, const char* role, std::vector<std::string>& notes) {
-  if (!has_tokenizer_files(c)) {
-    notes.push_back(std::string(role) + " has no tokenizer.json or tokenizer.model");
-    return nullptr;
+std::vector<int64_t> chat_added_rows(const Vocabulary& base, const Vocabulary& chat, uint64_t rows_chat) {
+  std::vector<int64_t> out;
+  const int64_t vc = std::min<int64_t>(int64_t(chat.size()), int64_t(rows_chat));
+  for (int64_t k = 0; k < vc; ++k) {
+    const std::string& s = chat.token(int(k));
+    if (!s.empty() && !base.contains(s)) out.push_back(k);
   }
-  // A tokenizer that exists but is malformed is an error, not a shrug.
-  return std::make_shared<const Vocabulary>(Vocabulary::load(c.dir()));
+  return out;
+}
+
+namespace {
+
+bool has_tokenizer_files(const std::string& dir) {
+  return !dir.empty() && (path_exists(dir + "/tokenizer.json") || path_exists(dir + "/tokenizer.model"));
 }
 
 // Does `v` start with every token of `prefix`, id for id?
@@ -80,7 +99,7 @@ std::string choices_help() {
 // The four steps of decide_vocabulary(), in order.
 
 // 1. Which policy applies (auto resolved from the tokenizers), and why.
-void choose_policy(VocabDecision& d, const Checkpoint& base, const Checkpoint& target, EmbeddingPolicy p) {
+void choose_policy(VocabDecision& d, const VocabSide& base, const VocabSide& target, EmbeddingPolicy p) {
   if (d.base && d.target) {
     size_t overlap = 0;
     for (size_t i = 0; i < d.target->size(); ++i) {
@@ -98,7 +117,7 @@ void choose_policy(VocabDecision& d, const Checkpoint& base, const Checkpoint& t
       } else {
         throw InputError("the vocabularies differ (" + std::to_string(d.rows_base) + " embedding rows in the base, " +
                          std::to_string(d.rows_target) + " in the target) and the tokenizers cannot be compared (" +
-                         std::string(!d.base ? base.path() : target.path()) + " has no tokenizer): " + choices_help());
+                         std::string(!d.base ? base.path : target.path) + " has no tokenizer): " + choices_help());
       }
     } else if (d.target->size() == d.base->size() && starts_with(*d.target, *d.base)) {
       p = d.rows_base == d.rows_target ? EmbeddingPolicy::Full : EmbeddingPolicy::Shared;
@@ -123,17 +142,8 @@ void choose_policy(VocabDecision& d, const Checkpoint& base, const Checkpoint& t
 // 2. The row of every output row under the policy: combined (target row +
 //    the vector of the matching base/chat rows) or the target's own.
 std::vector<RowOp> build_row_map(VocabDecision& d) {
-  // The chat model's row for base token j: by string when both tokenizers
-  // are readable, else by index.
-  auto chat_row_of_base = [&](int64_t j) -> int64_t {
-    if (d.base && d.chat) {
-      if (j >= int64_t(d.base->size())) return j < int64_t(d.rows_chat) ? j : -1;  // padding row
-      const std::string& s = d.base->token(int(j));
-      const int c = s.empty() ? -1 : d.chat->id(s);
-      return c >= 0 && c < int64_t(d.rows_chat) ? c : -1;
-    }
-    return j < int64_t(d.rows_chat) ? j : -1;
-  };
+  const std::vector<int64_t> chat_of_base = chat_rows_of_base(d.base.get(), d.chat.get(), d.rows_base, d.rows_chat);
+  auto chat_row_of_base = [&](int64_t j) { return chat_of_base[size_t(j)]; };
   std::vector<RowOp> rows(d.rows_target);
   const int64_t rt = int64_t(d.rows_target);
   const int64_t vt = d.target ? int64_t(d.target->size()) : rt;
@@ -185,10 +195,8 @@ int64_t transplant_tokens(VocabDecision& d, std::vector<RowOp>& rows, bool trans
   int64_t next_id = d.target ? int64_t(d.target->size()) : rt;
   if (d.base && d.chat) {
     std::vector<std::string> skipped;
-    const int64_t vc = std::min<int64_t>(int64_t(d.chat->size()), int64_t(d.rows_chat));
-    for (int64_t k = 0; k < vc; ++k) {
+    for (int64_t k : chat_added_rows(*d.base, *d.chat, d.rows_chat)) {
       const std::string& s = d.chat->token(int(k));
-      if (s.empty() || d.base->contains(s)) continue;
       if (!transplant) {
         skipped.push_back(s);
         continue;
@@ -228,8 +236,8 @@ int64_t transplant_tokens(VocabDecision& d, std::vector<RowOp>& rows, bool trans
 // 4. Count what each row became (rows past the output tokenizer are
 //    padding), and keep the row map unless the tensors are plain
 //    element-wise ones (every row combined with itself) or skipped whole.
-void summarize(VocabDecision& d, std::vector<RowOp> rows, int64_t next_id) {
-  const bool rows_equal = d.rows_base == d.rows_target && d.rows_chat == d.rows_base;
+void count_rows(VocabDecision& d, const std::vector<RowOp>& rows, int64_t next_id) {
+  d.rows_combined = d.rows_target_kept = d.rows_padding = 0;
   d.vocab_output = d.target ? size_t(next_id) : 0;
   d.rows_output = rows.size();
   const int64_t tokens_out = d.target ? next_id : int64_t(rows.size());
@@ -242,7 +250,11 @@ void summarize(VocabDecision& d, std::vector<RowOp> rows, int64_t next_id) {
     d.notes.push_back(std::to_string(d.rows_padding) + " padding rows beyond the output's " +
                       std::to_string(tokens_out) + " tokens (vocab_size rounded up) are not tokens: kept as the "
                       "target's" + (d.policy == EmbeddingPolicy::Full ? " or combined by index" : ""));
+}
 
+void summarize(VocabDecision& d, std::vector<RowOp> rows, int64_t next_id) {
+  const bool rows_equal = d.rows_base == d.rows_target && d.rows_chat == d.rows_base;
+  count_rows(d, rows, next_id);
   if (d.policy == EmbeddingPolicy::Skip && d.transplants.empty()) {
     d.skip_tensors = true;
     return;
@@ -259,20 +271,30 @@ void summarize(VocabDecision& d, std::vector<RowOp> rows, int64_t next_id) {
 
 }  // namespace
 
-VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, const Checkpoint& target,
-                                const VocabOptions& opt) {
-  VocabDecision d;
-  const std::vector<std::string> names = vocab_tensor_names(target);
-  if (names.empty()) {
-    d.why = "the target has no embedding tensor";
-    return d;
+std::shared_ptr<const Vocabulary> load_tokenizer_of(const std::string& dir, const std::string& role,
+                                                    std::vector<std::string>& notes) {
+  if (!has_tokenizer_files(dir)) {
+    notes.push_back(role + " has no tokenizer.json or tokenizer.model");
+    return nullptr;
   }
-  d.rows_target = rows_of(target, names, "target");
-  d.rows_base = rows_of(base, names, "base");
-  d.rows_chat = rows_of(chat, names, "chat");
-  d.base = try_load(base, "the base", d.notes);
-  d.chat = try_load(chat, "the chat model", d.notes);
-  d.target = try_load(target, "the target", d.notes);
+  // A tokenizer that exists but is malformed is an error, not a shrug.
+  return std::make_shared<const Vocabulary>(Vocabulary::load(dir));
+}
+
+uint64_t vocab_rows(const Checkpoint& c, const std::vector<std::string>& names, const std::string& role) {
+  return rows_of(c, names, role.c_str());
+}
+
+VocabDecision decide_vocabulary(const VocabSide& base, const VocabSide& chat, const VocabSide& target,
+                                const VocabOptions& opt, std::vector<std::string> notes) {
+  VocabDecision d;
+  d.notes = std::move(notes);
+  d.rows_target = target.rows;
+  d.rows_base = base.rows;
+  d.rows_chat = chat.rows;
+  d.base = base.vocab;
+  d.chat = chat.vocab;
+  d.target = target.vocab;
   d.vocab_base = d.base ? d.base->size() : 0;
   d.vocab_chat = d.chat ? d.chat->size() : 0;
   d.vocab_target = d.target ? d.target->size() : 0;
@@ -281,6 +303,151 @@ VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, 
   std::vector<RowOp> rows = build_row_map(d);
   const int64_t next_id = transplant_tokens(d, rows, opt.transplant);
   summarize(d, std::move(rows), next_id);
+  return d;
+}
+
+VocabDecision decide_vocabulary(const Checkpoint& base, const Checkpoint& chat, const Checkpoint& target,
+                                const VocabOptions& opt) {
+  const std::vector<std::string> names = vocab_tensor_names(target);
+  if (names.empty()) {
+    VocabDecision d;
+    d.why = "the target has no embedding tensor";
+    return d;
+  }
+  VocabSide t{rows_of(target, names, "target"), nullptr, target.path()};
+  VocabSide b{rows_of(base, names, "base"), nullptr, base.path()};
+  VocabSide c{rows_of(chat, names, "chat"), nullptr, chat.path()};
+  std::vector<std::string> notes;
+  auto dir_of = [](const Checkpoint& m) { return m.is_directory() ? m.dir() : std::string(); };
+  b.vocab = load_tokenizer_of(dir_of(base), "the base", notes);
+  c.vocab = load_tokenizer_of(dir_of(chat), "the chat model", notes);
+  t.vocab = load_tokenizer_of(dir_of(target), "the target", notes);
+  return decide_vocabulary(b, c, t, opt, std::move(notes));
+}
+
+namespace {
+
+// Every output row of a decision, also when it kept none (identity or skip).
+std::vector<RowOp> all_rows(const VocabDecision& d) {
+  if (d.row_map) return d.row_map->rows;
+  std::vector<RowOp> rows(d.rows_target);
+  for (int64_t i = 0; i < int64_t(d.rows_target); ++i)
+    rows[size_t(i)] = d.skip_tensors ? RowOp{RowOp::KeepTarget, i, -1, -1} : RowOp{RowOp::Combine, i, i, i};
+  return rows;
+}
+
+bool same_tokens(const Vocabulary* a, const Vocabulary* b) {
+  if (!a || !b) return a == b;
+  if (a->size() != b->size()) return false;
+  for (size_t i = 0; i < a->size(); ++i)
+    if (a->token(int(i)) != b->token(int(i))) return false;
+  return true;
+}
+
+}  // namespace
+
+VocabDecision decide_for_vectors(const std::vector<VectorVocabulary>& vs, int rows_from,
+                                 const std::function<bool(size_t, int64_t, size_t, int64_t)>& same_rows) {
+  if (vs.empty()) throw std::logic_error("decide_for_vectors: no vector");
+  VocabDecision d = vs[0].decision;
+  for (size_t j = 1; j < vs.size(); ++j) {
+    const VocabDecision& dj = vs[j].decision;
+    if (dj.rows_base != d.rows_base || !same_tokens(dj.base.get(), d.base.get()))
+      throw InputError(vs[j].path + " and " + vs[0].path +
+                       " were extracted from different base models (their base vocabularies differ): apply them one "
+                       "at a time");
+  }
+  // Where vector i stored chat row c.
+  auto stored_index = [&](size_t i, int64_t c) -> int64_t {
+    const auto& s = vs[i].stored_chat_rows;
+    const auto it = std::find(s.begin(), s.end(), c);
+    if (it == s.end())
+      throw InputError(vs[i].path + ": the vector does not hold the chat model's row " + std::to_string(c) +
+                       " (extracted by an older chatvec, or with the embeddings excluded): extract it again");
+    return int64_t(it - s.begin());
+  };
+  const int64_t rt = int64_t(d.rows_target);
+  const int64_t tokens_target = d.target ? int64_t(d.target->size()) : rt;
+  std::vector<RowOp> rows(static_cast<size_t>(rt));
+  std::vector<Transplant> transplants;
+  std::vector<std::vector<RowOp>> rows_of_vector;
+  for (const auto& v : vs) rows_of_vector.push_back(all_rows(v.decision));
+  // Rows of the target's own tokens (and its padding): combined when any
+  // vector combines them, a transplanted token's row when one is there.
+  for (int64_t k = 0; k < rt; ++k) {
+    RowOp out{RowOp::KeepTarget, k, -1, -1};
+    for (size_t i = 0; i < vs.size(); ++i) {
+      const VocabDecision& di = vs[i].decision;
+      const RowOp r = rows_of_vector[i][size_t(k)];
+      const bool appended_here = std::any_of(di.transplants.begin(), di.transplants.end(),
+                                             [&](const Transplant& t) { return t.appended && t.output_id == k; });
+      if (r.kind == RowOp::Combine && out.kind == RowOp::KeepTarget) out = RowOp{RowOp::Combine, k, -1, r.base_row};
+      if (r.kind == RowOp::FromChat && !appended_here) {
+        if (out.kind == RowOp::FromChat) continue;  // the same token (at the target's id): checked below
+        out = RowOp{RowOp::FromChat, -1, stored_index(i, r.chat_row), -1, int32_t(i)};
+      }
+    }
+    rows[size_t(k)] = out;
+  }
+  // Transplanted tokens: the union, in order of the vectors; appended ones
+  // take the next ids (padding rows first).
+  int64_t next_id = tokens_target;
+  for (size_t i = 0; i < vs.size(); ++i) {
+    for (Transplant t : vs[i].decision.transplants) {
+      const int64_t stored = stored_index(i, t.chat_id);
+      auto same = std::find_if(transplants.begin(), transplants.end(),
+                               [&](const Transplant& u) { return u.content == t.content; });
+      if (same != transplants.end()) {
+        const size_t j = size_t(same->vector);
+        const int64_t other = stored_index(j, same->chat_id);
+        if (!same_rows(j, other, i, stored)) {
+          if (rows_from < 0)
+            throw InputError("token \"" + t.content + "\" is added by " + vs[j].path + " and by " + vs[i].path +
+                             " with different rows: choose whose rows to use with --token-rows-from N");
+          if (size_t(rows_from) == i) {
+            same->vector = int(i);
+            same->chat_id = t.chat_id;
+            rows[size_t(same->output_id)] = RowOp{RowOp::FromChat, -1, stored, -1, int32_t(i)};
+          }
+        }
+        continue;
+      }
+      t.vector = int(i);
+      if (!t.appended) {
+        rows[size_t(t.output_id)] = RowOp{RowOp::FromChat, -1, stored, -1, int32_t(i)};
+      } else {
+        t.output_id = int(next_id);
+        const RowOp r{RowOp::FromChat, -1, stored, -1, int32_t(i)};
+        if (next_id < int64_t(rows.size())) rows[size_t(next_id)] = r;
+        else rows.push_back(r);
+        ++next_id;
+      }
+      transplants.push_back(std::move(t));
+    }
+  }
+  d.transplants = std::move(transplants);
+  d.notes.clear();
+  for (const auto& v : vs)
+    for (const auto& n : v.decision.notes)
+      if (std::find(d.notes.begin(), d.notes.end(), n) == d.notes.end() && n.find("padding rows beyond") == std::string::npos)
+        d.notes.push_back(n);
+  count_rows(d, rows, next_id);
+  d.row_map.reset();
+  d.skip_tensors = false;
+  if (d.transplants.empty() && std::all_of(rows.begin(), rows.end(), [](const RowOp& r) { return r.kind == RowOp::KeepTarget; }) &&
+      d.policy == EmbeddingPolicy::Skip) {
+    d.skip_tensors = true;
+    return d;
+  }
+  // Plain element-wise tensors when every row is the vectors' row of itself.
+  bool identity = d.rows_base == d.rows_target && int64_t(rows.size()) == rt;
+  for (int64_t k = 0; identity && k < rt; ++k)
+    identity = rows[size_t(k)].kind == RowOp::Combine && rows[size_t(k)].base_row == k;
+  if (!identity) {
+    auto map = std::make_shared<RowMap>();
+    map->rows = std::move(rows);
+    d.row_map = map;
+  }
   return d;
 }
 

@@ -5,7 +5,12 @@
 // EOS, and the output tokenizer loaded by transformers.js.
 #include <fstream>
 
+#include <algorithm>
+#include <cstring>
+
+#include "core/file_util.h"
 #include "core/json_util.h"
+#include "formats/checkpoint.h"
 #include "test_support.h"
 
 namespace chatvec {
@@ -147,6 +152,105 @@ TEST_F(VocabCli, OutputTokenizerChatsInTransformersJs) {
     const int rows = read_json_file(path(out) + "/config.json")["vocab_size"].get<int>();
     for (int id : ids) EXPECT_LT(id, rows);
   }
+}
+
+// Every tensor (name, order, dtype, shape, bytes) and every other file but
+// the model card of two outputs are the same.
+void expect_same_model(const std::string& a, const std::string& b, const std::string& what) {
+  Checkpoint ca = Checkpoint::open(a), cb = Checkpoint::open(b);
+  ASSERT_EQ(ca.names(), cb.names()) << what;
+  for (const auto& n : ca.names()) {
+    const CheckpointTensor &x = ca.at(n), &y = cb.at(n);
+    ASSERT_EQ(x.dtype(), y.dtype()) << what << " " << n;
+    ASSERT_EQ(x.shape(), y.shape()) << what << " " << n;
+    EXPECT_EQ(std::memcmp(x.data(), y.data(), x.nbytes()), 0) << what << ": tensor " << n << " differs";
+  }
+  std::vector<std::string> fa, fb;
+  for (const auto& e : fs::directory_iterator(a)) fa.push_back(e.path().filename().string());
+  for (const auto& e : fs::directory_iterator(b)) fb.push_back(e.path().filename().string());
+  std::sort(fa.begin(), fa.end());
+  std::sort(fb.begin(), fb.end());
+  EXPECT_EQ(fa, fb) << what;
+  for (const auto& f : fa) {
+    if (f == "README.md" || f.find(".safetensors") != std::string::npos) continue;
+    EXPECT_EQ(read_file(a + "/" + f), read_file(b + "/" + f)) << what << ": " << f << " differs";
+  }
+}
+
+TEST_F(VocabCli, ApplyOfAnExtractedVectorEqualsMergeForEveryVocabulary) {
+  // One f32 vector of the chat model that added <|im_start|> and <|im_end|>.
+  auto r = run_command(shell_quote(testing::chatvec_bin()) + " extract --base " + path("base") + " --chat " +
+                       path("chat") + " --dtype f32 -o " + path("vec32"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("2 chat rows kept for the tokens the chat model added"), std::string::npos) << r.err;
+  EXPECT_TRUE(fs::exists(path("vec32") + "/base_tokenizer/tokenizer.json"));
+  const Json rec = read_json_file(path("vec32") + "/chatvec.json");
+  EXPECT_EQ(rec["vocabulary"]["added_tokens"].size(), 2u);
+  struct Case {
+    const char* target;
+    const char* flags;
+  };
+  const std::vector<Case> cases = {
+      {"target_same", ""},   {"target_append", ""}, {"target_pad", ""},
+      {"target_perm", ""},   {"target_chatml", ""}, {"target_append", "--embeddings skip"},
+      {"target_append", "--embeddings align"},       {"target_perm", "--embeddings shared"},
+      {"target_append", "--special-tokens none"},
+  };
+  int k = 0;
+  for (const auto& c : cases) {
+    const std::string what = std::string(c.target) + " " + c.flags;
+    const std::string m = "m" + std::to_string(k), a = "a" + std::to_string(k);
+    ++k;
+    auto rm = merge(c.target, m, std::string("--ratio 0.5 ") + c.flags);
+    ASSERT_EQ(rm.exit_code, 0) << what << ": " << rm.err;
+    auto ra = run_command(shell_quote(testing::chatvec_bin()) + " apply --target " + path(c.target) + " --vector " +
+                          path("vec32") + " --ratio 0.5 -o " + path(a) + " " + c.flags);
+    ASSERT_EQ(ra.exit_code, 0) << what << ": " << ra.err;
+    // The same report of the vocabulary decision.
+    for (const char* line : {"embeddings: ", "embedding rows: ", "eos: "}) {
+      const auto pm = rm.err.find(line), pa = ra.err.find(line);
+      ASSERT_NE(pm, std::string::npos) << what << ": " << rm.err;
+      ASSERT_NE(pa, std::string::npos) << what << ": " << ra.err;
+      std::string lm = rm.err.substr(pm, rm.err.find('\n', pm) - pm), la = ra.err.substr(pa, ra.err.find('\n', pa) - pa);
+      if (std::string(line) == "eos: ") {  // the file it was read from differs: the chat model's, the vector's copy
+        lm = lm.substr(lm.find(") -> "));
+        la = la.substr(la.find(") -> "));
+      }
+      EXPECT_EQ(lm, la) << what;
+    }
+    expect_same_model(path(m), path(a), what);
+  }
+}
+
+TEST_F(VocabCli, ApplyRefusesConflictingTokensAndForeignVectors) {
+  // Two vectors adding the same tokens with different rows.
+  for (const char* v : {"va", "vb"}) {
+    auto r = run_command(shell_quote(testing::chatvec_bin()) + " extract --base " + path("base") + " --chat " +
+                         path(std::string(v) == "va" ? "chat" : "chat2") + " -o " + path(v));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  auto r = run_command(shell_quote(testing::chatvec_bin()) + " apply --target " + path("target_append") +
+                       " --vector " + path("va") + " --vector " + path("vb") + " -o " + path("conflict"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("token \"<|im_start|>\" is added by"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--token-rows-from"), std::string::npos) << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(path("conflict")));
+  // The flag says whose rows win: those of the second vector.
+  r = run_command(shell_quote(testing::chatvec_bin()) + " apply --target " + path("target_append") + " --vector " +
+                  path("va") + " --vector " + path("vb") + " --token-rows-from 2 -o " + path("resolved"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Checkpoint out = Checkpoint::open(path("resolved")), vb = Checkpoint::open(path("vb"));
+  const auto& rows = vb.at("chatvec.chat_rows.model.embed_tokens.weight");
+  const auto& emb = out.at("model.embed_tokens.weight");
+  EXPECT_EQ(emb.shape()[0], 32102u);
+  EXPECT_EQ(std::memcmp(emb.row(32100), rows.row(0), rows.row_elements() * rows.element_size()), 0);
+  // A vector made for another vocabulary family.
+  r = run_command(shell_quote(testing::chatvec_bin()) + " apply --target " + path("target_foreign") + " --vector " +
+                  path("va") + " -o " + path("foreign"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("the vector was made for another model family"), std::string::npos) << r.err;
+  EXPECT_FALSE(fs::exists(path("foreign")));
 }
 
 TEST_F(VocabCli, DryRunReportsAndWritesNothing) {

@@ -82,6 +82,13 @@ TEST(ReproductionPipeline, ReducedScaleRunsEndToEnd) {
   }
   // --embeddings full cannot apply to a grown vocabulary: recorded, not fatal.
   EXPECT_TRUE(res["results"]["CPx + CV [full]"]["0"].contains("error"));
+  // The chat vector extracted once and applied to CP and CP->FT equals the
+  // merges, the transplanted <|end|> row, tokenizer and EOS files included.
+  for (const char* t : {"cp", "cp_ft"}) {
+    const Json& c = res["checks"]["extract_apply_equals_merge"]["0"][t];
+    EXPECT_TRUE(c["equal"].get<bool>()) << t << ": " << c.dump();
+    EXPECT_GT(c["tensors"].get<int>(), 10) << t;
+  }
   EXPECT_TRUE(std::filesystem::exists(tmp / "work/report.md"));
   EXPECT_TRUE(std::filesystem::exists(tmp / "work/spanish_tasks.svg"));
   EXPECT_TRUE(std::filesystem::exists(tmp / "work/ratio.svg"));

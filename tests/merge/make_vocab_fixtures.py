@@ -131,6 +131,15 @@ def main():
     cm_tok["added_tokens"].append(entry)
     cm_cfg["added_tokens_decoder"][str(V + 100)] = {x: entry[x] for x in entry if x != "id"}
     write_model(os.path.join(out, "target_chatml"), cm_tok, cm_cfg, V + 101, related(7, 0.05), 7, 2)
+
+    # Another chat model of the same base with the same added tokens but other
+    # rows (two vectors that conflict), and a target of another tokenizer
+    # family (every ordinary token renamed).
+    write_model(os.path.join(out, "chat2"), chat_tok, chat_cfg, V + 2, related(8, 0.01), 8, V + 1)
+    foreign_tok = copy.deepcopy(base_tok)
+    foreign_tok["model"]["vocab"] = {(s if i < 3 else f"tok{i}"): i for s, i in foreign_tok["model"]["vocab"].items()}
+    foreign_tok["model"]["merges"] = []
+    write_model(os.path.join(out, "target_foreign"), foreign_tok, base_cfg, V, related(9, 0.05), 9, 2)
     return 0
 
 
