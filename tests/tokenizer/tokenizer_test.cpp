@@ -126,7 +126,7 @@ void compare_with_reference(const std::string& name) {
       EXPECT_EQ(tk.decode(ids), expect);
     }
     if (tk.vocab().kind() == ModelKind::ByteLevelBpe) {
-      EXPECT_EQ(tk.decode(ids, false), expect);
+      EXPECT_EQ(tk.decode(tk.encode(x, /*add_bos=*/false), false), expect);  // no BOS (Llama-3.1 adds one)
     }
 
     // Streaming pieces add up to the decoded text.
@@ -193,6 +193,9 @@ TEST(TokenizerReference, Llama3Random) { compare_random("llama3"); }
 TEST(TokenizerReference, Qwen3Random) { compare_random("qwen3"); }
 TEST(TokenizerReference, Llama3) { compare_with_reference("llama3"); }
 TEST(TokenizerReference, Qwen3) { compare_with_reference("qwen3"); }
+TEST(TokenizerReference, Llama3_1) { compare_with_reference("llama3_1"); }
+TEST(TokenizerReference, Gemma3) { compare_with_reference("gemma3"); }
+TEST(TokenizerReference, Gemma3Random) { compare_random("gemma3"); }
 
 TEST(Tokenizer, BosHandling) {
   auto l2 = lenml_models("llama2"), l3 = lenml_models("llama3");
@@ -236,6 +239,43 @@ TEST(Tokenizer, SentencePieceModel) {
   // ASCII text without rare characters round-trips (no unknowns).
   std::string s = "Lily and Tom played in the park. They were happy.";
   EXPECT_EQ(tk.decode(tk.encode(s, true)), s);
+}
+
+}  // namespace
+}  // namespace chatvec
+
+namespace chatvec {
+namespace {
+
+using namespace chatvec::testing;
+
+// Split on a literal string with each of Hugging Face's delimiter behaviours
+// (tokenizers' SplitDelimiterBehavior): the merges "a ␣" and "␣ b" show
+// where each behaviour cuts "a  b" (two spaces), "␣ ␣" whether a piece holds
+// both spaces.
+TEST(Tokenizer, SplitOnStringBehaviours) {
+  const struct {
+    const char* behaviour;
+    std::vector<int> ids;
+  } cases[] = {
+      {"Removed", {0, 1}},                    // a | b
+      {"Isolated", {0, 2, 2, 1}},             // a | ␣ | ␣ | b
+      {"MergedWithPrevious", {3, 2, 1}},      // a␣ | ␣ | b
+      {"MergedWithNext", {0, 2, 4}},          // a | ␣ | ␣b
+      {"Contiguous", {0, 5, 1}},              // a | ␣␣ | b
+  };
+  for (const auto& c : cases) {
+    TempDir tmp;
+    Json j = Json::parse(R"({"version": "1.0", "added_tokens": [], "normalizer": null,
+      "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "", "invert": false},
+      "post_processor": null, "decoder": null,
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, " ": 2, "a ": 3, " b": 4, "  ": 5},
+                "merges": [["a", " "], [" ", "b"], [" ", " "]]}})");
+    j["pre_tokenizer"]["behavior"] = c.behaviour;
+    write_file((tmp / "tokenizer.json").string(), j.dump());
+    Tokenizer tk = Tokenizer::load((tmp / "tokenizer.json").string());
+    EXPECT_EQ(tk.encode("a  b", false), c.ids) << c.behaviour;
+  }
 }
 
 }  // namespace
