@@ -186,4 +186,41 @@ NormLayout norm_layout_of(std::string_view hf_name) {
   return a ? a->layout : NormLayout::PreNorm;
 }
 
+ArchitectureSupport architecture_support(std::string_view hf_name) {
+  ArchitectureSupport s;
+  s.architecture = std::string(hf_name);
+  const ArchitectureInfo* a = find_architecture(hf_name);
+  if (!a) {
+    s.note = "not an architecture chatvec knows";
+    return s;
+  }
+  s.known = true;
+  s.engine = a->engine;
+  s.gguf_export = a->gguf_export;
+  s.gguf_import = a->gguf_import;
+  if (a->gguf_export) s.gguf_arch = std::string(a->gguf_arch);
+  s.note = std::string(a->note);
+  return s;
+}
+
+std::string describe(const ArchitectureSupport& s) {
+  auto yn = [](bool b) { return b ? "yes" : "no"; };
+  std::string out = s.architecture + ": merge " + yn(s.merge) + ", engine " + yn(s.engine) + ", GGUF export " +
+                    yn(s.gguf_export);
+  if (s.gguf_export) out += " (llama.cpp " + s.gguf_arch + ")";
+  out += std::string(", GGUF import ") + yn(s.gguf_import);
+  if (!s.note.empty()) out += " (" + s.note + ")";
+  return out;
+}
+
+std::string describe_gguf_architecture(std::string_view gguf_arch) {
+  const ArchitectureInfo* a = find_gguf_import_architecture(gguf_arch);
+  if (a) return std::string(gguf_arch) + ": chatvec reads it back as " + std::string(a->hf_name);
+  std::string can;
+  for (const ArchitectureInfo& k : architectures())
+    if (k.gguf_import && can.find(std::string(k.gguf_arch)) == std::string::npos)
+      can += (can.empty() ? "" : ", ") + std::string(k.gguf_arch);
+  return std::string(gguf_arch) + ": chatvec cannot read it back (GGUF import reads " + can + ")";
+}
+
 }  // namespace chatvec

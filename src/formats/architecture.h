@@ -112,4 +112,23 @@ const ArchitectureInfo* find_gguf_import_architecture(std::string_view gguf_arch
 // The norm layout of an architecture (PreNorm when unknown).
 NormLayout norm_layout_of(std::string_view hf_name);
 
+// What chatvec does with an architecture, for `inspect`: the merge pairs
+// tensors by name and works for any; the rest as the table says (nothing for
+// an architecture it does not know).
+struct ArchitectureSupport {
+  std::string architecture;  // config.json's name
+  bool known = false;
+  bool merge = true;
+  bool engine = false, gguf_export = false, gguf_import = false;
+  std::string gguf_arch;  // llama.cpp's name when exported
+  std::string note;
+};
+ArchitectureSupport architecture_support(std::string_view hf_name);
+// One line: "Gemma2ForCausalLM: merge yes, engine yes, GGUF export yes
+// (llama.cpp gemma2), GGUF import no".
+std::string describe(const ArchitectureSupport& s);
+// A GGUF file's general.architecture: whether chatvec reads it back, as
+// which architecture (one line, for `inspect MODEL.gguf`).
+std::string describe_gguf_architecture(std::string_view gguf_arch);
+
 }  // namespace chatvec
