@@ -252,6 +252,29 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
       throw InputError(fmt::format("{}: a SentencePiece unigram tokenizer cannot be written as llama.cpp metadata", dir));
   }
   if (model_out) *model_out = model;
+  // llama.cpp's SentencePiece tokenizer merges the adjacent pair whose
+  // result has the highest score.  A tokenizer.json ranks merges instead
+  // (and may rank a token far from its id: Llama-2's whitespace runs come
+  // last): the score of a token is minus the rank of the first merge that
+  // makes it, so that llama.cpp merges in the tokenizer.json's order.
+  std::vector<float> merge_score;
+  if (model == "llama" && v.format() == TokenizerFormat::HfJson) {
+    merge_score.assign(v.size(), 0.0f);
+    std::vector<bool> seen(v.size(), false);
+    std::string joined;
+    const auto& merges = v.merges();
+    for (size_t r = 0; r < merges.size(); ++r) {
+      joined.assign(merges[r].first).append(merges[r].second);
+      const int id = v.id(joined);
+      if (id < 0 || seen[size_t(id)]) continue;
+      seen[size_t(id)] = true;
+      merge_score[size_t(id)] = -float(r + 1);
+    }
+    // Tokens no merge makes (characters, bytes, added tokens) are never a
+    // merge result; they keep a score below every merge's.
+    for (size_t id = 0; id < v.size(); ++id)
+      if (!seen[id]) merge_score[id] = -float(merges.size() + 1 + id);
+  }
   std::vector<std::string> tokens;
   std::vector<float> scores;
   std::vector<int32_t> types;
@@ -259,7 +282,7 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
   for (uint64_t id = 0; id < n_vocab; ++id) {
     if (id < n_tokens && !v.token(int(id)).empty()) {
       tokens.push_back(v.token(int(id)));
-      scores.push_back(v.score(int(id)));
+      scores.push_back(merge_score.empty() ? v.score(int(id)) : merge_score[size_t(id)]);
       types.push_back(int32_t(v.type(int(id))));
     } else {
       tokens.push_back(fmt::format("[PAD{}]", id));

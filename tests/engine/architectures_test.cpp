@@ -88,19 +88,28 @@ class EngineArchitectures : public SharedDirSuite<EngineArchitectures> {
     return max_relative_error(*m, tokens(), refs_.at(name));
   }
 
+  static void batched_equals_stepwise();
+  static void every_feature_matters();
+
   inline static std::map<std::string, std::vector<double>> refs_;
 };
 
+// One test: under ctest each test is a process of its own, which would
+// generate the models and run the reference again.
 TEST_F(EngineArchitectures, LogitsMatchFloat64Reference) {
+  SCOPED_TRACE("logits");
   for (const ArchCase& c : kCases) {
     auto m = LlamaModel::open(path(c.name));
     const double err = max_relative_error(*m, tokens(), refs_.at(c.name));
     std::printf("[ %s ] max relative logit error vs float64: %.3g\n", c.name, err);
     EXPECT_LT(err, 1e-4) << c.name;
   }
+  batched_equals_stepwise();
+  every_feature_matters();
 }
 
-TEST_F(EngineArchitectures, BatchedEqualsStepwise) {
+// Prompt batches give the logits of one token at a time, bit for bit.
+void EngineArchitectures::batched_equals_stepwise() {
   for (const ArchCase& c : kCases) {
     auto a = LlamaModel::open(path(c.name)), b = LlamaModel::open(path(c.name));
     const std::vector<int64_t> t = tokens();
@@ -118,7 +127,7 @@ TEST_F(EngineArchitectures, BatchedEqualsStepwise) {
 
 // Each feature changes the logits well beyond the tolerance, so the match
 // above could not hold if the engine ignored it.
-TEST_F(EngineArchitectures, EveryFeatureMatters) {
+void EngineArchitectures::every_feature_matters() {
   const struct {
     const char* model;
     const char* change;

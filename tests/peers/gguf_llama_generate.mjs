@@ -3,16 +3,10 @@
 // BOS first, no repeat penalty, temperature 0, f32 KV cache, no flash
 // attention.
 // Usage: node gguf_llama_generate.mjs <model.gguf> <ids|text> <n> [--chat "user message"]
-//        node gguf_llama_generate.mjs <model.gguf> <ids|text> <n> --tokenize texts.json
 //   <ids|text>: "1,403,407" (used as given) or text (tokenized, BOS prepended).
 //   --chat: instead, apply the chat template stored in the GGUF to one user
 //   message through node-llama-cpp's chat session and print the reply.
-//   --tokenize: also tokenize each string of the JSON array texts.json with
-//   model.tokenize(text, true) (special tokens in the text recognised, as
-//   Hugging Face tokenizers do; no BOS added).
-// Prints one JSON object: {"tokens": [...], "bos": id, "add_bos": bool,
-//  "text": "...", "tokenized": [[...], ...] (with --tokenize)}.
-import { readFileSync } from "node:fs";
+// Prints one JSON object: {"tokens": [...], "bos": id, "vocab": n, "text": "..."}.
 import { getLlama, LlamaChatSession } from "node-llama-cpp";
 
 const [modelPath, prompt, nArg, flag, chatMsg] = process.argv.slice(2);
@@ -46,11 +40,7 @@ if (flag === "--chat") {
       if (out.length >= n) break;
     }
   }
-  const result = { tokens: out, prompt: ids, bos: model.tokens.bos ?? null, add_bos: model.tokens.shouldPrependBosToken,
-                   text: model.detokenize(out) };
-  if (flag === "--tokenize")
-    result.tokenized = JSON.parse(readFileSync(chatMsg, "utf8")).map((t) => Array.from(model.tokenize(t, true)));
-  process.stdout.write(JSON.stringify(result) + "\n");
+  process.stdout.write(JSON.stringify({ tokens: out, prompt: ids, bos: model.tokens.bos, vocab: model.fileInsights.tensorInfo ? undefined : undefined, text: model.detokenize(out) }) + "\n");
 }
 await context.dispose();
 await model.dispose();
