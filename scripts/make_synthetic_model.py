@@ -222,6 +222,7 @@ def main():
     for flag in ("vocab-rows", "hidden", "intermediate", "layers", "heads", "kv-heads", "head-dim"):
         ap.add_argument("--" + flag, type=int, help="override the shape's " + flag.replace("-", " "))
     ap.add_argument("--init", choices=["small", "fan-in"], default="small", help="value scale (see above)")
+    ap.add_argument("--embed-std", type=float, default=1.0, help="--init fan-in: standard deviation of the embeddings")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
                     help="set a config.json field (repeatable), e.g. sliding_window=8")
     ap.add_argument("--int-buffer", action="store_true", help="add an I64 buffer tensor")
@@ -280,7 +281,7 @@ def main():
             elif name.endswith("norm.weight"):
                 x = (0.0 if gemma else 1.0) + rng.standard_normal(shape, dtype=np.float32) * 0.1
             elif a.init == "fan-in":
-                scale = 1.0 if len(shape) == 1 or "embed_tokens" in name else 1.5 / np.sqrt(shape[1])
+                scale = a.embed_std if "embed_tokens" in name else 1.0 if len(shape) == 1 else 1.5 / np.sqrt(shape[1])
                 x = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
             else:
                 x = rng.standard_normal(shape, dtype=np.float32) * 0.02

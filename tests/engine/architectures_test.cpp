@@ -305,3 +305,26 @@ TEST(EngineArchConfig, MissingGemmaNormNamed) {
 
 }  // namespace
 }  // namespace chatvec::testing
+
+namespace chatvec::testing {
+namespace {
+
+// The trainer runs Llama-style layers only and says so for the others.
+TEST(EngineArchConfig, TrainRefusesOtherArchitectures) {
+  CHATVEC_REQUIRE_PATH("/usr/bin/python3");
+  for (const char* arch : {"qwen3", "gemma2", "gemma3"}) {
+    TempDir tmp;
+    auto g = make_synthetic_model((tmp / "m").string(), std::string("--arch ") + arch + " --dtype f32");
+    ASSERT_EQ(g.exit_code, 0) << g.err;
+    write_file((tmp / "data.txt").string(), "one line of text\n");
+    CommandResult r = run_command(shell_quote(chatvec_bin()) + " -q train " + shell_quote((tmp / "m").string()) +
+                                  " --data " + shell_quote((tmp / "data.txt").string()) + " -o " +
+                                  shell_quote((tmp / "out").string()) + " --steps 1");
+    EXPECT_EQ(r.exit_code, 2) << arch << ": " << r.err;
+    EXPECT_NE(r.err.find("train: architecture "), std::string::npos) << arch << ": " << r.err;
+    EXPECT_FALSE(fs::exists(tmp / "out")) << arch;
+  }
+}
+
+}  // namespace
+}  // namespace chatvec::testing
