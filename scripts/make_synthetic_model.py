@@ -1,13 +1,20 @@
 #!/usr/bin/env python3
-"""Generate a synthetic Llama-shaped Hugging Face checkpoint (safetensors).
+"""Generate a synthetic Hugging Face checkpoint (safetensors): Llama-shaped by
+default, or the tensor set and config.json of Qwen2, Qwen3, Gemma 2 or Gemma 3
+(--arch).
 
 Written independently of chatvec's C++ writer (numpy only), so that tests and
-benchmarks read files chatvec did not make.  Values are random normal * 0.02,
-or, with --derive-from, another such model plus scaled noise (so that base,
-chat and target are related as real ones are).
+benchmarks read files chatvec did not make.  Values are random normal * 0.02
+(--init fan-in: matrices N(0, 1) * 1.5 / sqrt(columns) and embeddings N(0, 1),
+which keep activations of order one, so that soft-capping and attention
+patterns matter), or, with --derive-from, another such model plus scaled noise
+(so that base, chat and target are related as real ones are).  Norm weights
+are 1 + 0.1 N(0, 1), for Gemma (which scales by 1 + w) 0.1 N(0, 1).
 
   make_synthetic_model.py OUT --shape tiny --dtype bf16 --seed 1
   make_synthetic_model.py OUT --shape 1b --derive-from BASE --noise 0.001
+  make_synthetic_model.py OUT --arch gemma2 --hidden 32 --head-dim 16 --layers 4 \
+      --init fan-in --set sliding_window=8 --set attn_logit_softcapping=1.5
 """
 import argparse
 import json
@@ -29,8 +36,19 @@ SHAPES = {
 ST_DTYPE = {"f32": ("F32", np.float32), "f16": ("F16", np.float16), "bf16": ("BF16", np.uint16)}
 
 
-def tensor_names(vocab, hidden, inter, layers, heads, kv, tied, bias):
-    head_dim = hidden // heads
+ARCHS = {
+    # --arch: (architectures, model_type)
+    "llama": ("LlamaForCausalLM", "llama"),
+    "qwen2": ("Qwen2ForCausalLM", "qwen2"),
+    "qwen3": ("Qwen3ForCausalLM", "qwen3"),
+    "gemma2": ("Gemma2ForCausalLM", "gemma2"),
+    "gemma3": ("Gemma3ForCausalLM", "gemma3_text"),
+}
+
+
+def tensor_names(vocab, hidden, inter, layers, heads, kv, tied, bias, arch="llama", head_dim=None):
+    head_dim = head_dim or hidden // heads
+    gemma = arch.startswith("gemma")
     names = [("model.embed_tokens.weight", (vocab, hidden))]
     for i in range(layers):
         p = f"model.layers.{i}."
@@ -45,6 +63,11 @@ def tensor_names(vocab, hidden, inter, layers, heads, kv, tied, bias):
             (p + "mlp.up_proj.weight", (inter, hidden)),
             (p + "mlp.down_proj.weight", (hidden, inter)),
         ]
+        if arch in ("qwen3", "gemma3"):
+            names += [(p + "self_attn.q_norm.weight", (head_dim,)), (p + "self_attn.k_norm.weight", (head_dim,))]
+        if gemma:
+            names += [(p + "pre_feedforward_layernorm.weight", (hidden,)),
+                      (p + "post_feedforward_layernorm.weight", (hidden,))]
         if bias:
             names += [
                 (p + "self_attn.q_proj.bias", (heads * head_dim,)),
@@ -194,7 +217,14 @@ def main():
     ap.add_argument("--dtype", default="bf16", help="bf16, f16, f32, or 'mixed' (cycles through them per tensor)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--tied", action="store_true", help="tied embeddings: no lm_head.weight")
-    ap.add_argument("--bias", action="store_true", help="q/k/v biases (Qwen2)")
+    ap.add_argument("--bias", action="store_true", help="q/k/v biases (Qwen2; the same as --arch qwen2)")
+    ap.add_argument("--arch", choices=sorted(ARCHS), help="architecture (default llama, or qwen2 with --bias)")
+    for flag in ("vocab-rows", "hidden", "intermediate", "layers", "heads", "kv-heads", "head-dim"):
+        ap.add_argument("--" + flag, type=int, help="override the shape's " + flag.replace("-", " "))
+    ap.add_argument("--init", choices=["small", "fan-in"], default="small", help="value scale (see above)")
+    ap.add_argument("--embed-std", type=float, default=1.0, help="--init fan-in: standard deviation of the embeddings")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=JSON",
+                    help="set a config.json field (repeatable), e.g. sliding_window=8")
     ap.add_argument("--int-buffer", action="store_true", help="add an I64 buffer tensor")
     ap.add_argument("--shard-bytes", type=int, default=5_000_000_000)
     ap.add_argument("--derive-from", help="start from this model's values and add noise")
@@ -209,7 +239,21 @@ def main():
     vocab, hidden, inter, layers, heads, kv = SHAPES[a.shape]
     if a.vocab:
         vocab = a.vocab
-    names = tensor_names(vocab, hidden, inter, layers, heads, kv, a.tied, a.bias)
+    hidden = a.hidden or hidden
+    inter = a.intermediate or inter
+    layers = a.layers or layers
+    heads = a.heads or heads
+    kv = a.kv_heads or kv
+    arch = a.arch or ("qwen2" if a.bias else "llama")
+    gemma = arch.startswith("gemma")
+    bias = arch == "qwen2"
+    overrides = {}
+    for kv_text in a.set:
+        key, _, value = kv_text.partition("=")
+        overrides[key] = json.loads(value)
+    # Gemma ties the head to the embedding unless the config says otherwise.
+    tied = bool(overrides.get("tie_word_embeddings", a.tied or gemma))
+    names = tensor_names(vocab, hidden, inter, layers, heads, kv, tied, bias, arch, a.head_dim)
     if a.reverse_order:
         names = names[::-1]
     names = [n for n in names if n[0] not in a.drop]
@@ -235,7 +279,10 @@ def main():
                     base = full
                 x = base + rng.standard_normal(shape, dtype=np.float32) * np.float32(a.noise)
             elif name.endswith("norm.weight"):
-                x = 1.0 + rng.standard_normal(shape, dtype=np.float32) * 0.1
+                x = (0.0 if gemma else 1.0) + rng.standard_normal(shape, dtype=np.float32) * 0.1
+            elif a.init == "fan-in":
+                scale = a.embed_std if "embed_tokens" in name else 1.0 if len(shape) == 1 else 1.5 / np.sqrt(shape[1])
+                x = rng.standard_normal(shape, dtype=np.float32) * np.float32(scale)
             else:
                 x = rng.standard_normal(shape, dtype=np.float32) * 0.02
             return to_storage(x, dt)
@@ -247,8 +294,8 @@ def main():
 
     torch_dtype = {"bf16": "bfloat16", "f16": "float16", "f32": "float32", "mixed": "float32"}[a.dtype]
     config = {
-        "architectures": ["LlamaForCausalLM"],
-        "model_type": "llama",
+        "architectures": [ARCHS[arch][0]],
+        "model_type": ARCHS[arch][1],
         "hidden_size": hidden,
         "intermediate_size": inter,
         "num_hidden_layers": layers,
@@ -258,14 +305,25 @@ def main():
         "max_position_embeddings": 2048,
         "rms_norm_eps": 1e-5,
         "rope_theta": 10000.0,
-        "tie_word_embeddings": bool(a.tied),
+        "tie_word_embeddings": tied,
         "torch_dtype": torch_dtype,
         "bos_token_id": 1,
         "eos_token_id": 2,
     }
-    if a.bias:
-        config["architectures"] = ["Qwen2ForCausalLM"]
-        config["model_type"] = "qwen2"
+    if a.head_dim:
+        config["head_dim"] = a.head_dim
+    if gemma:
+        config["hidden_activation"] = "gelu_pytorch_tanh"
+        config["rms_norm_eps"] = 1e-6
+        config["query_pre_attn_scalar"] = a.head_dim or hidden // heads
+        config["sliding_window"] = 16
+        config["head_dim"] = a.head_dim or hidden // heads
+    if arch == "gemma2":
+        config.update({"attn_logit_softcapping": 50.0, "final_logit_softcapping": 30.0})
+    if arch == "gemma3":
+        config.update({"rope_theta": 1000000.0, "rope_local_base_freq": 10000.0, "sliding_window_pattern": 6,
+                       "rope_scaling": None, "attn_logit_softcapping": None, "final_logit_softcapping": None})
+    config.update(overrides)
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
     with open(os.path.join(a.out, "generation_config.json"), "w") as f:

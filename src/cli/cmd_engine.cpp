@@ -165,7 +165,8 @@ int do_generate(const GenerateOptions& o) {
   auto model = LlamaModel::open(o.dir, {o.context});
   const SpecialIds sp = special_ids(*model);
   Sampler sampler({o.temperature, o.top_p, o.seed});
-  std::unique_ptr<Tokenizer> tok = open_tokenizer(o.dir);
+  // Ids in, ids out: no tokenizer to load.
+  std::unique_ptr<Tokenizer> tok = o.prompt_ids.empty() ? open_tokenizer(o.dir) : nullptr;
   std::vector<int64_t> prompt;
   if (!o.prompt_ids.empty()) {
     prompt = parse_ids(o.prompt_ids);

@@ -13,6 +13,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "core/staging.h"
+#include "formats/architecture.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_export.h"
 #include "gguf/gguf_import.h"
@@ -49,6 +50,7 @@ int run_export_gguf(const ExportGgufOptions& o) {
     if (s.f16_fallbacks)
       std::fprintf(stderr, "note: %zu tensors kept in f16 (row length not a multiple of the q8_0 block of 32)\n",
                    s.f16_fallbacks);
+    for (const std::string& n : s.notes) std::fprintf(stderr, "note: %s\n", n.c_str());
   }
   return 0;
 }
@@ -138,6 +140,8 @@ int run_inspect_gguf(const std::string& path, bool json, bool tensors) {
     Json types = Json::object();
     for (const auto& [k, v] : by_type) types[k] = {{"tensors", v.first}, {"parameters", v.second}};
     j["types"] = types;
+    if (const auto* a = f.find("general.architecture"); a && a->type == gguf::ValueType::STRING)
+      j["support"] = describe_gguf_architecture(a->s);
     Json md = Json::object();
     for (const auto& kv : f.kvs()) md[kv.key] = value_json(kv.value, 16);
     j["metadata"] = md;
@@ -154,6 +158,8 @@ int run_inspect_gguf(const std::string& path, bool json, bool tensors) {
   fmt::print("{}: GGUF v{}, alignment {}\n", path, f.header().version, f.header().alignment);
   fmt::print("  {} tensors, {} parameters, {}\n", f.tensors().size(), params, human_bytes(bytes));
   for (const auto& [k, v] : by_type) fmt::print("  {}: {} tensors, {} parameters\n", k, v.first, v.second);
+  if (const auto* a = f.find("general.architecture"); a && a->type == gguf::ValueType::STRING)
+    fmt::print("  architecture {}\n", describe_gguf_architecture(a->s));
   for (const auto& kv : f.kvs())
     fmt::print("  {} ({}{}{}): {}\n", kv.key, gguf::value_type_name(kv.value.type),
                kv.value.type == gguf::ValueType::ARRAY ? " of " : "",

@@ -5,11 +5,13 @@
 #include <fmt/core.h>
 #include <map>
 #include <memory>
+#include <optional>
 
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "formats/architecture.h"
 #include "formats/checkpoint.h"
 #include "gguf/gguf_reader.h"
 #include "merge/kernels.h"
@@ -32,6 +34,14 @@ Json config_summary(const Json& c) {
                         "rope_theta", "tie_word_embeddings", "torch_dtype", "bos_token_id", "eos_token_id"})
     if (c.contains(k)) s[k] = c[k];
   return s;
+}
+
+// config.json's architecture name, when it has one.
+std::optional<std::string> architecture_name(const Checkpoint& c) {
+  if (!c.has_config() || !c.config().is_object()) return std::nullopt;
+  auto it = c.config().find("architectures");
+  if (it == c.config().end() || !it->is_array() || it->empty() || !(*it)[0].is_string()) return std::nullopt;
+  return (*it)[0].get<std::string>();
 }
 
 int run_inspect(const InspectOptions& o) {
@@ -61,6 +71,13 @@ int run_inspect(const InspectOptions& o) {
     for (const auto& [k, v] : by_dtype) dt[k] = {{"tensors", v.first}, {"parameters", v.second}};
     j["dtypes"] = dt;
     if (c.has_config()) j["config"] = config_summary(c.config());
+    if (const auto arch = architecture_name(c)) {
+      const ArchitectureSupport sup = architecture_support(*arch);
+      j["support"] = {{"architecture", sup.architecture}, {"known", sup.known},       {"merge", sup.merge},
+                      {"engine", sup.engine},             {"gguf_export", sup.gguf_export},
+                      {"gguf_import", sup.gguf_import},   {"gguf_architecture", sup.gguf_arch},
+                      {"note", sup.note}};
+    }
     if (!recipe.is_null()) j["recipe"] = recipe;
     if (o.tensors) {
       Json ts = Json::array();
@@ -82,6 +99,7 @@ int run_inspect(const InspectOptions& o) {
   fmt::print("  {} tensors, {} parameters, {} in {} file(s)\n", c.tensor_count(), c.parameter_count(),
              human_bytes(c.tensor_bytes()), c.shards().size());
   for (const auto& [k, v] : by_dtype) fmt::print("  {}: {} tensors, {} parameters\n", k, v.first, v.second);
+  if (const auto arch = architecture_name(c)) fmt::print("  architecture {}\n", describe(architecture_support(*arch)));
   if (c.has_config()) {
     Json s = config_summary(c.config());
     for (auto it = s.begin(); it != s.end(); ++it) fmt::print("  config {}: {}\n", it.key(), it.value().dump());

@@ -46,4 +46,15 @@ void rmsnorm(float* out, const float* x, const float* weight, int64_t n, double 
 // In-place softmax of x[0..n).
 void softmax_inplace(float* x, int64_t n);
 
+// ---- activations and caps of architectures other than Llama ----
+
+// g[i] = gelu_tanh(g[i]) * u[i], GELU with the tanh approximation
+// (PyTorch's gelu(approximate="tanh")): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+void gelu_tanh_mul(float* g, const float* u, int64_t n);
+// g[i] = silu(g[i]) * u[i] (the Llama MLP).
+void silu_mul(float* g, const float* u, int64_t n);
+
+// x[i] = cap * tanh(x[i] / cap) (Gemma's soft-capping of attention scores and logits).
+void softcap_inplace(float* x, int64_t n, float cap);
+
 }  // namespace chatvec

@@ -32,12 +32,13 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
   m->ctx_ = opts.context_length > 0 ? opts.context_length : std::min<int64_t>(c.max_position_embeddings, 4096);
 
   const int64_t H = c.hidden_size, I = c.intermediate_size;
+  const NormLayout layout = norm_layout_of(c.architecture);
   m->embed_ = m->matrix(hf_weight_name(WeightRole::TokenEmbedding), c.vocab_size, H);
   m->weight_dtype_ = m->embed_.dtype;
   for (int64_t l = 0; l < c.num_layers; ++l) {
-    auto name = [l](WeightRole r) { return hf_weight_name(r, l); };
+    auto name = [l, layout](WeightRole r) { return hf_weight_name(r, l, layout); };
     Layer L;
-    L.attn_norm = m->vector(name(WeightRole::AttnNorm), H);
+    L.attn_norm = m->norm_weight(name(WeightRole::AttnNorm), H);
     L.wq = m->matrix(name(WeightRole::Q), c.q_dim(), H);
     L.wk = m->matrix(name(WeightRole::K), c.kv_dim(), H);
     L.wv = m->matrix(name(WeightRole::V), c.kv_dim(), H);
@@ -48,13 +49,22 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
       L.bv = m->vector(name(WeightRole::VBias), c.kv_dim());
     }
     if (c.o_bias) L.bo = m->vector(name(WeightRole::OBias), H);
-    L.ffn_norm = m->vector(name(WeightRole::FfnNorm), H);
+    L.ffn_norm = m->norm_weight(name(WeightRole::FfnNorm), H);
     L.gate = m->matrix(name(WeightRole::Gate), I, H);
     L.up = m->matrix(name(WeightRole::Up), I, H);
     L.down = m->matrix(name(WeightRole::Down), H, I);
+    if (c.qk_norm) {
+      L.q_norm = m->norm_weight(name(WeightRole::QNorm), c.head_dim);
+      L.k_norm = m->norm_weight(name(WeightRole::KNorm), c.head_dim);
+    }
+    if (c.sandwich_norms) {
+      L.post_attn_norm = m->norm_weight(name(WeightRole::AttnPostNorm), H);
+      L.post_ffn_norm = m->norm_weight(name(WeightRole::FfnPostNorm), H);
+    }
+    L.window = c.is_sliding(l) ? c.sliding_window : 0;
     m->layers_.push_back(std::move(L));
   }
-  m->final_norm_ = m->vector(hf_weight_name(WeightRole::FinalNorm), H);
+  m->final_norm_ = m->norm_weight(hf_weight_name(WeightRole::FinalNorm), H);
   if (c.tie_word_embeddings) {
     m->lm_head_ = m->embed_;
   } else {
@@ -64,17 +74,27 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
     m->lm_head_ = m->matrix(head, c.vocab_size, H);
   }
 
-  // Rotary tables: angles in double, stored as fp32 cos/sin.
-  const std::vector<double> inv = rope_inv_freq(c);
+  // Rotary tables: angles in double, stored as fp32 cos/sin; Gemma 3's
+  // sliding layers have their own.
   const int64_t half = c.head_dim / 2;
-  m->cos_.resize(size_t(m->ctx_ * half));
-  m->sin_.resize(size_t(m->ctx_ * half));
-  for (int64_t p = 0; p < m->ctx_; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      const double a = double(p) * inv[i];
-      m->cos_[p * half + i] = float(std::cos(a));
-      m->sin_[p * half + i] = float(std::sin(a));
-    }
+  auto tables = [&](const RopeConfig& rope, std::vector<float>& cs, std::vector<float>& sn) {
+    const std::vector<double> inv = rope_inv_freq(rope, c.head_dim);
+    cs.resize(size_t(m->ctx_ * half));
+    sn.resize(size_t(m->ctx_ * half));
+    for (int64_t p = 0; p < m->ctx_; ++p)
+      for (int64_t i = 0; i < half; ++i) {
+        const double a = double(p) * inv[i];
+        cs[p * half + i] = float(std::cos(a));
+        sn[p * half + i] = float(std::sin(a));
+      }
+  };
+  tables(c.global_rope(), m->cos_, m->sin_);
+  if (c.has_local_rope) tables(c.local_rope, m->local_cos_, m->local_sin_);
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    const bool local = c.has_local_rope && c.is_sliding(l);
+    m->layers_[l].cos = local ? m->local_cos_.data() : m->cos_.data();
+    m->layers_[l].sin = local ? m->local_sin_.data() : m->sin_.data();
+  }
 
   const size_t cache = size_t(c.num_layers) * size_t(m->ctx_) * size_t(c.kv_dim());
   m->key_cache_.reset(new float[cache]);
@@ -127,18 +147,43 @@ std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) {
   return out;
 }
 
+std::vector<float> LlamaModel::norm_weight(const std::string& name, int64_t n) {
+  std::vector<float> w = vector(name, n);
+  if (config_.norm_weight_offset)
+    for (float& x : w) x = 1.0f + x;  // Gemma's RMSNorm: x_normed * (1 + w), the sum in fp32 as in transformers
+  return w;
+}
+
+void LlamaModel::norm_rows(float* rows, int64_t n, int64_t stride, const std::vector<float>& weight) {
+  for (int64_t b = 0; b < n; ++b)
+    rmsnorm(rows + b * stride, rows + b * stride, weight.data(), config_.hidden_size, config_.rms_norm_eps);
+}
+
+void LlamaModel::qk_norm(const Layer& L, int64_t n) {
+  const ModelConfig& c = config_;
+  const int64_t hd = c.head_dim;
+  for (int64_t b = 0; b < n; ++b) {
+    float* q = q_.data() + b * c.q_dim();
+    for (int64_t h = 0; h < c.num_heads; ++h) rmsnorm(q + h * hd, q + h * hd, L.q_norm.data(), hd, c.rms_norm_eps);
+    float* k = k_.data() + b * c.kv_dim();
+    for (int64_t h = 0; h < c.num_kv_heads; ++h) rmsnorm(k + h * hd, k + h * hd, L.k_norm.data(), hd, c.rms_norm_eps);
+  }
+}
+
 void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
   const ModelConfig& c = config_;
   const int64_t hd = c.head_dim, kv_dim = c.kv_dim(), qd = c.q_dim(), group = c.num_heads / c.num_kv_heads;
   const float* kc = key_cache_.get() + size_t(l) * size_t(ctx_) * size_t(kv_dim);
   const float* vc = value_cache_.get() + size_t(l) * size_t(ctx_) * size_t(kv_dim);
-  const float scale = float(1.0 / std::sqrt(double(hd)));
+  const float scale = float(c.attention_scale());
+  const float softcap = float(c.attn_logit_softcap);
+  const int64_t window = layers_[l].window;
   const int64_t pairs = n * c.num_heads;
   const bool parallel = (pos + n) * pairs * hd >= (int64_t(1) << 16);
 #pragma omp parallel for schedule(static) if (parallel)
   for (int64_t bh = 0; bh < pairs; ++bh) {
     const int64_t b = bh / c.num_heads, h = bh % c.num_heads, p = pos + b;
-    const int64_t first = c.sliding_window > 0 ? std::max<int64_t>(0, p - c.sliding_window + 1) : 0;
+    const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
     const float* q = q_.data() + b * qd + h * hd;
     const int64_t kvh = h / group;
     float* s = scores_.data() + bh * ctx_;
@@ -149,6 +194,7 @@ void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
       for (int64_t i = 0; i < hd; ++i) dot += q[i] * k[i];
       s[t] = dot * scale;
     }
+    if (softcap > 0) softcap_inplace(s, len, softcap);
     softmax_inplace(s, len);
     float* o = att_out_.data() + b * qd + h * hd;
     std::fill(o, o + hd, 0.0f);
@@ -181,9 +227,14 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
   const int64_t H = c.hidden_size, hd = c.head_dim, half = hd / 2, kv_dim = c.kv_dim(), qd = c.q_dim();
   const int64_t I = c.intermediate_size, xbs = std::max(H, qd);
   for (int64_t b = 0; b < n; ++b) weight_row_to_f32(embed_, tokens[b], x_.data() + b * H);
+  if (c.embedding_multiplier != 1.0) {  // Gemma
+    const float mult = float(c.embedding_multiplier);
+    for (int64_t i = 0; i < n * H; ++i) x_[i] *= mult;
+  }
+  const Layer* cur = nullptr;
   auto rope = [&](float* v, int64_t heads, int64_t p) {
-    const float* cs = cos_.data() + p * half;
-    const float* sn = sin_.data() + p * half;
+    const float* cs = cur->cos + p * half;
+    const float* sn = cur->sin + p * half;
     for (int64_t h = 0; h < heads; ++h) {
       float* a = v + h * hd;
       for (int64_t i = 0; i < half; ++i) {
@@ -196,12 +247,14 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
   auto bias = [](const std::vector<float>& v) { return v.empty() ? nullptr : v.data(); };
   for (int64_t l = 0; l < c.num_layers; ++l) {
     Layer& L = layers_[l];
+    cur = &L;
     for (int64_t b = 0; b < n; ++b)
       rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.attn_norm.data(), H, c.rms_norm_eps);
     const MatmulTask qkv[3] = {{&L.wq, q_.data(), qd, bias(L.bq)},
                                {&L.wk, k_.data(), kv_dim, bias(L.bk)},
                                {&L.wv, v_.data(), kv_dim, bias(L.bv)}};
     matmul_many(qkv, 3, xb_.data(), n, xbs);
+    if (!L.q_norm.empty()) qk_norm(L, n);  // Qwen3, Gemma 3
     for (int64_t b = 0; b < n; ++b) {
       rope(q_.data() + b * qd, c.num_heads, pos + b);
       rope(k_.data() + b * kv_dim, c.num_kv_heads, pos + b);
@@ -211,6 +264,7 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
     }
     attention(l, pos, n);
     matmul(L.wo, att_out_.data(), n, qd, xb_.data(), xbs, bias(L.bo));
+    if (!L.post_attn_norm.empty()) norm_rows(xb_.data(), n, xbs, L.post_attn_norm);  // Gemma
     for (int64_t b = 0; b < n; ++b)
       for (int64_t i = 0; i < H; ++i) x_[b * H + i] += xb_[b * xbs + i];
 
@@ -218,11 +272,10 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
       rmsnorm(xb_.data() + b * xbs, x_.data() + b * H, L.ffn_norm.data(), H, c.rms_norm_eps);
     const MatmulTask gate_up[2] = {{&L.gate, hb_.data(), I}, {&L.up, hb2_.data(), I}};
     matmul_many(gate_up, 2, xb_.data(), n, xbs);
-    for (int64_t i = 0; i < n * I; ++i) {
-      const float g = hb_[i];
-      hb_[i] = g / (1.0f + std::exp(-g)) * hb2_[i];
-    }
+    if (c.activation == Activation::GeluTanh) gelu_tanh_mul(hb_.data(), hb2_.data(), n * I);  // Gemma
+    else silu_mul(hb_.data(), hb2_.data(), n * I);
     matmul(L.down, hb_.data(), n, I, xb_.data(), xbs);
+    if (!L.post_ffn_norm.empty()) norm_rows(xb_.data(), n, xbs, L.post_ffn_norm);  // Gemma
     for (int64_t b = 0; b < n; ++b)
       for (int64_t i = 0; i < H; ++i) x_[b * H + i] += xb_[b * xbs + i];
   }
@@ -232,6 +285,7 @@ void LlamaModel::run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool w
     rmsnorm(x_.data() + b * H, x_.data() + b * H, final_norm_.data(), H, c.rms_norm_eps);
   if (logits_.size() < size_t(count * c.vocab_size)) logits_.resize(size_t(count * c.vocab_size));
   matmul(lm_head_, x_.data() + first * H, count, H, logits_.data(), c.vocab_size);
+  if (c.final_logit_softcap > 0) softcap_inplace(logits_.data(), count * c.vocab_size, float(c.final_logit_softcap));
 }
 
 }  // namespace chatvec

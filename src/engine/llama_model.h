@@ -1,5 +1,9 @@
-// A Llama-family decoder (Llama, Mistral, Qwen2) running on the CPU, one
-// token at a time, with a KV cache.
+// A decoder running on the CPU, one token at a time or in batches, with a
+// KV cache: the Llama family (Llama, Mistral, Qwen2, Qwen3) and Gemma 2 / 3.
+// The Llama forward pass is the frame; what other architectures change (q/k
+// norms, norms on the attention and MLP outputs, GELU, scaled embeddings,
+// query scaling, soft-capping, sliding-window layers, rotary per layer type)
+// is read from ModelConfig and applied at marked points of the loop.
 //
 // Weights stay in the checkpoint's memory map in their stored type (f32,
 // bf16 or f16) and are read by the fp32 kernels directly; only norm weights
@@ -52,12 +56,24 @@ class LlamaModel {
   struct Layer {
     WeightView wq, wk, wv, wo, gate, up, down;
     std::vector<float> attn_norm, ffn_norm, bq, bk, bv, bo;
+    // Other architectures (empty when unused): q/k norms over each head
+    // (Qwen3, Gemma 3), norms on the attention and MLP outputs (Gemma).
+    std::vector<float> q_norm, k_norm, post_attn_norm, post_ffn_norm;
+    int64_t window = 0;      // sliding window of this layer (0: none)
+    const float* cos = nullptr;  // this layer's rotary tables, [ctx, head_dim/2]
+    const float* sin = nullptr;
   };
   LlamaModel(Checkpoint ckpt, ModelConfig config);
   WeightView matrix(const std::string& name, int64_t rows, int64_t cols);
   std::vector<float> vector(const std::string& name, int64_t n);
+  // A norm weight as fp32, with Gemma's (1 + w) folded in.
+  std::vector<float> norm_weight(const std::string& name, int64_t n);
   void attention(int64_t layer, int64_t pos, int64_t n);
   void run_batch(const int64_t* tokens, int64_t n, int64_t pos, bool logits, bool all_logits);
+  // RMSNorm over each head of q and k (the rows of q_ and k_ of n tokens).
+  void qk_norm(const Layer& L, int64_t n);
+  // rows[b] = rmsnorm(rows[b]) for n rows of hidden_size, stride `stride`.
+  void norm_rows(float* rows, int64_t n, int64_t stride, const std::vector<float>& weight);
 
   Checkpoint ckpt_;
   ModelConfig config_;
@@ -67,6 +83,7 @@ class LlamaModel {
   std::vector<Layer> layers_;
   std::vector<float> final_norm_;
   std::vector<float> cos_, sin_;  // [ctx, head_dim/2]
+  std::vector<float> local_cos_, local_sin_;  // Gemma 3's sliding layers
   std::vector<std::unique_ptr<uint8_t[]>> owned_;  // copies of misaligned tensors
   std::unique_ptr<float[]> key_cache_, value_cache_;  // [layers, ctx, kv_dim]
   std::vector<float> x_, xb_, q_, k_, v_, att_out_, scores_, hb_, hb2_, logits_;

@@ -36,9 +36,8 @@ std::optional<TensorType> tensor_type_from_user(std::string_view s) {
 
 namespace {
 
-// llama.cpp's name of the architecture, or InputError for one the export
-// does not write.
-std::string arch_of(const ModelConfig& c, const std::string& what) {
+// The architecture's entry, or InputError for one the export does not write.
+const ArchitectureInfo& arch_of(const ModelConfig& c, const std::string& what) {
   const ArchitectureInfo* a = find_architecture(c.architecture);
   if (!a || !a->gguf_export) {
     std::string supported;
@@ -47,7 +46,34 @@ std::string arch_of(const ModelConfig& c, const std::string& what) {
     throw InputError(fmt::format("{}: architecture {} cannot be exported to GGUF ({} can)", what, c.architecture,
                                  supported));
   }
-  return std::string(a->gguf_arch);
+  return *a;
+}
+
+// llama.cpp's sliding-window layers: layer l slides when l % P < P - 1
+// (P = 0: every layer).  The P that gives `c`'s layers, or InputError.
+uint32_t sliding_window_period(const ModelConfig& c, const std::string& what) {
+  auto fits = [&](int64_t p) {
+    for (int64_t l = 0; l < c.num_layers; ++l)
+      if (c.is_sliding(l) != (p == 0 || l % p < p - 1)) return false;
+    return true;
+  };
+  for (int64_t p = 0; p <= c.num_layers + 1; ++p)
+    if (p != 1 && fits(p)) return uint32_t(p);
+  if (fits(1)) return 1;
+  throw InputError(fmt::format("{}: the sliding-window layers of this model (layer_types) follow no period; llama.cpp "
+                               "describes them as \"layer l slides when l % P < P - 1\"",
+                               what));
+}
+
+// llama.cpp computes Gemma's query scaling from the layer count (27B models
+// use hidden_size / heads, others head_dim); a config whose
+// query_pre_attn_scalar differs cannot be represented.
+void check_gemma_query_scale(const ModelConfig& c, const std::string& what, int64_t layers_27b) {
+  const double llama_cpp = c.num_layers == layers_27b ? double(c.hidden_size / c.num_heads) : double(c.head_dim);
+  if (c.query_pre_attn_scalar != llama_cpp)
+    throw InputError(fmt::format("{}: query_pre_attn_scalar = {} cannot be written for llama.cpp, whose {} scales "
+                                 "queries by {}^-1/2 for a model of {} layers",
+                                 what, c.query_pre_attn_scalar, c.architecture, llama_cpp, c.num_layers));
 }
 
 ModelConfig load_config(const std::string& dir) {
@@ -90,10 +116,11 @@ std::pair<int64_t, int> order_key(const std::string& g) {
   if (g == "output.weight") return {INT64_MAX, 1};
   if (g.rfind("blk.", 0) == 0) {
     const int64_t layer = std::atoll(g.c_str() + 4);
-    static const char* kinds[] = {"attn_norm.", "attn_q.", "attn_k.", "attn_v.", "attn_output.",
-                                  "ffn_norm.",  "ffn_gate.", "ffn_up.", "ffn_down."};
+    static const char* kinds[] = {"attn_norm.",   "attn_q.",      "attn_k.",   "attn_v.",
+                                  "attn_q_norm.", "attn_k_norm.", "attn_output.", "post_attention_norm.",
+                                  "ffn_norm.",    "ffn_gate.",    "ffn_up.",   "ffn_down.", "post_ffw_norm."};
     const std::string rest = g.substr(g.find('.', 4) + 1);
-    for (int k = 0; k < 9; ++k)
+    for (int k = 0; k < 13; ++k)
       if (rest.rfind(kinds[k], 0) == 0) return {layer, k * 2 + (rest.find(".bias") != std::string::npos)};
     return {layer, 100};
   }
@@ -141,8 +168,10 @@ std::vector<float> llama3_rope_factors(const ModelConfig& c) {
 
 std::vector<KeyValue> hyperparameter_metadata(const std::string& dir, std::string* arch_out) {
   const ModelConfig c = load_config(dir);
-  const std::string arch = arch_of(c, dir);
+  const ArchitectureInfo& info = arch_of(c, dir);
+  const std::string arch(info.gguf_arch);
   if (arch_out) *arch_out = arch;
+  const bool gemma = arch == "gemma2" || arch == "gemma3";
   std::vector<KeyValue> kv;
   auto u = [&](const std::string& k, int64_t v) { kv.push_back({arch + "." + k, Value::u32(uint32_t(v))}); };
   auto f = [&](const std::string& k, double v) { kv.push_back({arch + "." + k, Value::f32(float(v))}); };
@@ -154,7 +183,7 @@ std::vector<KeyValue> hyperparameter_metadata(const std::string& dir, std::strin
   u("rope.dimension_count", c.head_dim);
   u("attention.head_count", c.num_heads);
   u("attention.head_count_kv", c.num_kv_heads);
-  if (c.head_dim * c.num_heads != c.hidden_size) {
+  if (c.head_dim * c.num_heads != c.hidden_size || arch == "qwen3" || gemma) {
     u("attention.key_length", c.head_dim);
     u("attention.value_length", c.head_dim);
   }
@@ -163,15 +192,58 @@ std::vector<KeyValue> hyperparameter_metadata(const std::string& dir, std::strin
   if (c.rope_scaling == RopeScaling::Linear) {
     kv.push_back({arch + ".rope.scaling.type", Value::str("linear")});
     f("rope.scaling.factor", c.rope_factor);
+  } else if (c.rope_scaling == RopeScaling::Llama3 && arch != "llama") {
+    throw InputError(fmt::format("{}: llama3 rope scaling can only be written for llama.cpp's llama architecture", dir));
+  }
+  if (gemma) {
+    if (c.attn_logit_softcap > 0) {
+      if (arch == "gemma3")
+        throw InputError(fmt::format("{}: attn_logit_softcapping cannot be written for llama.cpp's gemma3 (which has "
+                                     "none)",
+                                     dir));
+      f("attn_logit_softcapping", c.attn_logit_softcap);
+    } else if (arch == "gemma2") {
+      throw InputError(fmt::format("{}: llama.cpp's gemma2 always soft-caps attention scores; this config has "
+                                   "attn_logit_softcapping null",
+                                   dir));
+    }
+    if (c.final_logit_softcap > 0) f("final_logit_softcapping", c.final_logit_softcap);
+    else if (arch == "gemma2")
+      throw InputError(fmt::format("{}: llama.cpp's gemma2 always soft-caps the logits; this config has "
+                                   "final_logit_softcapping null",
+                                   dir));
+    check_gemma_query_scale(c, dir, arch == "gemma2" ? 46 : 62);
+    const uint32_t period = sliding_window_period(c, dir);
+    if (period != 1 || arch == "gemma2") {
+      u("attention.sliding_window", c.sliding_window);
+      u("attention.sliding_window_pattern", period);
+    }
+    if (c.has_local_rope) {
+      if (c.local_rope.scaling != RopeScaling::None)
+        throw InputError(fmt::format("{}: scaled rotary on sliding layers cannot be written for llama.cpp", dir));
+      f("rope.freq_base_swa", c.local_rope.theta);
+    }
   }
   return kv;
 }
 
 std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::string& arch, uint64_t n_vocab,
-                                         std::string* model_out) {
+                                         std::string* model_out, std::vector<std::string>* notes) {
   const Vocabulary v = Vocabulary::load(dir);
-  if (v.size() > n_vocab)
-    throw InputError(fmt::format("{}: the tokenizer has {} tokens but the embedding only {} rows", dir, v.size(), n_vocab));
+  // llama.cpp needs one token per embedding row.  Added tokens beyond the
+  // rows (Gemma 3's <image_soft_token> in a 262144-row text model) have no
+  // embedding and are left out; other tokens beyond the rows are an error.
+  size_t n_tokens = v.size();
+  if (n_tokens > n_vocab) {
+    for (size_t id = n_vocab; id < n_tokens; ++id)
+      if (!v.token(int(id)).empty() && !v.is_added(int(id)))
+        throw InputError(fmt::format("{}: the tokenizer has {} tokens but the embedding only {} rows", dir, v.size(),
+                                     n_vocab));
+    if (notes)
+      notes->push_back(fmt::format("{} added token(s) from id {} on have no embedding row and are left out",
+                                   n_tokens - n_vocab, n_vocab));
+    n_tokens = n_vocab;
+  }
   std::string model;
   switch (v.kind()) {
     case ModelKind::SentencePieceBpe: model = "llama"; break;
@@ -180,14 +252,37 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
       throw InputError(fmt::format("{}: a SentencePiece unigram tokenizer cannot be written as llama.cpp metadata", dir));
   }
   if (model_out) *model_out = model;
+  // llama.cpp's SentencePiece tokenizer merges the adjacent pair whose
+  // result has the highest score.  A tokenizer.json ranks merges instead
+  // (and may rank a token far from its id: Llama-2's whitespace runs come
+  // last): the score of a token is minus the rank of the first merge that
+  // makes it, so that llama.cpp merges in the tokenizer.json's order.
+  std::vector<float> merge_score;
+  if (model == "llama" && v.format() == TokenizerFormat::HfJson) {
+    merge_score.assign(v.size(), 0.0f);
+    std::vector<bool> seen(v.size(), false);
+    std::string joined;
+    const auto& merges = v.merges();
+    for (size_t r = 0; r < merges.size(); ++r) {
+      joined.assign(merges[r].first).append(merges[r].second);
+      const int id = v.id(joined);
+      if (id < 0 || seen[size_t(id)]) continue;
+      seen[size_t(id)] = true;
+      merge_score[size_t(id)] = -float(r + 1);
+    }
+    // Tokens no merge makes (characters, bytes, added tokens) are never a
+    // merge result; they keep a score below every merge's.
+    for (size_t id = 0; id < v.size(); ++id)
+      if (!seen[id]) merge_score[id] = -float(merges.size() + 1 + id);
+  }
   std::vector<std::string> tokens;
   std::vector<float> scores;
   std::vector<int32_t> types;
   tokens.reserve(n_vocab);
   for (uint64_t id = 0; id < n_vocab; ++id) {
-    if (id < v.size() && !v.token(int(id)).empty()) {
+    if (id < n_tokens && !v.token(int(id)).empty()) {
       tokens.push_back(v.token(int(id)));
-      scores.push_back(v.score(int(id)));
+      scores.push_back(merge_score.empty() ? v.score(int(id)) : merge_score[size_t(id)]);
       types.push_back(int32_t(v.type(int(id))));
     } else {
       tokens.push_back(fmt::format("[PAD{}]", id));
@@ -197,7 +292,21 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
   }
   std::vector<KeyValue> kv;
   kv.push_back({"tokenizer.ggml.model", Value::str(model)});
-  if (model == "gpt2") kv.push_back({"tokenizer.ggml.pre", Value::str(arch == "qwen2" ? "qwen2" : "llama-bpe")});
+  if (model == "gpt2") {
+    // llama.cpp picks its pre-tokenizer by this name (its converter finds it
+    // by hashing the tokenizer's output); ours is recognised by its regex.
+    const std::string& pre = v.pre_tokenizer();
+    std::string name;
+    if (pre == "llama3") name = "llama-bpe";
+    else if (pre == "qwen2") name = "qwen2";
+    else if (pre == "gpt2") name = "gpt-2";
+    else
+      throw InputError(fmt::format("{}: the tokenizer.json pre-tokenizer is none that llama.cpp knows by name "
+                                   "(Llama-3, Qwen2 or GPT-2 regex)",
+                                   dir));
+    (void)arch;
+    kv.push_back({"tokenizer.ggml.pre", Value::str(name)});
+  }
   kv.push_back({"tokenizer.ggml.tokens", Value::str_array(std::move(tokens))});
   if (model == "llama") kv.push_back({"tokenizer.ggml.scores", Value::f32_array(scores)});
   kv.push_back({"tokenizer.ggml.token_type", Value::i32_array(types)});
@@ -217,6 +326,9 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
   if (v.unk_id()) kv.push_back({"tokenizer.ggml.unknown_token_id", Value::u32(uint32_t(*v.unk_id()))});
   if (v.pad_id()) kv.push_back({"tokenizer.ggml.padding_token_id", Value::u32(uint32_t(*v.pad_id()))});
   kv.push_back({"tokenizer.ggml.add_bos_token", Value::boolean(v.add_bos_default())});
+  // SentencePiece vocabularies: llama.cpp puts a space before the text
+  // unless told not to (Gemma's tokenizers do not).
+  if (model == "llama") kv.push_back({"tokenizer.ggml.add_space_prefix", Value::boolean(v.adds_space_prefix())});
   kv.push_back({"tokenizer.ggml.add_eos_token", Value::boolean(config_flag(dir, "add_eos_token", false))});
   const std::string tpl = read_chat_template(dir);
   if (!tpl.empty()) kv.push_back({"tokenizer.chat_template", Value::str(tpl)});
@@ -229,6 +341,7 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
   ExportSummary sum;
   std::string arch;
   std::vector<KeyValue> hp = hyperparameter_metadata(dir, &arch);
+  const ArchitectureInfo& info = arch_of(c, dir);
   sum.architecture = arch;
 
   // Plan the tensors.
@@ -238,13 +351,27 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
     uint64_t rows = 1, cols = 1;            // as [rows, cols] row-major
     uint64_t heads = 0;                     // q/k permutation (0: none)
     bool one_d = false;
+    bool plus_one = false;                  // Gemma norm: store 1 + w
   };
   std::vector<Item> items;
   std::vector<float> rope_factors;
   for (const std::string& hf : ck.names()) {
-    const auto g = hf_to_gguf_name(hf);
-    if (!g) throw InputError(fmt::format("{}: tensor {} has no GGUF name (not a Llama/Mistral/Qwen2 weight)", dir, hf));
+    const auto g = hf_to_gguf_name(hf, info.layout);
+    if (!g)
+      throw InputError(fmt::format("{}: tensor {} has no GGUF name (not a weight of {})", dir, hf, c.architecture));
     if (g->empty()) continue;
+    const auto role = parse_hf_weight_name(hf, info.layout)->role;
+    if (role == WeightRole::LmHead && info.gguf_embedding_head) {
+      // llama.cpp's graph reads the token embedding as the head; a tied
+      // checkpoint may still carry a copy (autoawq), an untied one cannot be
+      // represented.
+      if (!c.tie_word_embeddings)
+        throw InputError(fmt::format("{}: llama.cpp's {} uses the token embedding as the LM head; this model has its "
+                                     "own lm_head.weight (tie_word_embeddings false)",
+                                     dir, arch));
+      sum.notes.push_back("lm_head.weight left out (llama.cpp's " + arch + " uses the token embedding)");
+      continue;
+    }
     const CheckpointTensor& t = ck.at(hf);
     const DType dt = t.dtype();
     if (dt != DType::F32 && dt != DType::F16 && dt != DType::BF16)
@@ -263,7 +390,11 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
       it.rows = shape[0];
       it.cols = shape[1];
     }
-    if (find_architecture(c.architecture)->gguf_permute_qk) {
+    it.plus_one = info.gguf_norm_plus_one &&
+                  (role == WeightRole::AttnNorm || role == WeightRole::FfnNorm || role == WeightRole::AttnPostNorm ||
+                   role == WeightRole::FfnPostNorm || role == WeightRole::QNorm || role == WeightRole::KNorm ||
+                   role == WeightRole::FinalNorm);
+    if (info.gguf_permute_qk) {
       const int qk = qk_kind(*g);
       if (qk) {
         it.heads = uint64_t(qk == 1 ? c.num_heads : c.num_kv_heads);
@@ -342,7 +473,7 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
       sum.chat_template = true;
     }
   } else {
-    for (auto& kv : tokenizer_metadata(dir, arch, n_vocab, &sum.tokenizer_model)) {
+    for (auto& kv : tokenizer_metadata(dir, arch, n_vocab, &sum.tokenizer_model, &sum.notes)) {
       if (kv.key == "tokenizer.chat_template") sum.chat_template = true;
       kvs.push_back(std::move(kv));
     }
@@ -376,6 +507,8 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
         for (uint64_t r = 0; r < nr; ++r)
           to_f32(dt, data, hf_row_for_gguf_row(r0 + r, rows, it.heads) * cols, cols, rowbuf.data() + r * cols);
       }
+      if (it.plus_one)  // (1 + w) in fp32, as transformers computes it (and the converter, from bf16 or f32)
+        for (float& x : rowbuf) x += 1.0f;
       const TypeTraits tt = type_traits(d.type);
       outbuf.resize(nr * cols / tt.block * tt.bytes);
       const size_t n = encode(d.type, rowbuf.data(), nr * cols, outbuf.data());

@@ -1,8 +1,12 @@
-// Hugging Face model directory (Llama, Mistral, Qwen2) -> GGUF, as
-// llama.cpp's convert_hf_to_gguf.py lays it out: llama.cpp tensor names,
-// q/k rows permuted to Meta's rotary order (architecture "llama"), 1-D
-// tensors in f32, hyper-parameters and tokenizer metadata.  Streams tensor by
-// tensor, a bounded number of rows at a time.
+// Hugging Face model directory (Llama, Mistral, Qwen2, Qwen3, Gemma 2,
+// Gemma 3) -> GGUF, as llama.cpp's convert_hf_to_gguf.py lays it out:
+// llama.cpp tensor names (formats/architecture.h), q/k rows permuted to
+// Meta's rotary order (architecture "llama"), Gemma's norm weights stored as
+// 1 + w, 1-D tensors in f32, hyper-parameters and tokenizer metadata
+// (SentencePiece "llama" or byte-level "gpt2" with llama.cpp's pre-tokenizer
+// name, the chat template).  What llama.cpp cannot represent (a Gemma query
+// scaling it does not compute, irregular sliding layers, ...) is an
+// InputError.  Streams tensor by tensor, a bounded number of rows at a time.
 #pragma once
 
 #include <cstdint>
@@ -29,13 +33,14 @@ struct ExportOptions {
 };
 
 struct ExportSummary {
-  std::string architecture;  // "llama" or "qwen2"
+  std::string architecture;  // llama.cpp's name ("llama", "qwen2", "qwen3", "gemma2", "gemma3")
   size_t tensors = 0;
   uint64_t bytes = 0;
   size_t f16_fallbacks = 0;  // q8_0 requested but the row length is not a multiple of 32
   size_t vocab_size = 0;
   bool chat_template = false;
   std::string tokenizer_model;  // "llama" / "gpt2"
+  std::vector<std::string> notes;  // what was left out or changed, one line each
 };
 
 // Write `out_file` (created new) from model directory `dir`.  InputError for
@@ -46,7 +51,8 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
 std::vector<KeyValue> hyperparameter_metadata(const std::string& dir, std::string* arch_out = nullptr);
 // The tokenizer.* key-values from a directory's tokenizer files;
 // `n_vocab` is the embedding row count (the token list is padded to it).
+// Added tokens beyond n_vocab are left out (a line in `notes`).
 std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::string& arch, uint64_t n_vocab,
-                                         std::string* model_out = nullptr);
+                                         std::string* model_out = nullptr, std::vector<std::string>* notes = nullptr);
 
 }  // namespace chatvec::gguf

@@ -11,6 +11,7 @@
 #include "core/interrupt.h"
 #include "core/json_util.h"
 #include "formats/safetensors/safetensors_writer.h"
+#include "formats/architecture.h"
 #include "gguf/gguf_names.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
@@ -49,8 +50,14 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
   const File f(path);
   ImportSummary sum;
   const std::string arch = f.architecture();
-  if (arch != "llama" && arch != "qwen2")
-    throw InputError(fmt::format("{}: GGUF architecture {} cannot be read as a model (llama and qwen2 can)", path, arch));
+  const ArchitectureInfo* info = find_gguf_import_architecture(arch);
+  if (!info) {
+    std::string can;
+    for (const ArchitectureInfo& a : architectures())
+      if (a.gguf_import && can.find(std::string(a.gguf_arch)) == std::string::npos)
+        can += (can.empty() ? "" : ", ") + std::string(a.gguf_arch);
+    throw InputError(fmt::format("{}: GGUF architecture {} cannot be read as a model ({} can)", path, arch, can));
+  }
   sum.architecture = arch;
   auto key = [&](const char* k) { return arch + "." + k; };
   const uint64_t hidden = f.get_uint(key("embedding_length"));
@@ -70,7 +77,7 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
       sum.notes.push_back("rope_freqs.weight dropped (llama3 rope scaling is not carried into config.json)");
       continue;
     }
-    const auto hf = gguf_to_hf_name(t.name);
+    const auto hf = gguf_to_hf_name(t.name, info->layout);
     if (!hf) throw InputError(fmt::format("{}: tensor {} has no Hugging Face name", path, t.name));
     const DType dt = dtype_for(t.type);
     if (dt == DType::U8)
@@ -81,7 +88,7 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
     if (t.name.find("attn_q.bias") != std::string::npos) has_qkv_bias = true;
     if (t.name.find("attn_output.bias") != std::string::npos) has_o_bias = true;
     Item it{&t, t.ne.size() == 1 ? t.ne[0] : t.ne[1], t.ne.size() == 1 ? 1 : t.ne[0], 0};
-    if (arch == "llama") {
+    if (info->gguf_permute_qk) {
       const int qk = qk_kind(t.name);
       if (qk) {
         it.perm_heads = qk == 1 ? heads : kv_heads;
@@ -98,7 +105,7 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
 
   // config.json
   Json c = Json::object();
-  c["architectures"] = Json::array({arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM"});
+  c["architectures"] = Json::array({std::string(info->hf_name)});
   c["model_type"] = arch;
   c["hidden_size"] = hidden;
   c["intermediate_size"] = f.get_uint(key("feed_forward_length"));
@@ -123,6 +130,10 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
   if (arch == "llama") {
     c["attention_bias"] = has_qkv_bias || has_o_bias;
     c["mlp_bias"] = false;
+  } else if (arch == "qwen3") {
+    if (has_qkv_bias || has_o_bias)
+      throw InputError(fmt::format("{}: a qwen3 file with attention biases cannot be read (Qwen3ForCausalLM has none)", path));
+    c["attention_bias"] = false;
   }
   c["hidden_act"] = "silu";
   if (f.find("tokenizer.ggml.bos_token_id")) c["bos_token_id"] = f.get_uint("tokenizer.ggml.bos_token_id");

@@ -1,4 +1,5 @@
-// GGUF (architectures "llama" and "qwen2") -> Hugging Face model directory:
+// GGUF (architectures "llama", "qwen2" and "qwen3") -> Hugging Face model
+// directory:
 //   model.safetensors  tensors with Hugging Face names, q/k rows back in the
 //                      rotate-half order (architecture "llama"); F32, F16 and
 //                      BF16 kept bit for bit, Q8_0 dequantised to F32

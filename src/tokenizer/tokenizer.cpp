@@ -104,10 +104,15 @@ struct NormStep {
 };
 
 struct PreStep {
-  enum Kind { Split, ByteLevel, Metaspace };
+  enum Kind { Split, SplitString, ByteLevel, Metaspace };
+  // What a SplitString does with each occurrence of its string (Hugging
+  // Face's SplitDelimiterBehavior).
+  enum Behavior { Removed, Isolated, MergedWithPrevious, MergedWithNext, Contiguous };
   explicit PreStep(Kind k) : kind(k) {}
   Kind kind;
   SplitPattern pattern = SplitPattern::Gpt2;
+  std::string delimiter;  // SplitString
+  Behavior behavior = Isolated;
   bool use_regex = false;
   bool add_prefix_space = false;
   std::string replacement;
@@ -271,10 +276,25 @@ class HfTokenizer : public Tokenizer::Impl {
     std::string type = p.value("type", "");
     if (type == "Sequence") {
       for (const auto& s : p.at("pretokenizers")) parse_pretokenizer(s, what);
+    } else if (type == "Split" && p.contains("pattern") && p["pattern"].contains("String")) {
+      // A literal delimiter (Gemma: " ", which its normalizer has already
+      // turned into U+2581, so that the split finds nothing).
+      PreStep s(PreStep::SplitString);
+      s.delimiter = p["pattern"]["String"].get<std::string>();
+      const std::string b = p.value("behavior", "Isolated");
+      if (b == "Removed") s.behavior = PreStep::Removed;
+      else if (b == "Isolated") s.behavior = PreStep::Isolated;
+      else if (b == "MergedWithPrevious") s.behavior = PreStep::MergedWithPrevious;
+      else if (b == "MergedWithNext") s.behavior = PreStep::MergedWithNext;
+      else if (b == "Contiguous") s.behavior = PreStep::Contiguous;
+      else throw InputError(what + ": Split pre-tokenizer behaviour \"" + b + "\" is not supported");
+      if (p.value("invert", false) || s.delimiter.empty())
+        throw InputError(what + ": Split pre-tokenizer with invert or an empty string is not supported");
+      pre_.push_back(s);
     } else if (type == "Split") {
       auto pat = p.find("pattern");
       if (pat == p.end() || !pat->contains("Regex"))
-        throw InputError(what + ": Split pre-tokenizer without a Regex is not supported");
+        throw InputError(what + ": Split pre-tokenizer without a Regex or String pattern is not supported");
       PreStep s(PreStep::Split);
       if (!recognize_split_pattern(pat->at("Regex").get<std::string>(), s.pattern))
         throw InputError(what + ": Split pre-tokenizer regex is not one of the known Llama-3/Qwen2/GPT-2 patterns");
@@ -372,6 +392,9 @@ class HfTokenizer : public Tokenizer::Impl {
           case PreStep::Split:
             for (auto [b, e] : pretokenize(w, p.pattern)) next.push_back(w.substr(b, e - b));
             break;
+          case PreStep::SplitString:
+            split_string(w, p, next);
+            break;
           case PreStep::ByteLevel: {
             if (p.add_prefix_space && (w.empty() || w[0] != ' ')) w = " " + w;
             if (p.use_regex) {
@@ -394,6 +417,43 @@ class HfTokenizer : public Tokenizer::Impl {
       words = std::move(next);
     }
     return words;
+  }
+
+  // Hugging Face's Split on a literal string (empty pieces dropped).
+  static void split_string(const std::string& w, const PreStep& p, std::vector<std::string>& out) {
+    const std::string& d = p.delimiter;
+    std::vector<std::pair<std::string, bool>> parts;  // (text, is delimiter)
+    size_t pos = 0;
+    for (size_t f; (f = w.find(d, pos)) != std::string::npos; pos = f + d.size()) {
+      if (f > pos) parts.emplace_back(w.substr(pos, f - pos), false);
+      if (p.behavior == PreStep::Contiguous && !parts.empty() && parts.back().second && f == pos)
+        parts.back().first += d;
+      else
+        parts.emplace_back(d, true);
+    }
+    if (pos < w.size()) parts.emplace_back(w.substr(pos), false);
+    std::string pending;  // MergedWithNext: the delimiter waiting for the next piece
+    for (size_t i = 0; i < parts.size(); ++i) {
+      auto& [text, delim] = parts[i];
+      if (!delim) {
+        out.push_back(pending + text);
+        pending.clear();
+        continue;
+      }
+      switch (p.behavior) {
+        case PreStep::Removed: break;
+        case PreStep::Isolated:
+        case PreStep::Contiguous: out.push_back(text); break;
+        case PreStep::MergedWithPrevious:
+          if (i > 0 && !parts[i - 1].second) out.back() += text;
+          else out.push_back(text);
+          break;
+        case PreStep::MergedWithNext:
+          if (i + 1 < parts.size() && !parts[i + 1].second) pending = text;
+          else out.push_back(text);
+          break;
+      }
+    }
   }
 
   struct Sym {
@@ -490,7 +550,15 @@ class HfTokenizer : public Tokenizer::Impl {
   void append_token_bytes(std::string& out, int id) const {
     const std::string& t = vocab.token(id);
     if (vocab.is_added(id)) {
-      out += t;
+      // The decoder sees added tokens too: U+2581 becomes a space (Gemma's
+      // "▁▁▁▁" tokens); byte-level decoders pass them through.
+      if (byte_level_) {
+        out += t;
+      } else {
+        std::string s = t;
+        replace_all(s, kSpace, " ");
+        out += s;
+      }
       return;
     }
     if (byte_level_) {

@@ -6,6 +6,7 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "tokenizer/json_fast.h"
+#include "tokenizer/pretokenize.h"
 #include "tokenizer/sp_proto.h"
 #include "tokenizer/vocab_internal.h"
 
@@ -241,6 +242,15 @@ class VocabularyBuilder {
     }
     unk_text_ = model_unk;
 
+    if (auto n = j.find("normalizer"); n != j.end()) v_.adds_space_prefix_ = prepends_space(*n);
+    if (auto p = j.find("pre_tokenizer"); p != j.end()) {
+      v_.adds_space_prefix_ = v_.adds_space_prefix_ || prepends_space(*p);
+      if (v_.kind_ == ModelKind::ByteLevelBpe) {
+        v_.pre_tokenizer_ = split_regex_name(*p);
+        if (v_.pre_tokenizer_.empty() && byte_level_splits(*p)) v_.pre_tokenizer_ = "gpt2";
+        if (v_.pre_tokenizer_.empty()) v_.pre_tokenizer_ = "unknown";
+      }
+    }
     // The post-processor's template decides whether BOS is added.
     auto pp = j.find("post_processor");
     if (pp != j.end() && pp->is_object()) template_adds_special_ = template_prefix(*pp);
@@ -249,6 +259,62 @@ class VocabularyBuilder {
       j["model"].erase("merges");
       *keep = std::move(j);
     }
+  }
+
+  // j[key] when it is a string / bool, else `dflt` (these scans only look).
+  static std::string str_of(const Json& j, const char* key, const std::string& dflt = "") {
+    auto it = j.find(key);
+    return it != j.end() && it->is_string() ? it->get<std::string>() : dflt;
+  }
+  static bool bool_of(const Json& j, const char* key, bool dflt) {
+    auto it = j.find(key);
+    return it != j.end() && it->is_boolean() ? it->get<bool>() : dflt;
+  }
+  // A Prepend normalizer of U+2581, or a Metaspace that prepends, anywhere
+  // in a normalizer or pre-tokenizer (sequences included).
+  static bool prepends_space(const Json& j) {
+    if (j.is_array()) {
+      for (const auto& e : j)
+        if (prepends_space(e)) return true;
+      return false;
+    }
+    if (!j.is_object()) return false;
+    const std::string type = str_of(j, "type");
+    if (type == "Prepend") return str_of(j, "prepend") == "\xE2\x96\x81";
+    if (type == "Metaspace") return bool_of(j, "add_prefix_space", true) && str_of(j, "prepend_scheme", "always") != "never";
+    for (const char* k : {"normalizers", "pretokenizers"})
+      if (auto it = j.find(k); it != j.end() && prepends_space(*it)) return true;
+    return false;
+  }
+  // The name of the first Split regex of a pre-tokenizer ("" when none).
+  static std::string split_regex_name(const Json& j) {
+    if (j.is_array()) {
+      for (const auto& e : j)
+        if (auto n = split_regex_name(e); !n.empty()) return n;
+      return "";
+    }
+    if (!j.is_object()) return "";
+    if (str_of(j, "type") == "Split") {
+      auto pat = j.find("pattern");
+      if (pat == j.end() || !pat->is_object() || !pat->contains("Regex") || !(*pat)["Regex"].is_string()) return "";
+      SplitPattern sp;
+      if (!recognize_split_pattern((*pat)["Regex"].get<std::string>(), sp)) return "unknown";
+      return sp == SplitPattern::Llama3 ? "llama3" : sp == SplitPattern::Qwen2 ? "qwen2" : "gpt2";
+    }
+    if (auto it = j.find("pretokenizers"); it != j.end()) return split_regex_name(*it);
+    return "";
+  }
+  // A ByteLevel pre-tokenizer that applies GPT-2's own regex.
+  static bool byte_level_splits(const Json& j) {
+    if (j.is_array()) {
+      for (const auto& e : j)
+        if (byte_level_splits(e)) return true;
+      return false;
+    }
+    if (!j.is_object()) return false;
+    if (str_of(j, "type") == "ByteLevel") return bool_of(j, "use_regex", true);
+    if (auto it = j.find("pretokenizers"); it != j.end()) return byte_level_splits(*it);
+    return false;
   }
 
   // True when a TemplateProcessing "single" starts with a special token.
@@ -283,6 +349,7 @@ class VocabularyBuilder {
     }
     v_.base_size_ = info.pieces.size();
     v_.byte_fallback_ = info.byte_fallback;
+    v_.adds_space_prefix_ = info.add_dummy_prefix;
     v_.kind_ = info.model_type == 2 ? ModelKind::SentencePieceBpe : ModelKind::SentencePieceUnigram;
     auto in_range = [&](int id) -> std::optional<int> {
       if (id >= 0 && id < static_cast<int>(info.pieces.size())) return id;

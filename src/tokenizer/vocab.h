@@ -90,6 +90,14 @@ class Vocabulary {
   // Whether encoding adds BOS by default (tokenizer_config add_bos_token, the
   // post-processor template, or SentencePiece's convention).
   bool add_bos_default() const { return add_bos_default_; }
+  // The pre-tokenizer of a byte-level tokenizer.json, by its regex: "llama3",
+  // "qwen2", "gpt2" (ByteLevel's own), "unknown" (another regex); "" for
+  // SentencePiece-style vocabularies.
+  const std::string& pre_tokenizer() const { return pre_tokenizer_; }
+  // Whether a space (U+2581) is put before the text: SentencePiece's
+  // add_dummy_prefix; in tokenizer.json a Prepend normalizer or a Metaspace
+  // pre-tokenizer that prepends (Llama-2 yes, Gemma no).
+  bool adds_space_prefix() const { return adds_space_prefix_; }
 
  private:
   friend class VocabularyBuilder;
@@ -111,6 +119,8 @@ class Vocabulary {
   std::string source_;
   std::optional<int> bos_id_, eos_id_, unk_id_, pad_id_;
   bool add_bos_default_ = false;
+  std::string pre_tokenizer_;
+  bool adds_space_prefix_ = false;
 };
 
 // A token to append.

@@ -20,6 +20,12 @@ namespace chatvec::train {
 
 template <class R>
 Transformer<R>::Transformer(const ModelConfig& c) : config_(c) {
+  if (c.qk_norm || c.sandwich_norms || c.norm_weight_offset || c.activation != Activation::Silu ||
+      c.embedding_multiplier != 1.0 || c.attn_logit_softcap > 0 || c.final_logit_softcap > 0 ||
+      c.query_pre_attn_scalar > 0)
+    throw InputError("train: architecture " + c.architecture +
+                     " is not supported (the trainer runs Llama-style layers: LlamaForCausalLM, MistralForCausalLM "
+                     "without sliding window)");
   if (c.qkv_bias || c.o_bias) throw InputError("train: models with attention biases are not supported");
   if (c.sliding_window > 0) throw InputError("train: sliding-window attention is not supported");
   if (c.num_kv_heads <= 0 || c.num_heads % c.num_kv_heads != 0)

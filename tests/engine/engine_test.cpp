@@ -19,32 +19,6 @@
 namespace chatvec::testing {
 namespace {
 
-// max over positions of max|ours - ref| / max|ref| (per position's logits).
-double max_relative_error(LlamaModel& m, const std::vector<int64_t>& tokens, const std::vector<double>& ref) {
-  const int64_t V = m.config().vocab_size;
-  EXPECT_EQ(ref.size(), tokens.size() * size_t(V));
-  double worst = 0;
-  for (size_t p = 0; p < tokens.size(); ++p) {
-    const float* lg = m.forward(tokens[p], int64_t(p));
-    double diff = 0, scale = 0;
-    for (int64_t j = 0; j < V; ++j) {
-      diff = std::max(diff, std::abs(double(lg[j]) - ref[p * V + j]));
-      scale = std::max(scale, std::abs(ref[p * V + j]));
-    }
-    worst = std::max(worst, diff / scale);
-  }
-  return worst;
-}
-
-std::vector<int64_t> some_tokens(int64_t n, int64_t vocab, uint64_t seed) {
-  std::vector<int64_t> t{1};
-  for (int64_t i = 1; i < n; ++i) {
-    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-    t.push_back(int64_t((seed >> 33) % uint64_t(vocab)));
-  }
-  return t;
-}
-
 // ---- stories260K -------------------------------------------------------
 
 // Expected ids from llama2.c's run.c (karpathy/llama2.c, master, built with

@@ -1,12 +1,16 @@
 #!/usr/bin/python3
 """Independent float64 reference for chatvec's engine (tests only).
 
-Reads a Hugging Face Llama/Mistral/Qwen2 directory (safetensors parsed with
+Reads a Hugging Face Llama/Mistral/Qwen2 directory (Qwen3 and Gemma 2/3:
+reference_gemma_qwen3.py) (safetensors parsed with
 numpy, no safetensors module), runs whole sequences through a plain PyTorch
 implementation in float64 with a causal mask (no KV cache), and writes
 
   --mode logits: the logits of every position, raw little-endian float64
                  [len(tokens), vocab] to --out;
+  --mode batch:  --jobs FILE: a JSON list of {"model", "tokens", "out"}, the
+                 logits of each written as in logits mode (one process for
+                 many models: importing torch costs seconds);
   --mode nll:    for each line of --tokens-file (space-separated ids), the sum
                  of -log p(t[i+1] | t[..i]); JSON on stdout.
 
@@ -23,6 +27,9 @@ import sys
 
 import numpy as np
 import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import reference_gemma_qwen3  # noqa: E402  Qwen3, Gemma 2, Gemma 3
 
 
 def read_safetensors(path):
@@ -90,6 +97,8 @@ def inv_frequencies(cfg, head_dim):
 
 def forward(cfg, w, tokens):
     arch = cfg["architectures"][0]
+    if arch in reference_gemma_qwen3.ARCHS:
+        return reference_gemma_qwen3.forward(cfg, w, tokens)
     H = cfg["hidden_size"]
     nh = cfg["num_attention_heads"]
     nkv = cfg.get("num_key_value_heads", nh)
@@ -146,8 +155,9 @@ def forward(cfg, w, tokens):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("model")
-    ap.add_argument("--mode", choices=["logits", "nll"], default="logits")
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("--mode", choices=["logits", "nll", "batch"], default="logits")
+    ap.add_argument("--jobs", help="batch mode: JSON list of {model, tokens, out}")
     ap.add_argument("--tokens", help="comma-separated ids (logits mode)")
     ap.add_argument("--tokens-file", help="one sequence of space-separated ids per line (nll mode)")
     ap.add_argument("--text-file", help="nll mode: one text per line, encoded with --tokenizer (BOS first)")
@@ -155,6 +165,12 @@ def main():
     ap.add_argument("--out", help="output file (logits mode)")
     a = ap.parse_args()
     torch.set_num_threads(1)
+    if a.mode == "batch":
+        for job in json.load(open(a.jobs)):
+            cfg, w = load(job["model"])
+            with torch.no_grad():
+                forward(cfg, w, job["tokens"]).numpy().astype("<f8").tofile(job["out"])
+        return
     cfg, w = load(a.model)
     if a.mode == "logits":
         tokens = [int(t) for t in a.tokens.split(",")]

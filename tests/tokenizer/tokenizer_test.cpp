@@ -16,41 +16,6 @@ namespace {
 
 using namespace chatvec::testing;
 
-const std::vector<std::string>& sample_texts() {
-  static const std::vector<std::string> texts = {
-      "Hello world",
-      "",
-      "a",
-      " ",
-      "\n",
-      "The quick brown fox jumps over the lazy dog.",
-      "\xC2\xBF" "D\xC3\xB3nde est\xC3\xA1 la biblioteca? Ma\xC3\xB1" "ana ser\xC3\xA1 otro d\xC3\xAD" "a, se\xC3\xB1" "orita.",
-      "\xE6\x88\x91\xE4\xBB\xAC\xE4\xBB\x8A\xE5\xA4\xA9\xE5\x8E\xBB\xE5\x85\xAC\xE5\x9B\xAD\xE6\x95\xA3\xE6\xAD\xA5\xEF\xBC\x8C"
-      "\xE5\xA4\xA9\xE6\xB0\x94\xE5\xBE\x88\xE5\xA5\xBD\xE3\x80\x82",
-      "Emoji: \xF0\x9F\x98\x80\xF0\x9F\x91\x8D\xF0\x9F\x8F\xBD \xF0\x9F\x87\xAB\xF0\x9F\x87\xB7 \xE2\x9D\xA4\xEF\xB8\x8F!",
-      "def f(x):\n    if x > 0:\n        return x * 2\n\treturn None\n",
-      "  two  spaces   and\ttabs\t\there\n\nnewlines\r\n end   ",
-      "   leading spaces",
-      "trailing spaces   ",
-      "Numbers: 1 12 123 1234 12345 3.14159 1,000,000 and 9876543210",
-      "It's, we're, they've, I'm, you'll, he'd, don't IT'S WE'RE 'sup",
-      "<|begin_of_text|>Hi<|eot_id|>\n<|start_header_id|>user<|end_header_id|>\n\nyo",
-      "<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\nHi!",
-      "<s>Hello</s> world <unk>",
-      "\xD0\x9F\xD1\x80\xD0\xB8\xD0\xB2\xD0\xB5\xD1\x82, \xD0\xBC\xD0\xB8\xD1\x80! "
-      "\xEC\x95\x88\xEB\x85\x95\xED\x95\x98\xEC\x84\xB8\xEC\x9A\x94 "
-      "\xE3\x81\x93\xE3\x82\x93\xE3\x81\xAB\xE3\x81\xA1\xE3\x81\xAF\xE3\x80\x81\xE4\xB8\x96\xE7\x95\x8C\xEF\xBC\x81 "
-      "\xD9\x85\xD8\xB1\xD8\xAD\xD8\xA8\xD8\xA7",
-      "\xC3\x9Cn\xC3\xAF" "c\xC3\xB6" "d\xC3\xA9 na\xC3\xAFve caf\xC3\xA9 \xE2\x80\x94 \xE2\x80\x9Cquotes\xE2\x80\x9D "
-      "\xE2\x80\x98single\xE2\x80\x99 \xE2\x80\xA6 \xC2\xBD \xC2\xB2 \xE2\x85\xAB \xD9\xA3",
-      "Combining: e\xCC\x81 A\xCC\x8A \xE1\x84\x92\xE1\x85\xA1\xE1\x86\xAB",
-      "Math \xF0\x9D\x94\x98\xF0\x9D\x94\xAB\xF0\x9D\x94\xA6 \xE2\x88\x80x\xE2\x88\x88\xE2\x84\x9D \x01\x7F done",
-      "url: https://example.com/a?b=c&d=e#f   x==y && z!=w;",
-      "\xEF\xBB\xBFword\xC2\xA0nbsp\xE3\x80\x80ideo",
-  };
-  return texts;
-}
-
 struct Reference {
   std::vector<int> ids;
   std::string decoded, decoded_skip;
@@ -126,7 +91,7 @@ void compare_with_reference(const std::string& name) {
       EXPECT_EQ(tk.decode(ids), expect);
     }
     if (tk.vocab().kind() == ModelKind::ByteLevelBpe) {
-      EXPECT_EQ(tk.decode(ids, false), expect);
+      EXPECT_EQ(tk.decode(tk.encode(x, /*add_bos=*/false), false), expect);  // no BOS (Llama-3.1 adds one)
     }
 
     // Streaming pieces add up to the decoded text.
@@ -193,6 +158,9 @@ TEST(TokenizerReference, Llama3Random) { compare_random("llama3"); }
 TEST(TokenizerReference, Qwen3Random) { compare_random("qwen3"); }
 TEST(TokenizerReference, Llama3) { compare_with_reference("llama3"); }
 TEST(TokenizerReference, Qwen3) { compare_with_reference("qwen3"); }
+TEST(TokenizerReference, Llama3_1) { compare_with_reference("llama3_1"); }
+TEST(TokenizerReference, Gemma3) { compare_with_reference("gemma3"); }
+TEST(TokenizerReference, Gemma3Random) { compare_random("gemma3"); }
 
 TEST(Tokenizer, BosHandling) {
   auto l2 = lenml_models("llama2"), l3 = lenml_models("llama3");
@@ -236,6 +204,43 @@ TEST(Tokenizer, SentencePieceModel) {
   // ASCII text without rare characters round-trips (no unknowns).
   std::string s = "Lily and Tom played in the park. They were happy.";
   EXPECT_EQ(tk.decode(tk.encode(s, true)), s);
+}
+
+}  // namespace
+}  // namespace chatvec
+
+namespace chatvec {
+namespace {
+
+using namespace chatvec::testing;
+
+// Split on a literal string with each of Hugging Face's delimiter behaviours
+// (tokenizers' SplitDelimiterBehavior): the merges "a ␣" and "␣ b" show
+// where each behaviour cuts "a  b" (two spaces), "␣ ␣" whether a piece holds
+// both spaces.
+TEST(Tokenizer, SplitOnStringBehaviours) {
+  const struct {
+    const char* behaviour;
+    std::vector<int> ids;
+  } cases[] = {
+      {"Removed", {0, 1}},                    // a | b
+      {"Isolated", {0, 2, 2, 1}},             // a | ␣ | ␣ | b
+      {"MergedWithPrevious", {3, 2, 1}},      // a␣ | ␣ | b
+      {"MergedWithNext", {0, 2, 4}},          // a | ␣ | ␣b
+      {"Contiguous", {0, 5, 1}},              // a | ␣␣ | b
+  };
+  for (const auto& c : cases) {
+    TempDir tmp;
+    Json j = Json::parse(R"({"version": "1.0", "added_tokens": [], "normalizer": null,
+      "pre_tokenizer": {"type": "Split", "pattern": {"String": " "}, "behavior": "", "invert": false},
+      "post_processor": null, "decoder": null,
+      "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, " ": 2, "a ": 3, " b": 4, "  ": 5},
+                "merges": [["a", " "], [" ", "b"], [" ", " "]]}})");
+    j["pre_tokenizer"]["behavior"] = c.behaviour;
+    write_file((tmp / "tokenizer.json").string(), j.dump());
+    Tokenizer tk = Tokenizer::load((tmp / "tokenizer.json").string());
+    EXPECT_EQ(tk.encode("a  b", false), c.ids) << c.behaviour;
+  }
 }
 
 }  // namespace
