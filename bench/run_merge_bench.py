@@ -1,13 +1,14 @@
 #!/usr/bin/python3
 """End-to-end merge benchmark: chatvec vs the I/O floor vs the whole-model way.
 
-  bench/run_merge_bench.py [--shape 1b] [--reps 3] [--modes warm,cold]
+  bench/run_merge_bench.py [--shape 1b] [--dtype bf16] [--reps 3] [--modes warm,cold]
                            [--build build-bench] [--work /tmp/chatvec-bench]
                            [--append docs/benchmarks.md] [--clean]
 
 Generates (once, reused while present) three related synthetic Llama-shaped
-bf16 checkpoints, base, chat = base + noise and target = base + noise, under
-WORK/merge-SHAPE, with scripts/make_synthetic_model.py.  Then, for each cache
+checkpoints of --dtype (bf16 by default; f16, f32), base, chat = base + noise
+and target = base + noise, under WORK/merge-SHAPE (WORK/merge-SHAPE-DTYPE
+for another dtype than bf16), with scripts/make_synthetic_model.py.  Then, for each cache
 mode and repetition, runs in turn, each under /usr/bin/time -v:
 
   floor    build/bench/chatvec_io_floor --flush-behind: reads every input byte,
@@ -68,9 +69,10 @@ def dir_bytes(d):
     return sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d) if f.endswith(".safetensors"))
 
 
-def generate(work, shape):
-    """base, chat, target under work/merge-shape, made once."""
-    d = os.path.join(work, f"merge-{shape}")
+def generate(work, shape, dtype="bf16"):
+    """base, chat, target under work/merge-shape[-dtype], made once (chat and
+    target take the base's dtype)."""
+    d = os.path.join(work, f"merge-{shape}" if dtype == "bf16" else f"merge-{shape}-{dtype}")
     os.makedirs(d, exist_ok=True)
     specs = [("base", ["--seed", "1"]),
              ("chat", ["--seed", "2", "--derive-from", os.path.join(d, "base"), "--noise", "0.001"]),
@@ -82,7 +84,7 @@ def generate(work, shape):
         tmp = out + ".tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         t0 = time.time()
-        sh([PY, GEN, tmp, "--shape", shape, "--dtype", "bf16", "--shard-bytes", str(SHARD[shape])] + extra)
+        sh([PY, GEN, tmp, "--shape", shape, "--dtype", dtype, "--shard-bytes", str(SHARD[shape])] + extra)
         os.rename(tmp, out)
         log(f"generated {out} in {time.time() - t0:.0f} s")
     return d
@@ -161,6 +163,8 @@ def loadavg():
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shape", default="1b", choices=sorted(SHARD))
+    ap.add_argument("--dtype", default="bf16", choices=["bf16", "f16", "f32"],
+                    help="dtype of the generated models (the merge keeps it)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--modes", default="warm,cold")
     ap.add_argument("--tools", default="floor,chatvec,whole", help="which of floor,chatvec,whole to run")
@@ -189,7 +193,7 @@ def main():
     tools += list(extras)
     modes = a.modes.split(",")
     load_before = loadavg()
-    d = generate(a.work, a.shape)
+    d = generate(a.work, a.shape, a.dtype)
     models = {m: os.path.join(d, m) for m in ("base", "chat", "target")}
     inputs = [f for m in ("base", "chat", "target") for f in model_files(models[m])]
     in_bytes = sum(os.path.getsize(f) for f in inputs)
@@ -276,9 +280,9 @@ def main():
         facts = machine_facts(a.work)
         cmdline = "bench/run_merge_bench.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
         with open(a.append, "a") as f:
-            f.write(f"\n## Merge, `{a.shape}` shape, {facts['date']}\n\n")
+            f.write(f"\n## Merge, `{a.shape}` shape, {a.dtype}, {facts['date']}\n\n")
             f.write(f"Command: `{cmdline}`\n\n")
-            f.write(f"Inputs: 3 x {in_bytes / 3e9:.2f} GB bf16 ({len(inputs)} files), output {out_bytes / 1e9:.2f} GB; "
+            f.write(f"Inputs: 3 x {in_bytes / 3e9:.2f} GB {a.dtype} ({len(inputs)} files), output {out_bytes / 1e9:.2f} GB; "
                     f"ratio {a.ratio}; {a.reps} alternating runs per cell.\n\n")
             f.write(f"Machine: {facts['cpu']}; {facts['memory']} RAM; disk {facts['disk']}; "
                     f"Linux {facts['kernel']}. Load average before {' '.join(load_before)}, "
