@@ -3,7 +3,9 @@
 #include <array>
 #include <cstring>
 #include <stdexcept>
+#include <type_traits>
 
+#include "core/dtype_simd.h"
 #include "core/error.h"
 
 namespace chatvec {
@@ -84,7 +86,11 @@ void to_wide(DType from, const void* src, size_t n, Wide* dst, const char* fn) {
       for (size_t i = 0; i < n; ++i) dst[i] = Wide(bf16_to_f32(load<uint16_t>(s, i)));
       return;
     case DType::F16:
-      for (size_t i = 0; i < n; ++i) dst[i] = Wide(f16_to_f32(load<uint16_t>(s, i)));
+      if constexpr (std::is_same_v<Wide, float>) {
+        f16_to_f32_n(s, dst, n);  // vectorised, bit for bit f16_to_f32 (core/dtype_simd.h)
+      } else {
+        for (size_t i = 0; i < n; ++i) dst[i] = Wide(f16_to_f32(load<uint16_t>(s, i)));
+      }
       return;
     case DType::F32:
       for (size_t i = 0; i < n; ++i) dst[i] = Wide(load<float>(s, i));
@@ -105,7 +111,11 @@ void from_wide(const Wide* src, size_t n, DType to, void* dst, const char* fn) {
       for (size_t i = 0; i < n; ++i) store<uint16_t>(d, i, f32_to_bf16(float(src[i])));
       return;
     case DType::F16:
-      for (size_t i = 0; i < n; ++i) store<uint16_t>(d, i, f32_to_f16(float(src[i])));
+      if constexpr (std::is_same_v<Wide, float>) {
+        f32_to_f16_n(src, d, n);  // vectorised, bit for bit f32_to_f16 (core/dtype_simd.h)
+      } else {
+        for (size_t i = 0; i < n; ++i) store<uint16_t>(d, i, f32_to_f16(float(src[i])));
+      }
       return;
     case DType::F32:
       for (size_t i = 0; i < n; ++i) store<float>(d, i, float(src[i]));

@@ -9,6 +9,12 @@
 
 #include "core/dtype.h"
 
+// GCC 12 warns about the intrinsics' own placeholder operands
+// (_mm512_undefined_* inside avx512fintrin.h): a known false positive.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace chatvec::f16_simd {
 
 void to_f32_scalar(const void* src, float* dst, size_t n) {
@@ -87,43 +93,61 @@ __attribute__((target("avx2,f16c"))) void from_f32_f16c(const float* src, void* 
 
 // ---- AVX-512: 16 lanes, masked tails --------------------------------------
 
+namespace {
+
+// 16 halves -> 16 floats, NaN lanes patched.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) inline __m512 cvt16_to_f32(__m256i h) {
+  const __m512i w = _mm512_cvtepu16_epi32(h);
+  __m512 f = _mm512_cvtph_ps(h);
+  const __m512i exp_mask = _mm512_set1_epi32(0x7c00), man_mask = _mm512_set1_epi32(0x3ff);
+  const __mmask16 is_nan =
+      _mm512_cmpeq_epi32_mask(_mm512_and_si512(w, exp_mask), exp_mask) & _mm512_test_epi32_mask(w, man_mask);
+  if (is_nan) {
+    const __m512i fixed = _mm512_or_si512(
+        _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(w, _mm512_set1_epi32(0x8000)), 16), _mm512_set1_epi32(0x7f800000)),
+        _mm512_slli_epi32(_mm512_and_si512(w, man_mask), 13));
+    f = _mm512_mask_mov_ps(f, is_nan, _mm512_castsi512_ps(fixed));
+  }
+  return f;
+}
+
+// 16 floats -> 16 halves, NaN lanes sign | 0x7e00.
+__attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) inline __m256i cvt16_to_f16(__m512 x) {
+  __m256i h = _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __mmask16 is_nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
+  if (is_nan) {
+    const __m512i fixed = _mm512_or_si512(
+        _mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(x), 16), _mm512_set1_epi32(0x8000)), _mm512_set1_epi32(0x7e00));
+    h = _mm256_mask_mov_epi16(h, is_nan, _mm512_cvtepi32_epi16(fixed));
+  }
+  return h;
+}
+
+}  // namespace
+
+// Full vectors with plain unaligned loads and stores; the tail with masked
+// ones (which never touch the bytes of the masked-off lanes).
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void to_f32_avx512(const void* src, float* dst,
                                                                                   size_t n) {
   const uint8_t* s = static_cast<const uint8_t*>(src);
-  const __m512i exp_mask = _mm512_set1_epi32(0x7c00), man_mask = _mm512_set1_epi32(0x3ff);
-  const __m512i sign_mask = _mm512_set1_epi32(0x8000), f32_inf = _mm512_set1_epi32(0x7f800000);
-  for (size_t i = 0; i < n; i += 16) {
-    const size_t k = n - i < 16 ? n - i : 16;
-    const __mmask16 lanes = __mmask16((1u << k) - 1u);
-    const __m256i h = _mm256_maskz_loadu_epi16(lanes, s + 2 * i);
-    __m512 f = _mm512_cvtph_ps(h);
-    const __m512i w = _mm512_cvtepu16_epi32(h);
-    const __mmask16 is_nan =
-        _mm512_cmpeq_epi32_mask(_mm512_and_si512(w, exp_mask), exp_mask) & _mm512_test_epi32_mask(w, man_mask);
-    if (is_nan) {
-      const __m512i fixed = _mm512_or_si512(_mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(w, sign_mask), 16), f32_inf),
-                                            _mm512_slli_epi32(_mm512_and_si512(w, man_mask), 13));
-      f = _mm512_mask_mov_ps(f, is_nan, _mm512_castsi512_ps(fixed));
-    }
-    _mm512_mask_storeu_ps(dst + i, lanes, f);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm512_storeu_ps(dst + i, cvt16_to_f32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(s + 2 * i))));
+  if (i < n) {
+    const __mmask16 lanes = __mmask16((1u << (n - i)) - 1u);
+    _mm512_mask_storeu_ps(dst + i, lanes, cvt16_to_f32(_mm256_maskz_loadu_epi16(lanes, s + 2 * i)));
   }
 }
 
 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,f16c"))) void from_f32_avx512(const float* src, void* dst,
                                                                                     size_t n) {
   uint8_t* d = static_cast<uint8_t*>(dst);
-  const __m512i nan16 = _mm512_set1_epi32(0x7e00), sign16 = _mm512_set1_epi32(0x8000);
-  for (size_t i = 0; i < n; i += 16) {
-    const size_t k = n - i < 16 ? n - i : 16;
-    const __mmask16 lanes = __mmask16((1u << k) - 1u);
-    const __m512 x = _mm512_maskz_loadu_ps(lanes, src + i);
-    __m256i h = _mm512_cvtps_ph(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    const __mmask16 is_nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-    if (is_nan) {
-      const __m512i fixed = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi32(_mm512_castps_si512(x), 16), sign16), nan16);
-      h = _mm256_mask_mov_epi16(h, is_nan, _mm512_cvtepi32_epi16(fixed));
-    }
-    _mm256_mask_storeu_epi16(d + 2 * i, lanes, h);
+  size_t i = 0;
+  for (; i + 16 <= n; i += 16)
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + 2 * i), cvt16_to_f16(_mm512_loadu_ps(src + i)));
+  if (i < n) {
+    const __mmask16 lanes = __mmask16((1u << (n - i)) - 1u);
+    _mm256_mask_storeu_epi16(d + 2 * i, lanes, cvt16_to_f16(_mm512_maskz_loadu_ps(lanes, src + i)));
   }
 }
 
