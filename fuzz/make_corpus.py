@@ -193,6 +193,75 @@ def chat_template():
     put(t, "big_repeat.jinja", "{{ 'x' * 100000 }}{{ 'ab' * 50000001 }}{{ 2 ** 100000 }}")
 
 
+def pytorch():
+    """Seeds for fuzz_pytorch_bin (whole .bin files) and fuzz_pytorch_pickle
+    (their data.pkl): small state dicts written by torch.save here, the same
+    archive repacked by Python's zipfile and with zip64 records, the
+    torch 2.x forms (faked torch module) and hostile pickles, all from
+    tests/formats/make_torch_fixtures.py.  Skipped without python3-torch."""
+    try:
+        import collections
+        import tempfile
+        import zipfile
+        import torch
+    except ImportError:
+        print("pytorch: no torch, seeds not regenerated")
+        return
+    sys.path.insert(0, os.path.join(ROOT, "tests", "formats"))
+    import make_torch_fixtures as mtf
+    torch.manual_seed(0)
+    tb, tp = "pytorch_bin", "pytorch_pickle"
+    for d in (tb, tp):
+        shutil.rmtree(os.path.join(OUT, d), ignore_errors=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        sd = collections.OrderedDict()
+        sd["w"] = torch.randn(2, 3)
+        sd["h"] = torch.randn(3).half()
+        sd["b"] = torch.randn(2).bfloat16()
+        sd["i"] = torch.arange(3)
+        sd["m"] = torch.tensor([True, False])
+        sd["tied"] = sd["w"]
+        base = torch.randn(6)
+        sd["view"] = base[2:5]
+        sd["s"] = torch.tensor(1.5)
+        sd["e"] = torch.zeros(0, 2)
+        files = {}
+        def save(name, obj, **kw):
+            p = os.path.join(tmp, name)
+            torch.save(obj, p, **kw)
+            files[name] = p
+        save("state_dict.bin", sd)
+        save("proto4.bin", sd, pickle_protocol=4)
+        model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.LayerNorm(2))
+        save("module.bin", model.state_dict())
+        save("params.bin", model.state_dict(keep_vars=True))
+        save("noncontig.bin", {"t": torch.randn(2, 3).t()})
+        save("legacy.bin", {"w": torch.randn(2)}, _use_new_zipfile_serialization=False)
+        mtf.write_zip(os.path.join(tmp, "pyzip.bin"), mtf.entries(files["state_dict.bin"]))
+        files["pyzip.bin"] = os.path.join(tmp, "pyzip.bin")
+        mtf.repack_zip64(files["state_dict.bin"], os.path.join(tmp, "zip64.bin"))
+        files["zip64.bin"] = os.path.join(tmp, "zip64.bin")
+        mtf.crafted(tmp)
+        files["v3.bin"] = os.path.join(tmp, "crafted", "v3.bin")
+        items = mtf.entries(files["state_dict.bin"])
+        prefix = items[0][0].rsplit("/", 1)[0] + "/"
+        evil = mtf.EVIL["os_system"]("/nonexistent/chatvec-fuzz-marker")
+        mtf.write_zip(os.path.join(tmp, "evil.bin"), [(prefix + "data.pkl", evil)] + items[1:])
+        files["evil.bin"] = os.path.join(tmp, "evil.bin")
+        for name, p in sorted(files.items()):
+            data = open(p, "rb").read()
+            put(tb, name, data)
+            if data[:2] == b"PK":
+                with zipfile.ZipFile(p) as z:
+                    pk = [n for n in z.namelist() if n.endswith("/data.pkl")][0]
+                    put(tp, name.replace(".bin", ".pkl"), z.read(pk))
+        for f in sorted(os.listdir(os.path.join(tmp, "crafted"))):
+            if f.endswith(".pkl"):
+                put(tp, "crafted_" + f, open(os.path.join(tmp, "crafted", f), "rb").read())
+        put(tp, "inst.pkl", mtf.EVIL["inst"]("/nonexistent/chatvec-fuzz-marker"))
+        put(tp, "stack_global.pkl", mtf.EVIL["stack_global"]("/nonexistent/chatvec-fuzz-marker"))
+
+
 if __name__ == "__main__":
     safetensors()
     checkpoint_index()
@@ -200,6 +269,7 @@ if __name__ == "__main__":
     tokenizer_json()
     sp_model()
     chat_template()
+    pytorch()
     for d in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, d))
         print(d, len(files), "files", sum(os.path.getsize(os.path.join(OUT, d, f)) for f in files), "bytes")

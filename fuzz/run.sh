@@ -38,6 +38,7 @@ fi
 dict_for() {
   case "$1" in
     chat_template) echo fuzz/dict/jinja.dict ;;
+    pytorch_bin | pytorch_pickle) echo fuzz/dict/pytorch.dict ;;
     sp_model) echo "" ;;
     *) echo fuzz/dict/json.dict ;;
   esac

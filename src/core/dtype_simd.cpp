@@ -1,5 +1,6 @@
 #include "core/dtype_simd.h"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <cstdint>
@@ -34,16 +35,39 @@ void from_f32_scalar(const float* src, void* dst, size_t n) {
   }
 }
 
-bool have_f16c() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("f16c");
+namespace {
+
+// CPUID and XGETBV directly (clang 14's __builtin_cpu_supports does not know
+// "f16c"): the instruction sets, and whether the OS saves their registers.
+struct Features {
+  bool avx2_f16c = false, avx512 = false;
+};
+
+Features detect() {
+  Features f;
+  unsigned a, b, c, d;
+  if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const bool osxsave = c & (1u << 27), avx = c & (1u << 28), f16c = c & (1u << 29);
+  if (!osxsave || !avx || !f16c) return f;
+  uint32_t xcr0_lo, xcr0_hi;
+  __asm__ volatile("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & 0x6) != 0x6) return f;  // XMM and YMM state
+  if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+  f.avx2_f16c = b & (1u << 5);
+  const bool avx512f = b & (1u << 16), avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+  f.avx512 = f.avx2_f16c && avx512f && avx512bw && avx512vl && (xcr0_lo & 0xe0) == 0xe0;  // opmask, ZMM state
+  return f;
 }
 
-bool have_avx512() {
-  __builtin_cpu_init();
-  return have_f16c() && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-         __builtin_cpu_supports("avx512vl");
+const Features& features() {
+  static const Features f = detect();
+  return f;
 }
+
+}  // namespace
+
+bool have_f16c() { return features().avx2_f16c; }
+bool have_avx512() { return features().avx512; }
 
 // ---- AVX2 + F16C: 8 lanes ------------------------------------------------
 

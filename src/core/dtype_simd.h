@@ -9,8 +9,8 @@
 // lanes are patched with the scalar results' bit patterns, so the output is
 // identical whatever the input.
 //
-// The implementation is chosen once per process from the CPU
-// (__builtin_cpu_supports): AVX-512 (F, BW, VL) with F16C, else AVX2 with
+// The implementation is chosen once per process from the CPU (CPUID, and
+// XGETBV for the OS side): AVX-512 (F, BW, VL) with F16C, else AVX2 with
 // F16C, else the scalar functions.  CHATVEC_F16_SIMD=scalar|f16c|avx512 in
 // the environment forces one (an unsupported choice falls back to the best
 // supported one below it): for benchmarks and for testing the fallback.

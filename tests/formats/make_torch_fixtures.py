@@ -224,9 +224,13 @@ def corrupt(out):
 
 
 def zip64(out):
-    """real/all_dtypes.bin with every entry's sizes and offset in zip64
-    extra fields and zip64 end records (what files over 4 GB need)."""
-    items = entries(os.path.join(out, "real", "all_dtypes.bin"))
+    repack_zip64(os.path.join(out, "real", "all_dtypes.bin"), os.path.join(out, "zip64.bin"))
+
+
+def repack_zip64(src, path):
+    """src with every entry's sizes and offset in zip64 extra fields and
+    zip64 end records (what files over 4 GB need), written to path."""
+    items = entries(src)
     body = bytearray()
     central = bytearray()
     for name, data in items:
@@ -244,7 +248,6 @@ def zip64(out):
     tail = struct.pack("<IQHHIIQQQQ", 0x06064B50, 44, 45, 45, 0, 0, len(items), len(items), len(central), cd_off)
     tail += struct.pack("<IIQI", 0x07064B50, 0, z64, 1)
     tail += struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, 0xFFFF, 0xFFFF, 0xFFFFFFFF, 0xFFFFFFFF, 0)
-    path = os.path.join(out, "zip64.bin")
     with open(path, "wb") as f:
         f.write(body + central + tail)
     # An independent reader agrees about the contents.

@@ -16,6 +16,8 @@ extern "C" int fuzz_entry_tokenizer_json(const uint8_t*, size_t);
 extern "C" int fuzz_entry_sp_model(const uint8_t*, size_t);
 extern "C" int fuzz_entry_chat_template(const uint8_t*, size_t);
 extern "C" int fuzz_entry_gguf(const uint8_t*, size_t);
+extern "C" int fuzz_entry_pytorch_bin(const uint8_t*, size_t);
+extern "C" int fuzz_entry_pytorch_pickle(const uint8_t*, size_t);
 
 namespace chatvec {
 namespace {
@@ -60,7 +62,9 @@ INSTANTIATE_TEST_SUITE_P(Targets, FuzzReplay,
                                            Target{"tokenizer_json", fuzz_entry_tokenizer_json},
                                            Target{"sp_model", fuzz_entry_sp_model},
                                            Target{"chat_template", fuzz_entry_chat_template},
-                                           Target{"gguf", fuzz_entry_gguf}),
+                                           Target{"gguf", fuzz_entry_gguf},
+                                           Target{"pytorch_bin", fuzz_entry_pytorch_bin},
+                                           Target{"pytorch_pickle", fuzz_entry_pytorch_pickle}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

@@ -36,9 +36,10 @@
 
 namespace chatvec {
 
-// Largest data.pkl read (a 7B model's is about 60 KB: ~300 bytes a tensor).
-constexpr uint64_t kMaxPickleBytes = 64ull << 20;
-constexpr uint64_t kMaxPickleObjects = 16'000'000;
+// Largest data.pkl read (torch writes some 70-120 bytes a tensor, names
+// included: 32 MB is about 300,000 tensors in one file).
+constexpr uint64_t kMaxPickleBytes = 32ull << 20;
+constexpr uint64_t kMaxPickleObjects = 8'000'000;
 
 struct PickledStorage {
   std::string key;       // the archive entry is PREFIX/data/KEY
