@@ -29,7 +29,10 @@ std::vector<Impl> impls() {
   return {{"scalar", true, to_f32_scalar, from_f32_scalar},
           {"f16c", have_f16c(), to_f32_f16c, from_f32_f16c},
           {"avx512", have_avx512(), to_f32_avx512, from_f32_avx512},
-          {"dispatched", true, f16_to_f32_n, f32_to_f16_n}};
+          {"dispatched", true, f16_to_f32_n, f32_to_f16_n},
+          // The dtype layer every caller uses.
+          {"convert_to_f32", true, [](const void* s, float* d, size_t n) { convert_to_f32(DType::F16, s, n, d); },
+           [](const float* s, void* d, size_t n) { convert_from_f32(s, n, DType::F16, d); }}};
 }
 
 // Converts `in` from a source at byte offset 1 (unaligned) and checks every
