@@ -418,6 +418,7 @@ TEST(StateDictPickle, RefusesWhatAStateDictNeverHas) {
   EXPECT_REFUSED(Pk().op('}').op('(').str("\xff").tensor().op('u').stop(), "not valid UTF-8");
   EXPECT_REFUSED(Pk().op('}').op('(').str("a").tensor().str("a").tensor().op('u').stop(), "tensor \"a\" appears twice");
   EXPECT_REFUSED(Pk().op('}').op('(').str("a").tensor(65).op('u').stop(), "65 dimensions (at most 64)");
+  EXPECT_REFUSED(Pk().op('}').op('(').str("a\nb").tensor().str("a\nb").tensor().op('u').stop(), "tensor \"a?b\" appears twice");
   EXPECT_EQ(unpickle_bytes_error(Pk().op('}').op('(').str("a").tensor(64).op('u').stop()), "(accepted)");
   // A deep nest of marks and tuples is data, not recursion.
   Pk deep;

@@ -17,6 +17,15 @@ std::string shape_text(const std::vector<uint64_t>& v) {
   return s + "]";
 }
 
+// A tensor name for a one-line message: control characters shown as '?'
+// (names are valid UTF-8, checked by the unpickler, but may hold newlines).
+std::string shown(const std::string& name) {
+  std::string o = name;
+  for (char& c : o)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return o;
+}
+
 bool mul_overflows(uint64_t a, uint64_t b, uint64_t& out) { return __builtin_mul_overflow(a, b, &out); }
 
 // The archive's folder: the one entry ARCHIVE/data.pkl.
@@ -59,7 +68,7 @@ std::vector<MappedTensor> parse_pytorch_bin(const uint8_t* data, uint64_t size, 
   if (const ZipEntry* bo = z.find(prefix + "byteorder")) {
     const ZipEntry& e = z.stored(bo->name);
     const std::string order(reinterpret_cast<const char*>(data + e.data_offset), std::min<uint64_t>(e.size, 16));
-    if (order != "little") throw InputError(what + ": byteorder is \"" + order + "\"; only little-endian checkpoints are read");
+    if (order != "little") throw InputError(what + ": byteorder is \"" + shown(order) + "\"; only little-endian checkpoints are read");
   }
   const ZipEntry& pkl = z.stored(prefix + "data.pkl");
   if (pkl.size > kMaxPickleBytes)
@@ -76,11 +85,12 @@ std::vector<MappedTensor> parse_pytorch_bin(const uint8_t* data, uint64_t size, 
   for (size_t i = 0; i < sd.storages.size(); ++i) {
     const PickledStorage& s = sd.storages[i];
     const std::string entry = prefix + "data/" + s.key;
-    if (!z.find(entry)) throw InputError(what + ": storage \"" + s.key + "\" (" + entry + ") is missing from the archive");
+    if (!z.find(entry))
+      throw InputError(what + ": storage \"" + shown(s.key) + "\" (" + shown(entry) + ") is missing from the archive");
     const ZipEntry& e = z.stored(entry);
     uint64_t bytes;
     if (mul_overflows(s.numel, dtype_bits(s.dtype) / 8, bytes) || bytes != e.size)
-      throw InputError(what + ": storage \"" + s.key + "\" should hold " + std::to_string(s.numel) + " " +
+      throw InputError(what + ": storage \"" + shown(s.key) + "\" should hold " + std::to_string(s.numel) + " " +
                        std::string(dtype_name(s.dtype)) + " elements but its entry has " + std::to_string(e.size) +
                        " bytes");
     storage[i] = {e.data_offset, e.size};
@@ -89,7 +99,7 @@ std::vector<MappedTensor> parse_pytorch_bin(const uint8_t* data, uint64_t size, 
   std::vector<MappedTensor> out;
   out.reserve(sd.tensors.size());
   for (const PickledTensor& t : sd.tensors) {
-    const std::string tw = what + ": tensor \"" + t.name + "\"";
+    const std::string tw = what + ": tensor \"" + shown(t.name) + "\"";
     const uint64_t esize = dtype_bits(t.dtype) / 8;
     uint64_t numel = 1;
     for (uint64_t d : t.shape)
@@ -112,7 +122,7 @@ std::vector<MappedTensor> parse_pytorch_bin(const uint8_t* data, uint64_t size, 
       if (mul_overflows(t.storage_offset, esize, begin) || mul_overflows(numel, esize, nbytes) ||
           __builtin_add_overflow(begin, nbytes, &end) || end > s.nbytes)
         throw InputError(tw + ": storage offset " + std::to_string(t.storage_offset) + " and size " +
-                         shape_text(t.shape) + " run past its storage \"" + sd.storages[t.storage].key + "\" (" +
+                         shape_text(t.shape) + " run past its storage \"" + shown(sd.storages[t.storage].key) + "\" (" +
                          std::to_string(s.nbytes) + " bytes)");
     }
     out.push_back(MappedTensor{t.name, t.dtype, t.shape, s.offset + begin, nbytes});

@@ -70,6 +70,15 @@ void read_zip64_extra(const uint8_t* extra, uint64_t extra_len, Zip64Fields& f, 
   throw InputError(where + ": sizes or offset marked as zip64 but no zip64 extra field");
 }
 
+// An entry name for a one-line message: control characters as '?', at most
+// 200 bytes.
+std::string shown(const std::string& name) {
+  std::string o = name.substr(0, 200);
+  for (char& c : o)
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
+  return name.size() > 200 ? o + "..." : o;
+}
+
 }  // namespace
 
 uint32_t crc32_update(uint32_t crc, const uint8_t* data, size_t n) {
@@ -149,7 +158,7 @@ ZipDirectory ZipDirectory::parse(const uint8_t* data, uint64_t size, const std::
     const uint32_t off32 = le32(c + 42);
     if (cd_end - p - kCentralSize < name_len + extra_len + comment_len) throw InputError(where + " runs past the central directory");
     en.name.assign(reinterpret_cast<const char*>(c + kCentralSize), name_len);
-    const std::string ewhere = what + ": entry \"" + en.name + "\"";
+    const std::string ewhere = what + ": entry \"" + shown(en.name) + "\"";
     if (en.name.empty() || en.name.find('\0') != std::string::npos) throw InputError(where + " has an empty name or one with a NUL byte");
     Zip64Fields f{size32, csize32, off32, disk16};
     read_zip64_extra(c + kCentralSize + name_len, extra_len, f, size32 == 0xffffffff, csize32 == 0xffffffff,
@@ -168,7 +177,7 @@ ZipDirectory ZipDirectory::parse(const uint8_t* data, uint64_t size, const std::
   // Local headers: where each entry's data starts, and agreement with the
   // central directory.
   for (ZipEntry& en : z.entries_) {
-    const std::string ewhere = what + ": entry \"" + en.name + "\"";
+    const std::string ewhere = what + ": entry \"" + shown(en.name) + "\"";
     if (en.header_offset > cd_offset || cd_offset - en.header_offset < kLocalSize)
       throw InputError(ewhere + ": local header offset out of bounds");
     const uint8_t* l = data + en.header_offset;
@@ -200,7 +209,7 @@ ZipDirectory ZipDirectory::parse(const uint8_t* data, uint64_t size, const std::
   std::sort(order.begin(), order.end(), [](const ZipEntry* a, const ZipEntry* b) { return a->header_offset < b->header_offset; });
   for (size_t i = 1; i < order.size(); ++i)
     if (order[i - 1]->data_offset + order[i - 1]->compressed_size > order[i]->header_offset)
-      throw bad("entries \"" + order[i - 1]->name + "\" and \"" + order[i]->name + "\" overlap");
+      throw bad("entries \"" + shown(order[i - 1]->name) + "\" and \"" + shown(order[i]->name) + "\" overlap");
   return z;
 }
 
@@ -211,19 +220,19 @@ const ZipEntry* ZipDirectory::find(std::string_view name) const {
 
 const ZipEntry& ZipDirectory::stored(std::string_view name) const {
   const ZipEntry* e = find(name);
-  if (!e) throw InputError(what_ + ": no entry \"" + std::string(name) + "\" in the archive");
+  if (!e) throw InputError(what_ + ": no entry \"" + shown(std::string(name)) + "\" in the archive");
   if (e->method != 0)
-    throw InputError(what_ + ": entry \"" + e->name + "\" is compressed (method " + std::to_string(e->method) +
+    throw InputError(what_ + ": entry \"" + shown(e->name) + "\" is compressed (method " + std::to_string(e->method) +
                      "); torch.save stores entries uncompressed: was the file re-zipped? Unzip and re-store it "
                      "(zip -0), or convert the checkpoint to safetensors");
   if (e->compressed_size != e->size)
-    throw InputError(what_ + ": stored entry \"" + e->name + "\" has different compressed and uncompressed sizes");
+    throw InputError(what_ + ": stored entry \"" + shown(e->name) + "\" has different compressed and uncompressed sizes");
   return *e;
 }
 
 void ZipDirectory::verify_crc(const uint8_t* data, const ZipEntry& e) const {
   if (crc32_update(0, data + e.data_offset, e.compressed_size) != e.crc32)
-    throw InputError(what_ + ": entry \"" + e.name + "\" fails its CRC-32 check (the file is damaged)");
+    throw InputError(what_ + ": entry \"" + shown(e.name) + "\" fails its CRC-32 check (the file is damaged)");
 }
 
 }  // namespace chatvec
