@@ -17,6 +17,10 @@
 
 namespace chatvec::eval {
 
+// The first run's definitions (score_answer adds the strict ones).
+TaskScore score_answer_lenient(const std::string& type, const std::string& answer, const std::string& expected,
+                               const std::string& lang, const LanguageId& lid, bool stopped_at_eos);
+
 namespace {
 
 // Length of the UTF-8 sequence at s[i] and whether it is part of a word.
@@ -152,8 +156,26 @@ double LanguageId::share(const std::string& text, const std::string& lang) const
   return double(hit) / double(ws.size());
 }
 
+bool valid_answer(const std::string& answer) {
+  if (answer.find("\xEF\xBF\xBD") != std::string::npos) return false;
+  return answer.find_first_not_of(" \t\r\n") != std::string::npos;
+}
+
 TaskScore score_answer(const std::string& type, const std::string& answer, const std::string& expected,
                        const std::string& lang, const LanguageId& lid, bool stopped_at_eos) {
+  TaskScore s = score_answer_lenient(type, answer, expected, lang, lid, stopped_at_eos);
+  s.valid = valid_answer(answer);
+  if (s.valid) {
+    s.exact_strict = s.exact;
+    s.f1_strict = s.f1;
+    s.eos_strict = s.eos;
+    s.lang_strict = s.lang;
+  }
+  return s;
+}
+
+TaskScore score_answer_lenient(const std::string& type, const std::string& answer, const std::string& expected,
+                               const std::string& lang, const LanguageId& lid, bool stopped_at_eos) {
   TaskScore s;
   s.eos = stopped_at_eos ? 1.0 : 0.0;
   s.lang = lid.languages().empty() ? 0.0 : lid.share(answer, lang);
@@ -175,16 +197,42 @@ TaskScore score_answer(const std::string& type, const std::string& answer, const
   return s;
 }
 
-Json run_eval(const EvalOptions& o) {
-  LanguageId lid;
-  for (const auto& [lang, path] : o.lang_data) lid.train(lang, read_nonempty_lines(path, 2000));
+EvalData load_eval_data(const EvalOptions& o) {
+  EvalData d;
+  for (const auto& [lang, path] : o.lang_data) d.lid.train(lang, read_nonempty_lines(path, 2000));
+  const std::vector<std::string> langs = d.lid.languages();
+  for (const auto& [lang, path] : o.heldout) {
+    if (std::find(langs.begin(), langs.end(), lang) == langs.end())
+      throw InputError("--heldout " + lang + "=" + path + ": no --lang-data " + lang +
+                       "=FILE (the language identifier needs text of every language it scores)");
+    d.heldout.emplace_back(lang, read_nonempty_lines(path, o.heldout_lines));
+  }
+  d.tasks_file = o.tasks;
+  const std::vector<std::string> lines = read_nonempty_lines(o.tasks, o.max_tasks);
+  if (lines.empty()) throw InputError(o.tasks + ": no tasks");
+  static const std::set<std::string> kTypes = {"repeat", "first_word", "last_word", "continue", "dialogue"};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string where = fmt::format("{} line {}", o.tasks, i + 1);
+    Json t = parse_json_strict(lines[i], where);
+    if (!t.is_object()) throw InputError(where + ": not a JSON object");
+    if (!t.contains("messages") || !t["messages"].is_array() || t["messages"].empty())
+      throw InputError(where + ": \"messages\" must be a non-empty list of {\"role\", \"content\"}");
+    for (const char* k : {"lang", "type", "expected"})
+      if (t.contains(k) && !t[k].is_string()) throw InputError(where + ": \"" + std::string(k) + "\" must be a string");
+    const std::string type = t.value("type", "dialogue");
+    if (!kTypes.count(type)) throw InputError(where + ": unknown task type \"" + type + "\"");
+    t["type"] = type;
+    d.tasks.push_back(std::move(t));
+  }
+  return d;
+}
 
-  auto model = LlamaModel::open(o.model_dir);
-  const Tokenizer tok = Tokenizer::load(o.model_dir);
-  const ChatTemplate tpl = ChatTemplate::from_model_dir(o.model_dir);
-  // EOS ids: generation_config.json first, then config.json.
-  std::vector<int64_t> stop = model->config().eos_token_ids;
-  const std::string gc_path = o.model_dir + "/generation_config.json";
+namespace {
+
+// EOS ids: generation_config.json first, then config.json.
+std::vector<int64_t> stop_ids(const LlamaModel& model, const std::string& model_dir) {
+  std::vector<int64_t> stop = model.config().eos_token_ids;
+  const std::string gc_path = model_dir + "/generation_config.json";
   if (path_exists(gc_path)) {
     const Json gc = read_json_file(gc_path);
     if (gc.contains("eos_token_id")) {
@@ -195,78 +243,21 @@ Json run_eval(const EvalOptions& o) {
         stop.push_back(gc["eos_token_id"].get<int64_t>());
     }
   }
-  if (stop.empty()) throw InputError(o.model_dir + ": no eos_token_id");
+  if (stop.empty()) throw InputError(model_dir + ": no eos_token_id");
+  return stop;
+}
 
-  Json per_task = Json::array();
-  struct Acc {
-    double exact = 0, f1 = 0, eos = 0, lang = 0, len = 0;
-    int64_t n = 0, n_check = 0;
-  };
-  std::map<std::string, Acc> by_lang, by_type;
-  const auto t0 = std::chrono::steady_clock::now();
-  const std::vector<std::string> lines = read_nonempty_lines(o.tasks, o.max_tasks);
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const Json t = parse_json_strict(lines[i], fmt::format("{} line {}", o.tasks, i + 1));
-    const std::string lang = t.value("lang", ""), type = t.value("type", "");
-    const std::string expected = t.value("expected", "");
-    const std::string prompt = render_chat(tpl, t.at("messages"), true);
-    std::vector<int> ids32 = tok.encode(prompt, false);
-    std::vector<int64_t> ids(ids32.begin(), ids32.end());
-    const int64_t budget = std::min<int64_t>(o.max_new, model->context_length() - int64_t(ids.size()));
-    if (budget <= 0) throw InputError(fmt::format("{} line {}: prompt longer than the context", o.tasks, i + 1));
-    Sampler greedy({0.0, 1.0, 0});
-    std::vector<int> out;
-    const GenerationStats st = generate_tokens(*model, greedy, ids, 0, budget, stop, [&](int64_t tk) {
-      out.push_back(int(tk));
-      return true;
-    });
-    const std::string answer = tok.decode(out);
-    const TaskScore s = score_answer(type, answer, expected, lang, lid, st.stopped_at_eos);
-    for (Acc* a : {&by_lang[lang], &by_type[lang + "/" + type]}) {
-      a->n += 1;
-      a->eos += s.eos;
-      a->lang += s.lang;
-      a->len += double(out.size());
-      if (s.checkable) {
-        a->n_check += 1;
-        a->exact += s.exact;
-        a->f1 += s.f1;
-      }
-    }
-    per_task.push_back({{"id", t.value("id", Json(int64_t(i)))}, {"lang", lang}, {"type", type},
-                        {"answer", answer}, {"expected", expected}, {"exact", s.exact}, {"f1", s.f1},
-                        {"eos", s.eos}, {"lang_share", s.lang}, {"tokens", out.size()}});
-  }
-  auto summarize = [](const std::map<std::string, Acc>& m) {
-    Json j = Json::object();
-    for (const auto& [k, a] : m) {
-      Json e = {{"n", a.n}, {"eos", a.n ? a.eos / double(a.n) : 0.0}, {"lang_share", a.n ? a.lang / double(a.n) : 0.0},
-                {"mean_tokens", a.n ? a.len / double(a.n) : 0.0}};
-      if (a.n_check) {
-        e["exact"] = a.exact / double(a.n_check);
-        e["f1"] = a.f1 / double(a.n_check);
-        e["n_checkable"] = a.n_check;
-      }
-      j[k] = e;
-    }
-    return j;
-  };
-  Json report = {{"model", o.model_dir},
-                 {"tasks_file", o.tasks},
-                 {"max_new_tokens", o.max_new},
-                 {"summary", summarize(by_lang)},
-                 {"by_type", summarize(by_type)}};
-
+Json heldout_of(LlamaModel& model, const Tokenizer& tok, const EvalData& d) {
   Json ppl = Json::object();
-  for (const auto& [lang, path] : o.heldout) {
+  for (const auto& [lang, lines] : d.heldout) {
     double nll = 0;
     int64_t predicted = 0, bytes = 0;
-    for (const auto& line : read_nonempty_lines(path, o.heldout_lines)) {
+    for (const auto& line : lines) {
       std::vector<int> t32 = tok.encode(line, true);
       std::vector<int64_t> t(t32.begin(), t32.end());
-      if (int64_t(t.size()) > model->context_length()) t.resize(size_t(model->context_length()));
+      if (int64_t(t.size()) > model.context_length()) t.resize(size_t(model.context_length()));
       if (t.size() < 2) continue;
-      const SequenceScore sc = score_sequence(*model, t);
+      const SequenceScore sc = score_sequence(model, t);
       nll += sc.nll;
       predicted += sc.predicted;
       bytes += int64_t(line.size());
@@ -276,23 +267,116 @@ Json run_eval(const EvalOptions& o) {
                  {"tokens", predicted},
                  {"bytes", bytes}};
   }
-  report["heldout"] = ppl;
+  return ppl;
+}
+
+}  // namespace
+
+Json heldout_scores(const std::string& model_dir, const EvalData& d) {
+  auto model = LlamaModel::open(model_dir);
+  const Tokenizer tok = Tokenizer::load(model_dir);
+  return heldout_of(*model, tok, d);
+}
+
+Json evaluate_model(const std::string& model_dir, const EvalData& d, const EvalOptions& o) {
+  auto model = LlamaModel::open(model_dir);
+  const Tokenizer tok = Tokenizer::load(model_dir);
+  const ChatTemplate tpl = ChatTemplate::from_model_dir(model_dir);
+  const std::vector<int64_t> stop = stop_ids(*model, model_dir);
+
+  Json per_task = Json::array();
+  struct Acc {
+    double exact = 0, f1 = 0, eos = 0, lang = 0, len = 0;
+    double valid = 0, exact_s = 0, f1_s = 0, eos_s = 0, lang_s = 0;
+    int64_t n = 0, n_check = 0;
+  };
+  std::map<std::string, Acc> by_lang, by_type;
+  const auto t0 = std::chrono::steady_clock::now();
+  for (size_t i = 0; i < d.tasks.size(); ++i) {
+    const Json& t = d.tasks[i];
+    const std::string lang = t.value("lang", ""), type = t.value("type", "");
+    const std::string expected = t.value("expected", "");
+    const std::string prompt = render_chat(tpl, t.at("messages"), true);
+    std::vector<int> ids32 = tok.encode(prompt, false);
+    std::vector<int64_t> ids(ids32.begin(), ids32.end());
+    const int64_t budget = std::min<int64_t>(o.max_new, model->context_length() - int64_t(ids.size()));
+    if (budget <= 0) throw InputError(fmt::format("{} line {}: prompt longer than the context", d.tasks_file, i + 1));
+    Sampler greedy({0.0, 1.0, 0});
+    std::vector<int> out;
+    const GenerationStats st = generate_tokens(*model, greedy, ids, 0, budget, stop, [&](int64_t tk) {
+      out.push_back(int(tk));
+      return true;
+    });
+    const std::string answer = tok.decode(out);
+    const TaskScore s = score_answer(type, answer, expected, lang, d.lid, st.stopped_at_eos);
+    for (Acc* a : {&by_lang[lang], &by_type[lang + "/" + type]}) {
+      a->n += 1;
+      a->eos += s.eos;
+      a->lang += s.lang;
+      a->len += double(out.size());
+      a->valid += s.valid;
+      a->eos_s += s.eos_strict;
+      a->lang_s += s.lang_strict;
+      if (s.checkable) {
+        a->n_check += 1;
+        a->exact += s.exact;
+        a->f1 += s.f1;
+        a->exact_s += s.exact_strict;
+        a->f1_s += s.f1_strict;
+      }
+    }
+    per_task.push_back({{"id", t.value("id", Json(int64_t(i)))}, {"lang", lang}, {"type", type},
+                        {"answer", answer}, {"expected", expected}, {"exact", s.exact}, {"f1", s.f1},
+                        {"eos", s.eos}, {"lang_share", s.lang}, {"valid", s.valid}, {"tokens", out.size()}});
+  }
+  auto summarize = [](const std::map<std::string, Acc>& m) {
+    Json j = Json::object();
+    for (const auto& [k, a] : m) {
+      const double n = a.n ? double(a.n) : 1.0;
+      Json e = {{"n", a.n},
+                {"eos", a.eos / n},
+                {"lang_share", a.lang / n},
+                {"mean_tokens", a.len / n},
+                {"valid", a.valid / n},
+                {"eos_strict", a.eos_s / n},
+                {"lang_share_strict", a.lang_s / n}};
+      if (a.n_check) {
+        e["exact"] = a.exact / double(a.n_check);
+        e["f1"] = a.f1 / double(a.n_check);
+        e["exact_strict"] = a.exact_s / double(a.n_check);
+        e["f1_strict"] = a.f1_s / double(a.n_check);
+        e["n_checkable"] = a.n_check;
+      }
+      j[k] = e;
+    }
+    return j;
+  };
+  Json report = {{"model", model_dir},
+                 {"tasks_file", d.tasks_file},
+                 {"max_new_tokens", o.max_new},
+                 {"summary", summarize(by_lang)},
+                 {"by_type", summarize(by_type)}};
+  report["heldout"] = heldout_of(*model, tok, d);
   report["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   report["per_task"] = per_task;
   return report;
 }
 
+Json run_eval(const EvalOptions& o) { return evaluate_model(o.model_dir, load_eval_data(o), o); }
+
 std::string format_report(const Json& r) {
   std::string s = fmt::format("model: {}\n", r.value("model", ""));
-  s += fmt::format("{:<22} {:>5} {:>7} {:>7} {:>7} {:>7} {:>8}\n", "language/type", "n", "exact", "f1", "eos", "lang",
-                   "tokens");
+  s += fmt::format("{:<22} {:>5} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>7}\n", "language/type", "n", "exact",
+                   "f1", "eos", "lang", "tokens", "valid", "eos*", "lang*");
   auto row = [&](const std::string& k, const Json& e) {
     auto num = [&](const char* f) { return e.contains(f) ? fmt::format("{:7.3f}", e[f].get<double>()) : std::string("      -"); };
-    s += fmt::format("{:<22} {:>5} {} {} {} {} {:8.1f}\n", k, e["n"].get<int64_t>(), num("exact"), num("f1"),
-                     num("eos"), num("lang_share"), e["mean_tokens"].get<double>());
+    s += fmt::format("{:<22} {:>5} {} {} {} {} {:8.1f} {} {} {}\n", k, e["n"].get<int64_t>(), num("exact"), num("f1"),
+                     num("eos"), num("lang_share"), e["mean_tokens"].get<double>(), num("valid"), num("eos_strict"),
+                     num("lang_share_strict"));
   };
   for (const auto& [k, e] : r["summary"].items()) row(k + " (all)", e);
   for (const auto& [k, e] : r["by_type"].items()) row(k, e);
+  s += "(valid: answers neither empty nor with U+FFFD; eos*, lang*: counting invalid answers as failures)\n";
   for (const auto& [k, e] : r["heldout"].items())
     s += fmt::format("held-out {}: perplexity {:.3f}, {:.4f} bits/byte ({} tokens)\n", k,
                      e["perplexity"].get<double>(), e["bits_per_byte"].get<double>(), e["tokens"].get<int64_t>());

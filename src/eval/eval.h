@@ -52,10 +52,19 @@ class LanguageId {
   size_t distinct_ = 1;
 };
 
+// The metrics of one answer.  exact, f1, eos and lang are the first run's
+// definitions, kept for comparison; the *_strict ones and `valid` correct
+// what that run showed (docs/reproduction.md): an empty answer, or one with
+// U+FFFD (an invalid UTF-8 piece), is a failure — no language, no score —
+// and a turn that ends with such an answer does not count as "stops".
 struct TaskScore {
   double exact = 0, f1 = 0, eos = 0, lang = 0;
   bool checkable = false;
+  bool valid = false;  // non-empty after trimming, and no U+FFFD
+  double exact_strict = 0, f1_strict = 0, eos_strict = 0, lang_strict = 0;
 };
+// Is an answer a real one (not empty, no U+FFFD)?
+bool valid_answer(const std::string& answer);
 // Scores one answer (no model involved).
 TaskScore score_answer(const std::string& type, const std::string& answer, const std::string& expected,
                        const std::string& lang, const LanguageId& lid, bool stopped_at_eos);
@@ -69,9 +78,25 @@ struct EvalOptions {
   int64_t max_tasks = 0;      // 0: all
 };
 
+// Everything an evaluation reads besides the model, loaded and checked once
+// (several models can be evaluated on it: `chatvec tune`).  InputError for a
+// malformed task line (naming the file and line), an unknown task type, a
+// --heldout language the identifier was not given text for, or no task.
+struct EvalData {
+  LanguageId lid;
+  std::vector<Json> tasks;  // parsed task lines
+  std::string tasks_file;
+  std::vector<std::pair<std::string, std::vector<std::string>>> heldout;  // lang -> lines
+};
+EvalData load_eval_data(const EvalOptions& o);
+
 // Runs the model over every task and the held-out texts; returns the report
 // (summary by language and by type, per-task answers, perplexity).
+Json evaluate_model(const std::string& model_dir, const EvalData& data, const EvalOptions& o);
+// load_eval_data + evaluate_model (`chatvec eval`).
 Json run_eval(const EvalOptions& o);
+// Held-out perplexity and bits per byte only (no chat template needed).
+Json heldout_scores(const std::string& model_dir, const EvalData& data);
 
 // A readable table of a report.
 std::string format_report(const Json& report);

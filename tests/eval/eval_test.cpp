@@ -5,6 +5,8 @@
 
 #include <fstream>
 
+#include "core/error.h"
+#include "core/file_util.h"
 #include "core/json_util.h"
 #include "eval/eval.h"
 #include "test_support.h"
@@ -50,6 +52,52 @@ TEST(EvalScoring, Answers) {
   EXPECT_FALSE(s.checkable);
   EXPECT_EQ(s.lang, 0.0);
   EXPECT_THROW(score_answer("translate", "", "", "es", lid, true), std::exception);
+  // The strict metrics: an empty answer or one with U+FFFD is a failure, in
+  // no language, and "stopping" with it does not count.
+  s = score_answer("repeat", "", "tierra", "es", lid, true);
+  EXPECT_FALSE(s.valid);
+  EXPECT_EQ(s.eos, 1.0);
+  EXPECT_EQ(s.eos_strict, 0.0);
+  s = score_answer("repeat", "tierra \xEF\xBF\xBD", "tierra", "es", lid, true);
+  EXPECT_FALSE(s.valid);
+  EXPECT_GT(s.lang, 0.0) << "the first run's definition counted it";
+  EXPECT_GT(s.f1, 0.0);
+  EXPECT_EQ(s.lang_strict, 0.0);
+  EXPECT_EQ(s.f1_strict, 0.0);
+  EXPECT_EQ(s.eos_strict, 0.0);
+  s = score_answer("repeat", " tierra ", "tierra", "es", lid, true);
+  EXPECT_TRUE(s.valid);
+  EXPECT_EQ(s.f1_strict, 1.0);
+  EXPECT_EQ(s.eos_strict, 1.0);
+  EXPECT_EQ(s.lang_strict, s.lang);
+}
+
+TEST(EvalData, BadInputIsOneClearError) {
+  t::TempDir tmp;
+  const std::string lid = (tmp / "es.txt").string(), tasks = (tmp / "t.jsonl").string();
+  write_file(lid, "y dijo el señor\n");
+  auto load = [&](const std::string& content, bool heldout_without_lid = false) {
+    std::filesystem::remove(tasks);
+    write_file(tasks, content);
+    EvalOptions o;
+    o.tasks = tasks;
+    o.lang_data = {{"es", lid}};
+    if (heldout_without_lid) o.heldout = {{"en", lid}};
+    try {
+      load_eval_data(o);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  const std::string good = R"({"lang": "es", "type": "repeat", "messages": [{"role": "user", "content": "x"}], "expected": "x"})";
+  EXPECT_EQ(load(good + "\n"), "(accepted)");
+  EXPECT_NE(load(good + "\n{not json\n").find("t.jsonl line 2: invalid JSON"), std::string::npos);
+  EXPECT_NE(load(R"({"type": "repeat"})" "\n").find("line 1: \"messages\" must be"), std::string::npos);
+  EXPECT_NE(load(R"({"type": "translate", "messages": [{"role": "user", "content": "x"}]})" "\n").find("unknown task type"),
+            std::string::npos);
+  EXPECT_NE(load("\n").find("no tasks"), std::string::npos);
+  EXPECT_NE(load(good + "\n", true).find("--heldout en="), std::string::npos);
 }
 
 // The whole pipeline at reduced scale: data, base conversion, chat SFT, CP
