@@ -4,6 +4,7 @@
 
   make_input_models.py bin OUTDIR MARKER     (needs python3-torch: Debian's 1.13)
   make_input_models.py fp8 OUTDIR            (numpy only)
+  make_input_models.py same-tensors DIR_A DIR_B   (every tensor: dtype, shape, bytes)
   make_input_models.py fp8-check OUT TARGET RATIO CHAT BASE [KEPT,...]   (numpy only)
 
 bin: three related models (base, chat, target), each written twice with the
@@ -369,6 +370,11 @@ def main():
         make_bin(sys.argv[2], sys.argv[3])
     elif what == "fp8":
         make_fp8(sys.argv[2])
+    elif what == "same-tensors":
+        a, b = read_dir(sys.argv[2]), read_dir(sys.argv[3])
+        bad = sorted(set(a) ^ set(b)) + [n for n in a if n in b and a[n] != b[n]]
+        print(json.dumps({"tensors": len(a), "different": bad}))
+        sys.exit(1 if bad or not a else 0)
     elif what == "fp8-check":
         sys.exit(fp8_check(*sys.argv[2:]))
     else:
