@@ -203,6 +203,9 @@ TEST_F(InputsCli, HuggingFaceCacheIdsResolveEverywhere) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find(std::string("org/chat revision main = commit ") + kChatMain), std::string::npos) << r.err;
   EXPECT_TRUE(slurp(path("h_dirs/model.safetensors")) == slurp(path("h_ids/model.safetensors")));
+  // The target's files come from its snapshot, as files (not links into the cache).
+  EXPECT_TRUE(fs::is_regular_file(fs::symlink_status(path("h_ids/config.json"))));
+  EXPECT_EQ(read_json_file(path("h_ids/config.json"))["hidden_size"], 64);
   // The model card records the ids and the commits.
   const std::string card = slurp(path("h_ids/README.md"));
   for (const char* s : {"org/base", "org/chat", "org/target", kBase, kChatMain, kTarget})
@@ -269,7 +272,9 @@ TEST_F(InputsCli, Fp8BlockScaledWeightsDequantisedOnRead) {
     auto ref = script(check + path(out) + " " + path(target) + " " + ratio + " " + path("f/fp8_chat") + " " +
                       path("f/fp8_base") + (kept.empty() ? "" : " " + kept));
     EXPECT_EQ(ref.exit_code, 0) << out << ": " << ref.out << ref.err;
-    if (ref.exit_code == 0) EXPECT_EQ(Json::parse(ref.out)["checked"].get<int>(), 8) << ref.out;
+    if (ref.exit_code == 0) {
+      EXPECT_EQ(Json::parse(ref.out)["checked"].get<int>(), 8) << ref.out;
+    }
   };
   // All three FP8; a bf16 target with an FP8 chat vector; a tensor outside
   // the selection (dequantised, not copied as FP8 without its scales).
