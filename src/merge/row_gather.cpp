@@ -14,7 +14,7 @@ namespace chatvec {
 
 namespace {
 KernelOperand row_of(const CheckpointTensor* t, int64_t row) {
-  return KernelOperand{t->row(uint64_t(row)), t->dtype()};
+  return KernelOperand{t->row(uint64_t(row)), t->dtype(), t->fp8_block_scales()};
 }
 // Hand back the rows [lo, hi] of `t` that output rows [first, first+count)
 // read (through `which` of their RowOp).
