@@ -324,6 +324,21 @@ TEST_F(Faults, InputTruncatedDuringMergeIsAnErrorNotSigbus) {
   }
 }
 
+// The same during same-dtype copies (every tensor but one outside the
+// selection): those bytes go from the input's map straight to write(2),
+// which answers EFAULT rather than raising SIGBUS.
+TEST_F(Faults, InputTruncatedDuringACopyIsTheSameClearError) {
+  for (double keep : {0.0, 0.5}) {
+    const std::string victim = copy_target("victim_copy");
+    const std::string out = path("out_copy");
+    auto argv = merge_argv(out, "victim_copy");
+    argv.insert(argv.end(), {"--include", "model\\.norm\\.weight"});
+    damaged_during_merge(victim, argv, out, [&](const std::string& w) {
+      ASSERT_EQ(::truncate(w.c_str(), off_t(double(fs::file_size(w)) * keep)), 0);
+    }, tmp_->path().string());
+  }
+}
+
 TEST_F(Faults, InputRewrittenInPlaceDuringMergeIsAnError) {
   const std::string victim = copy_target("victim_rewrite");
   const std::string out = path("out_rewrite");
