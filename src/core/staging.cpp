@@ -174,8 +174,9 @@ void StagedOutput::commit_replace() {
       throw_errno(final_ + ": cannot move the output into place");
     }
     // Fallback: move aside, then rename.
-    const std::string old =
-        parent_ + "/." + fs::path(final_).filename().string() + ".chatvec-old-" + std::to_string(::getpid());
+    // Unique per staged output (threads of one process share the PID), and
+    // named like the staging path so that remove_stale() finds it after a crash.
+    const std::string old = staging_ + "-old";
     remove_tree(old);
     if (::rename(final_.c_str(), old.c_str()) != 0 && errno != ENOENT)
       throw_errno(final_ + ": cannot move the old output aside");

@@ -99,7 +99,10 @@ TEST(AppendTokens, Errors) {
   EXPECT_THROW(append_tokens(l2.string(), out.path().string(), {{"", true}}), InputError);
 }
 
-TEST(TokenizerLoad, Llama3LoadTime) {
+// Loads the real Llama-3 tokenizer (128,256 tokens, 280k merges) and records
+// how long it took; the time is a measurement, not an assertion (speed is
+// checked by benchmarks, never by timed unit tests: CI machines are shared).
+TEST(TokenizerLoad, Llama3Loads) {
   auto dir = lenml_models("llama3");
   CHATVEC_REQUIRE_PATH(dir);
   auto t0 = std::chrono::steady_clock::now();
@@ -107,7 +110,6 @@ TEST(TokenizerLoad, Llama3LoadTime) {
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   RecordProperty("tokenizer_load_seconds", std::to_string(secs));
   std::printf("[ llama3 ] Tokenizer::load %.3f s\n", secs);
-  EXPECT_LT(secs, 3.0);
   EXPECT_EQ(tk.vocab().size(), 128256u);
 }
 
