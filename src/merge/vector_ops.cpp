@@ -101,7 +101,7 @@ struct PassResult {
 
 // One pass over term `ti` of `task` (and the target for its norm).
 PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, PassKind kind, uint32_t top_bin,
-                    bool want_hist, bool want_target, uint64_t step, int threads) {
+                    bool want_hist, bool want_target, bool want_sums, uint64_t step, int threads) {
   const uint64_t n = task.numel();
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   PassResult r;
@@ -128,20 +128,20 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
         const size_t m = size_t(std::min(kStatBlock, n - g));
         term_delta(term, st, g, m, d.data(), scratch.data());
         double s1 = 0, s2 = 0;
-        for (size_t i = 0; i < m; ++i) {
-          const uint32_t a = abs_bits(d[i]);
-          if (kind == kFirst) {
-            if (want_hist) ++h[a >> 16];
-          } else if (kind == kLowBits) {
+        if (kind == kFirst && want_hist)
+          for (size_t i = 0; i < m; ++i) ++h[abs_bits(d[i]) >> 16];
+        if (kind == kLowBits)
+          for (size_t i = 0; i < m; ++i) {
+            const uint32_t a = abs_bits(d[i]);
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
-            continue;
-          } else if (a < st.keep_bits) {
-            continue;  // kKept: only what pruning keeps
           }
-          const double v = double(d[i]);
-          s1 += std::fabs(v);
-          s2 += v * v;
-        }
+        if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
+        if (want_sums && kind != kLowBits)
+          for (size_t i = 0; i < m; ++i) {
+            const double v = double(d[i]);
+            s1 += std::fabs(v);
+            s2 += v * v;
+          }
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
         if (want_target) {
@@ -199,7 +199,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
   if (!prune && !clip) return s;
   for (size_t ti = 0; ti < task.terms.size(); ++ti) {
     TermOpsState& st = s.terms[ti];
-    PassResult first = run_pass(task, st, ti, kFirst, 0, prune, clip, step, threads);
+    PassResult first = run_pass(task, st, ti, kFirst, 0, prune, clip, rescale || clip, step, threads);
     st.l1_all = ordered_sum(first.l1);
     st.l2sq_all = ordered_sum(first.l2);
     st.l1_kept = st.l1_all;
@@ -210,13 +210,13 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       const uint64_t rank = std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n);
       st.kept_threshold_rank = rank;
       const auto [bin, in_bin] = find_rank(first.hist, rank);
-      PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, step, threads);
+      PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, false, step, threads);
       const auto [lo, unused] = find_rank(low.hist, in_bin);
       (void)unused;
       st.prune = true;
       st.keep_bits = (bin << 16) | lo;
       if (rescale || clip) {
-        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, step, threads);
+        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, true, step, threads);
         st.l1_kept = ordered_sum(kept.l1);
         st.l2sq_kept = ordered_sum(kept.l2);
       }
