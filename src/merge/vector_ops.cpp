@@ -84,9 +84,9 @@ __attribute__((target_clones("avx2", "default"))) void prune_block(float* __rest
 // float operations as the plain kernel (plus - minus), then the mask.
 void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size_t n, float* d, float* scratch) {
   const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
-  convert_to_f32(plus->dtype(), plus->element(g), n, d);
+  plus->read_f32(g, n, d);
   if (!term.vector) {
-    convert_to_f32(term.base->dtype(), term.base->element(g), n, scratch);
+    term.base->read_f32(g, n, scratch);
     for (size_t i = 0; i < n; ++i) d[i] = d[i] - scratch[i];
   }
   if (st.dare_threshold) dare_block(d, n, st.dare_state, g, st.dare_threshold, st.dare_scale);
@@ -145,7 +145,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
         if (want_target) {
-          convert_to_f32(task.target->dtype(), task.target->element(g), m, d.data());
+          task.target->read_f32(g, m, d.data());
           double t2 = 0;
           for (size_t i = 0; i < m; ++i) t2 += double(d[i]) * double(d[i]);
           r.tl2[size_t(b)] = t2;
@@ -257,7 +257,7 @@ void combine_ops_range(const TensorTask& task, const OpsState& state, void* out,
       if (r != 1.0f)
         for (size_t i = 0; i < n; ++i) d[i] = r * d[i];
     }
-    convert_to_f32(task.target->dtype(), task.target->element(b), n, acc);
+    task.target->read_f32(b, n, acc);
     if (!ties) {
       for (size_t ti = 0; ti < terms; ++ti) {
         const float* d = d0 + ti * kBlock;

@@ -211,6 +211,14 @@ TEST_F(InputsCli, HuggingFaceCacheIdsResolveEverywhere) {
   for (const char* s : {"org/base", "org/chat", "org/target", kBase, kChatMain, kTarget})
     EXPECT_NE(card.find(s), std::string::npos) << s << "\n" << card;
 
+  // The recipe keeps the ids (not paths made of them), and reruns from the cache.
+  const Json merged = read_json_file(path("h_ids/chatvec.json"));
+  EXPECT_EQ(merged["base"], "org/base");
+  EXPECT_EQ(merged["target"], "org/target");
+  r = chatvec("-q merge --recipe h_ids/chatvec.json -o h_rerun", env);
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(slurp(path("h_rerun/model.safetensors")) == slurp(path("h_ids/model.safetensors")));
+
   // Another revision (a tag: the safetensors of the same weights), by tag and
   // by abbreviated commit.
   for (const std::string rev : {"old", "3333333"}) {
