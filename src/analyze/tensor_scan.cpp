@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <memory>
 
 #include "core/dtype.h"
 #include "core/error.h"
@@ -38,16 +39,27 @@ inline double value_of(uint64_t k) {
   return d;
 }
 
-void load(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst) {
+// Stored values to fp64, exactly: the 16-bit types and F32 through the
+// (vectorised) fp32 conversion, F64 directly.
+void widen(DType dt, const uint8_t* src, size_t n, double* dst, float* tmp) {
+  if (dt == DType::F64) {
+    convert_to_f64(dt, src, n, dst);
+    return;
+  }
+  convert_to_f32(dt, src, n, tmp);
+  for (size_t i = 0; i < n; ++i) dst[i] = double(tmp[i]);
+}
+
+void load(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst, float* tmp) {
   const CheckpointTensor& t = *op.tensor;
   if (!op.by_rows) {
-    convert_to_f64(t.dtype(), t.element(first), n, dst);
+    widen(t.dtype(), t.element(first), n, dst, tmp);
     return;
   }
   while (n) {
     const uint64_t r = first / width, c = first % width;
     const size_t take = size_t(std::min<uint64_t>(n, width - c));
-    convert_to_f64(t.dtype(), t.element(uint64_t(op.rows[size_t(r)]) * width + c), take, dst);
+    widen(t.dtype(), t.element(uint64_t(op.rows[size_t(r)]) * width + c), take, dst, tmp);
     first += take;
     dst += take;
     n -= take;
@@ -92,6 +104,21 @@ struct Selection {
   enum { Histogram, Gather, Done } next = Histogram;
   uint64_t gather_match = 0;  // Gather: keys with key >> shift(level) == gather_match
   uint64_t threshold = 0;     // Done: the k-th largest key
+  // The mass of the top k, when the gather pass could compute it: the
+  // elements above the gathered bin (summed block by block) plus the
+  // gathered ones above the threshold (in descending order) plus the ties.
+  bool have_mass = false;
+  double l1 = 0, l2 = 0;
+};
+
+// Candidates gathered in memory at most (per top fraction); a bin with more
+// is refined by another histogram pass.  A constant, so that which path a
+// tensor takes, and so the order of every sum, depends on its data only.
+constexpr uint64_t kGatherCapacity = uint64_t(1) << 20;
+
+struct Above {
+  uint64_t count = 0;
+  double l1 = 0, l2 = 0;
 };
 
 // After the histogram of `s.level`: choose the bin holding the wanted rank.
@@ -124,6 +151,20 @@ void choose_bin(Selection& s, const std::vector<uint64_t>& h, uint64_t capacity)
   }
 }
 
+// The δc of a tensor that fits in a chunk, kept for the later passes: one
+// buffer for the whole run, grown to the largest such tensor (not zeroed,
+// not given back between tensors).
+double* cache_buffer(size_t n) {
+  static std::unique_ptr<double[]> buf;
+  static size_t size = 0;
+  if (n > size) {
+    buf.reset();
+    buf.reset(new double[n]);
+    size = n;
+  }
+  return buf.get();
+}
+
 class Scanner {
  public:
   Scanner(const ScanInput& in, const ScanOptions& opt) : in_(in), opt_(opt) {
@@ -137,8 +178,10 @@ class Scanner {
       s.c.resize(B);
       s.t.resize(has_target_ ? B : 0);
       s.d.resize(cached_ ? 0 : B);
+      s.f.resize(B);
     }
-    if (cached_) cache_.resize(size_t(in.elements));
+    if (opt.percents.size() > 8) throw std::logic_error("analyze: at most 8 top fractions");
+    if (cached_) cache_ = cache_buffer(size_t(in.elements));
   }
 
   ScanResult run() {
@@ -156,11 +199,20 @@ class Scanner {
       return r;
     }
     // Level 0 was counted by the first pass (every quantile shares it).
-    const uint64_t capacity = std::max<uint64_t>(1, chunk_ / 4);
+    const uint64_t capacity = kGatherCapacity;
     for (auto& s : sel) choose_bin(s, hist0_, capacity);
     while (std::any_of(sel.begin(), sel.end(), [](const Selection& s) { return s.next != Selection::Done; }))
       refine_pass(sel, capacity);
-    sum_pass(sel, r);
+    if (std::any_of(sel.begin(), sel.end(), [](const Selection& s) { return !s.have_mass; })) sum_pass(sel);
+    for (size_t q = 0; q < sel.size(); ++q) {
+      TopMass m;
+      m.percent = opt_.percents[q];
+      m.k = sel[q].k;
+      m.threshold = value_of(sel[q].threshold);
+      if (r.sums.chat_l1 > 0) m.l1_share = sel[q].l1 / r.sums.chat_l1;
+      if (r.sums.chat_sq > 0) m.l2_share = sel[q].l2 / r.sums.chat_sq;
+      r.top.push_back(m);
+    }
     r.passes = passes_;
     return r;
   }
@@ -168,6 +220,7 @@ class Scanner {
  private:
   struct Scratch {
     std::vector<double> b, c, t, d;
+    std::vector<float> f;
   };
 
   // Runs fn(block, dc, db, dt, n, tid) over every block of the stream,
@@ -196,17 +249,17 @@ class Scanner {
         const uint64_t off = first + uint64_t(bi) * B;
         const size_t m = size_t(std::min<uint64_t>(B, n - off));
         if (from_cache) {
-          fn(bi, cache_.data() + off, nullptr, nullptr, m, tid);
+          fn(bi, cache_ + off, nullptr, nullptr, m, tid);
           continue;
         }
         Scratch& s = scratch_[size_t(tid)];
-        load(in_.base, in_.width, off, m, s.b.data());
-        load(in_.chat, in_.width, off, m, s.c.data());
-        double* dc = cached_ ? cache_.data() + off : s.d.data();
+        load(in_.base, in_.width, off, m, s.b.data(), s.f.data());
+        load(in_.chat, in_.width, off, m, s.c.data(), s.f.data());
+        double* dc = cached_ ? cache_ + off : s.d.data();
         for (size_t i = 0; i < m; ++i) dc[i] = s.c[i] - s.b[i];
         double* dt = nullptr;
         if (full && has_target_) {
-          load(in_.target, in_.width, off, m, s.t.data());
+          load(in_.target, in_.width, off, m, s.t.data(), s.f.data());
           for (size_t i = 0; i < m; ++i) s.t[i] -= s.b[i];
           dt = s.t.data();
         }
@@ -232,28 +285,44 @@ class Scanner {
           DeltaSums s;
           uint64_t* h = hist[size_t(tid)].data();
           const uint64_t off = chunk_first + uint64_t(bi) * B;
+          double bsq = 0, csq = 0, cl1 = 0;
+          uint64_t cnz = 0;
           for (size_t i = 0; i < m; ++i) {
             const double c = dc[i], b = db[i];
-            const bool finite = std::isfinite(c) && std::isfinite(b) && (!dt || std::isfinite(dt[i]));
-            if (!finite) {
-              ++bad[size_t(tid)];
-              bad_at[size_t(tid)] = std::min(bad_at[size_t(tid)], off + i);
-              continue;
-            }
-            s.base_sq += b * b;
-            s.chat_sq += c * c;
-            s.chat_l1 += std::fabs(c);
-            s.chat_nonzero += c != 0;
-            if (dt) {
-              const double t = dt[i];
-              s.target_sq += t * t;
-              s.dot += c * t;
-              if (c != 0 && t != 0) {
-                ++s.both_nonzero;
-                s.sign_agree += (c > 0) == (t > 0);
-              }
-            }
+            bsq += b * b;
+            csq += c * c;
+            cl1 += std::fabs(c);
+            cnz += c != 0;
             ++h[key_of(c) >> kLevels[0].shift];
+          }
+          s.base_sq = bsq;
+          s.chat_sq = csq;
+          s.chat_l1 = cl1;
+          s.chat_nonzero = cnz;
+          if (dt) {
+            double tsq = 0, dot = 0;
+            uint64_t both = 0, agree = 0;
+            for (size_t i = 0; i < m; ++i) {
+              const double c = dc[i], t = dt[i];
+              tsq += t * t;
+              dot += c * t;
+              const uint64_t nz = uint64_t(c != 0) & uint64_t(t != 0);
+              both += nz;
+              agree += nz & uint64_t((c > 0) == (t > 0));
+            }
+            s.target_sq = tsq;
+            s.dot = dot;
+            s.both_nonzero = both;
+            s.sign_agree = agree;
+          }
+          // A NaN or infinity anywhere makes a sum non-finite: found after the pass.
+          if (!std::isfinite(bsq + csq + (dt ? s.target_sq + s.dot : 0.0))) {
+            ++bad[size_t(tid)];
+            for (size_t i = 0; i < m; ++i)
+              if (!std::isfinite(dc[i]) || !std::isfinite(db[i]) || (dt && !std::isfinite(dt[i]))) {
+                bad_at[size_t(tid)] = std::min(bad_at[size_t(tid)], off + i);
+                break;
+              }
           }
           s.elements = m;
           blocks[size_t(bi)] = s;
@@ -267,48 +336,84 @@ class Scanner {
       nbad += bad[size_t(t)];
       first_bad = std::min(first_bad, bad_at[size_t(t)]);
     }
+    if (nbad && first_bad == UINT64_MAX)
+      throw InputError("tensor \"" + in_.name + "\": its sums of squares overflow float64");
     if (nbad)
-      throw InputError("tensor \"" + in_.name + "\": " + std::to_string(nbad) +
-                       " elements are not finite (NaN or infinity in an input, or their difference), the first at "
-                       "element " + std::to_string(first_bad) + ": the figures would be meaningless");
+      throw InputError("tensor \"" + in_.name + "\": an element is not finite (NaN or infinity in an input, or "
+                       "their difference), the first at element " + std::to_string(first_bad) +
+                       ": the figures would be meaningless");
     hist0_.assign(kBins, 0);
     for (const auto& h : hist)
       for (size_t d = 0; d < kBins; ++d) hist0_[d] += h[d];
   }
 
-  // One pass: a histogram for every selection that needs one, the
-  // candidates of every selection ready to gather.
+  // One pass: a histogram for every selection that needs one; for every
+  // selection ready to gather, its candidates and the mass above their bin.
   void refine_pass(std::vector<Selection>& sel, uint64_t capacity) {
     const size_t nq = sel.size();
-    std::vector<std::vector<std::vector<uint64_t>>> hist(static_cast<size_t>(threads_), std::vector<std::vector<uint64_t>>(nq));
-    std::vector<std::vector<std::vector<uint64_t>>> got(static_cast<size_t>(threads_), std::vector<std::vector<uint64_t>>(nq));
+    const size_t nt = static_cast<size_t>(threads_);
+    std::vector<std::vector<std::vector<uint64_t>>> hist(nt, std::vector<std::vector<uint64_t>>(nq));
+    std::vector<std::vector<std::vector<uint64_t>>> got(nt, std::vector<std::vector<uint64_t>>(nq));
     for (auto& per_thread : hist)
       for (size_t q = 0; q < nq; ++q)
         if (sel[q].next == Selection::Histogram) per_thread[q].assign(kBins, 0);
+    std::vector<Above> total(nq);
+    std::vector<Above> blocks(nq * size_t((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B));
     pass(
         false,
-        [&](int64_t, const double* dc, const double*, const double*, size_t m, int tid) {
-          for (size_t q = 0; q < nq; ++q) {
+        [&](int64_t bi, const double* dc, const double*, const double*, size_t m, int tid) {
+          // One loop over the elements for every selection (at most three).
+          struct Q {
+            int mode;  // 0 idle, 1 histogram, 2 gather
+            int shift, up;
+            uint64_t match, mask;
+            uint64_t* h;
+            std::vector<uint64_t>* g;
+          };
+          Q qs[8];
+          const size_t n_q = std::min<size_t>(nq, 8);
+          Above a[8];
+          for (size_t q = 0; q < n_q; ++q) {
             const Selection& s = sel[q];
-            if (s.next == Selection::Histogram) {
-              const Level L = kLevels[s.level];
-              const uint64_t mask = (uint64_t(1) << L.width) - 1;
-              uint64_t* h = hist[size_t(tid)][q].data();
-              for (size_t i = 0; i < m; ++i) {
-                const uint64_t k = key_of(dc[i]);
-                if ((k >> (L.shift + L.width)) == s.high) ++h[(k >> L.shift) & mask];
-              }
-            } else if (s.next == Selection::Gather) {
-              const int shift = kLevels[s.level].shift;
-              auto& g = got[size_t(tid)][q];
-              for (size_t i = 0; i < m; ++i) {
-                const uint64_t k = key_of(dc[i]);
-                if ((k >> shift) == s.gather_match) g.push_back(k);
+            const Level L = kLevels[s.level];
+            qs[q] = Q{s.next == Selection::Histogram ? 1 : s.next == Selection::Gather ? 2 : 0,
+                      L.shift,
+                      L.shift + L.width,
+                      s.next == Selection::Histogram ? s.high : s.gather_match,
+                      (uint64_t(1) << L.width) - 1,
+                      s.next == Selection::Histogram ? hist[size_t(tid)][q].data() : nullptr,
+                      &got[size_t(tid)][q]};
+          }
+          for (size_t i = 0; i < m; ++i) {
+            const uint64_t k = key_of(dc[i]);
+            const double v = std::fabs(dc[i]);
+            for (size_t q = 0; q < n_q; ++q) {
+              const Q& x = qs[q];
+              if (x.mode == 2) {
+                const uint64_t d = k >> x.shift;
+                const bool hi = d > x.match;
+                a[q].count += hi;
+                a[q].l1 += hi ? v : 0.0;
+                a[q].l2 += hi ? v * v : 0.0;
+                if (d == x.match) x.g->push_back(k);
+              } else if (x.mode == 1) {
+                if ((k >> x.up) == x.match) ++x.h[(k >> x.shift) & x.mask];
               }
             }
           }
+          for (size_t q = 0; q < n_q; ++q)
+            if (qs[q].mode == 2) blocks[size_t(bi) * nq + q] = a[q];
         },
-        [](uint64_t, size_t) {});
+        [&](uint64_t, size_t nb) {
+          for (size_t b = 0; b < nb; ++b)
+            for (size_t q = 0; q < nq; ++q) {
+              if (sel[q].next != Selection::Gather) continue;
+              const Above& a = blocks[b * nq + q];
+              total[q].count += a.count;
+              total[q].l1 += a.l1;
+              total[q].l2 += a.l2;
+            }
+        });
     for (size_t q = 0; q < nq; ++q) {
       Selection& s = sel[q];
       if (s.next == Selection::Histogram) {
@@ -324,36 +429,51 @@ class Scanner {
         }
         if (s.rank == 0 || s.rank > all.size())
           throw std::logic_error("analyze: radix selection of " + in_.name + " lost its rank");
-        std::nth_element(all.begin(), all.begin() + int64_t(s.rank - 1), all.end(), std::greater<uint64_t>());
+        std::sort(all.begin(), all.end(), std::greater<uint64_t>());
         s.threshold = all[size_t(s.rank - 1)];
+        // The mass: above the bin, then the bin's elements above the
+        // threshold (largest first), then the ties at the threshold.
+        Above a = total[q];
+        for (size_t i = 0; i < all.size() && all[i] > s.threshold; ++i) {
+          const double v = value_of(all[i]);
+          ++a.count;
+          a.l1 += v;
+          a.l2 += v * v;
+        }
+        finish_mass(s, a);
         s.next = Selection::Done;
       }
     }
   }
 
-  // The mass above each threshold: Σ|δc| and Σδc² over |δc| > t, plus the
-  // tied elements at t that complete the k.
-  void sum_pass(const std::vector<Selection>& sel, ScanResult& r) {
+  void finish_mass(Selection& s, const Above& a) {
+    if (a.count > s.k) throw std::logic_error("analyze: threshold of " + in_.name + " is not the k-th");
+    const double t = value_of(s.threshold);
+    const double ties = double(s.k - a.count);
+    s.l1 = a.l1 + ties * t;
+    s.l2 = a.l2 + ties * (t * t);
+    s.have_mass = true;
+  }
+
+  // For selections whose threshold a histogram fixed (no gather): the mass
+  // above it, summed block by block.
+  void sum_pass(std::vector<Selection>& sel) {
     const size_t nq = sel.size();
-    struct Above {
-      uint64_t count = 0;
-      double l1 = 0, l2 = 0;
-    };
     std::vector<Above> total(nq);
-    std::vector<Above> blocks(nq * ((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B));
+    std::vector<Above> blocks(nq * size_t((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B));
     pass(
         false,
         [&](int64_t bi, const double* dc, const double*, const double*, size_t m, int) {
           for (size_t q = 0; q < nq; ++q) {
+            if (sel[q].have_mass) continue;
             Above a;
             const uint64_t t = sel[q].threshold;
             for (size_t i = 0; i < m; ++i) {
-              if (key_of(dc[i]) > t) {
-                const double v = std::fabs(dc[i]);
-                ++a.count;
-                a.l1 += v;
-                a.l2 += v * v;
-              }
+              const double v = std::fabs(dc[i]);
+              const bool hi = key_of(dc[i]) > t;
+              a.count += hi;
+              a.l1 += hi ? v : 0.0;
+              a.l2 += hi ? v * v : 0.0;
             }
             blocks[size_t(bi) * nq + q] = a;
           }
@@ -361,25 +481,15 @@ class Scanner {
         [&](uint64_t, size_t nb) {
           for (size_t b = 0; b < nb; ++b)
             for (size_t q = 0; q < nq; ++q) {
+              if (sel[q].have_mass) continue;
               const Above& a = blocks[b * nq + q];
               total[q].count += a.count;
               total[q].l1 += a.l1;
               total[q].l2 += a.l2;
             }
         });
-    for (size_t q = 0; q < nq; ++q) {
-      TopMass m;
-      m.percent = opt_.percents[q];
-      m.k = sel[q].k;
-      m.threshold = value_of(sel[q].threshold);
-      if (total[q].count > m.k) throw std::logic_error("analyze: threshold of " + in_.name + " is not the k-th");
-      const double ties = double(m.k - total[q].count);
-      const double l1 = total[q].l1 + ties * m.threshold;
-      const double l2 = total[q].l2 + ties * (m.threshold * m.threshold);
-      if (r.sums.chat_l1 > 0) m.l1_share = l1 / r.sums.chat_l1;
-      if (r.sums.chat_sq > 0) m.l2_share = l2 / r.sums.chat_sq;
-      r.top.push_back(m);
-    }
+    for (size_t q = 0; q < nq; ++q)
+      if (!sel[q].have_mass) finish_mass(sel[q], total[q]);
   }
 
   const ScanInput& in_;
@@ -389,7 +499,7 @@ class Scanner {
   bool cached_ = false, has_target_ = false;
   int passes_ = 0;
   std::vector<Scratch> scratch_;
-  std::vector<double> cache_;
+  double* cache_ = nullptr;
   std::vector<uint64_t> hist0_;
 };
 
