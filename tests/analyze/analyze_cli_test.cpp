@@ -45,6 +45,17 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
       gen("chat_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 12 --noise 0.01");
       gen("target_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 13 --noise 0.03 --shard-bytes 100000");
     }
+    // 1.5 million elements in each vocabulary tensor, nine deltas in ten zero.
+    gen("base_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --seed 7");
+    if (ok_) {
+      auto s = run_command("/usr/bin/python3 " +
+                           shell_quote((testing::source_dir() / "tests/analyze/make_sparse_chat.py").string()) + " " +
+                           path("base_big") + " " + path("chat_sparse"));
+      if (s.exit_code != 0) {
+        ok_ = false;
+        why_ = "make_sparse_chat.py failed: " + s.err;
+      }
+    }
     gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
   }
 
@@ -83,9 +94,10 @@ TEST_F(AnalyzeCli, Bf16VocabularyExtendedTargetEqualsNumpy) {
       EXPECT_EQ(rows["chat_only"].get<int>(), 32);
       EXPECT_EQ(rows["target_only"].get<int>(), 32);
     }
-    // Tensors larger than the chunk were read in passes.
-    if (std::string(chunk) == "16384") EXPECT_GE(j["max_passes"].get<int>(), 3);
-    else EXPECT_EQ(j["max_passes"].get<int>(), 3);  // held in memory: one read, then passes over the copy
+    // The sums and a histogram, then one pass gathering the candidates of
+    // each top fraction (over the inputs again for tensors larger than the
+    // chunk, over the kept deltas otherwise).
+    EXPECT_EQ(j["max_passes"].get<int>(), 2);
   }
 }
 
@@ -111,14 +123,23 @@ TEST_F(AnalyzeCli, F16AndF32WithAndWithoutTarget) {
 }
 
 TEST_F(AnalyzeCli, ExactThresholdsWithManyTies) {
-  // Deltas of a few bf16 steps: thousands of elements share each |δc|, so
-  // the selection refines through every level down to a single value and
+  // Deltas of a few bf16 steps: thousands of elements share each |δc|, and
   // the mass counts the tied elements at the threshold.
   Json j = check("base", "chat_tiny", "target", "--chunk 16384", "tiny.json");
-  EXPECT_GE(j["max_passes"].get<int>(), 5) << "the selection should have refined below the first 16 bits";
-  Json out = read_json_file(path("tiny.json"));
-  const Json& t = out["tensors"][0];
-  EXPECT_LT(t["chat_nonzero"].get<uint64_t>(), t["elements"].get<uint64_t>());
+  EXPECT_EQ(j["tensors"].get<int>(), 39);
+}
+
+TEST_F(AnalyzeCli, ZeroDeltasRefineEveryRadixLevel) {
+  // More than a million zero deltas share the first bin: the selection
+  // refines through every 16-bit level down to the value 0 itself.
+  Json j = check("base_big", "chat_sparse", "", "", "sparse.json");
+  EXPECT_GE(j["max_passes"].get<int>(), 5) << j.dump();
+  Json out = read_json_file(path("sparse.json"));
+  const Json& emb = out["tensors"][0];
+  ASSERT_EQ(emb["name"], "model.embed_tokens.weight");
+  EXPECT_EQ(emb["chat_nonzero"].get<uint64_t>(), 153600u);
+  EXPECT_EQ(emb["top"][2]["threshold"].get<double>(), 0.0);
+  EXPECT_EQ(emb["top"][2]["l2_share"].get<double>(), 1.0);
 }
 
 TEST_F(AnalyzeCli, SelectionLikeMerge) {
