@@ -33,6 +33,7 @@ void register_extract(CLI::App& app, std::function<int()>& run);
 void register_apply(CLI::App& app, std::function<int()>& run);
 void register_inspect(CLI::App& app, std::function<int()>& run);
 void register_diff(CLI::App& app, std::function<int()>& run);
+void register_analyze(CLI::App& app, std::function<int()>& run);  // analyze
 void register_engine_commands(CLI::App& app, std::function<int()>& run);  // convert, generate, chat, perplexity
 void register_gguf(CLI::App& app, std::function<int()>& run);  // export gguf
 // inspect of a .gguf file (cmd_gguf.cpp), called by inspect.

@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
   app.add_flag("-q,--quiet", cli::global_options().quiet, "No progress or report on stderr");
   std::function<int()> run;
   for (cli::Register reg : {cli::register_merge, cli::register_extract, cli::register_apply, cli::register_inspect,
-                            cli::register_diff, cli::register_engine_commands, cli::register_gguf,
+                            cli::register_diff, cli::register_analyze, cli::register_engine_commands, cli::register_gguf,
                             cli::register_train, cli::register_eval})
     reg(app, run);
   try {

@@ -1,0 +1,222 @@
+// `chatvec analyze` end to end on generated Llama-shaped checkpoints (several
+// shards; bf16, f16, f32; a vocabulary-extended target; tensors larger than
+// the chunk), every figure checked against an independent numpy computation
+// (tests/analyze/reference_analyze.py), plus what a user relies on: the same
+// figures whatever --threads and --chunk, the table and the plot, one-line
+// errors with exit status 2 and nothing written.
+#include <fstream>
+#include <regex>
+
+#include "core/file_util.h"
+#include "core/json_util.h"
+#include "test_support.h"
+
+namespace chatvec {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::run_command;
+using testing::shell_quote;
+
+class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
+ protected:
+  static void SetUpTestSuite() {
+    tmp_ = new testing::TempDir();
+    ok_ = true;
+    auto r = run_command("/usr/bin/python3 -c 'import numpy'");
+    if (r.exit_code != 0) {
+      ok_ = false;
+      why_ = "python3-numpy missing: " + r.err;
+      return;
+    }
+    // hidden 128, intermediate 344: the MLP matrices (44032 elements) and
+    // the vocabulary tensors (65536+) span several chunks of --chunk 16384.
+    const std::string shape = "--shape small --hidden 128 --intermediate 344 ";
+    gen("base", shape + "--dtype bf16 --seed 1 --tokenizer --shard-bytes 150000");
+    // The chat model adds 32 tokens; the target appends 64 (the first 32 the chat model's).
+    gen("chat", shape + "--vocab 544 --tokenizer --derive-from " + path("base") + " --seed 2 --noise 0.01 --shard-bytes 300000");
+    gen("target", shape + "--vocab 576 --tokenizer --derive-from " + path("base") + " --seed 3 --noise 0.05 --reverse-order");
+    // Chat deltas below bf16's resolution: most are exactly zero, so the
+    // radix selection refines down to single values.
+    gen("chat_tiny", shape + "--tokenizer --derive-from " + path("base") + " --seed 4 --noise 0.00001");
+    for (const char* dt : {"f16", "f32"}) {
+      const std::string d = dt;
+      gen("base_" + d, shape + "--dtype " + d + " --seed 11 --shard-bytes 200000");
+      gen("chat_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 12 --noise 0.01");
+      gen("target_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 13 --noise 0.03 --shard-bytes 100000");
+    }
+    // 1.5 million elements in each vocabulary tensor, nine deltas in ten zero.
+    gen("base_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --seed 7");
+    if (ok_) {
+      auto s = run_command("/usr/bin/python3 " +
+                           shell_quote((testing::source_dir() / "tests/analyze/make_sparse_chat.py").string()) + " " +
+                           path("base_big") + " " + path("chat_sparse"));
+      if (s.exit_code != 0) {
+        ok_ = false;
+        why_ = "make_sparse_chat.py failed: " + s.err;
+      }
+    }
+    gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
+  }
+
+  static testing::CommandResult chatvec(const std::string& args) {
+    return run_command(shell_quote(testing::chatvec_bin()) + " " + args);
+  }
+  static std::string models(const std::string& base, const std::string& chat, const std::string& target = "") {
+    return "--base " + path(base) + " --chat " + path(chat) + (target.empty() ? "" : " --target " + path(target));
+  }
+  // Analyse, then check against numpy; returns the reference's summary.
+  static Json check(const std::string& base, const std::string& chat, const std::string& target,
+                    const std::string& extra, const std::string& json_name, const std::string& ref_extra = "") {
+    auto r = chatvec("-q analyze " + models(base, chat, target) + " --json " + path(json_name) + " " + extra);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    auto ref = run_command("/usr/bin/python3 " +
+                           shell_quote((testing::source_dir() / "tests/analyze/reference_analyze.py").string()) + " " +
+                           path(json_name) + " " + path(base) + " " + path(chat) +
+                           (target.empty() ? "" : " " + path(target)) + " " + ref_extra);
+    EXPECT_EQ(ref.exit_code, 0) << ref.out << ref.err;
+    return ref.out.empty() ? Json() : Json::parse(ref.out);
+  }
+  static Json without_run_details(Json j) {
+    j.erase("chunk_elements");
+    for (auto& t : j["tensors"]) t.erase("passes");
+    return j;
+  }
+};
+
+TEST_F(AnalyzeCli, Bf16VocabularyExtendedTargetEqualsNumpy) {
+  for (const char* chunk : {"16384", "16777216"}) {
+    Json j = check("base", "chat", "target", std::string("--chunk ") + chunk, std::string("bf16_") + chunk + ".json");
+    EXPECT_EQ(j["tensors"].get<int>(), 39);
+    for (const char* name : {"model.embed_tokens.weight", "lm_head.weight"}) {
+      const Json& rows = j["vocab_rows"][name];
+      EXPECT_EQ(rows["combined"].get<int>(), 512) << j.dump();
+      EXPECT_EQ(rows["chat_only"].get<int>(), 32);
+      EXPECT_EQ(rows["target_only"].get<int>(), 32);
+    }
+    // The sums and a histogram, then one pass gathering the candidates of
+    // each top fraction (over the inputs again for tensors larger than the
+    // chunk, over the kept deltas otherwise).
+    EXPECT_EQ(j["max_passes"].get<int>(), 2);
+  }
+}
+
+TEST_F(AnalyzeCli, WithoutTargetTheRowsAreExtractsPairs) {
+  Json j = check("base", "chat", "", "--chunk 16384", "no_target.json");
+  EXPECT_EQ(j["tensors"].get<int>(), 39);
+  EXPECT_EQ(j["vocab_rows"]["lm_head.weight"]["chat_only"].get<int>(), 32);
+  Json out = read_json_file(path("no_target.json"));
+  EXPECT_TRUE(out["target"].is_null());
+  EXPECT_FALSE(out["total"].contains("cosine"));
+}
+
+TEST_F(AnalyzeCli, F16AndF32WithAndWithoutTarget) {
+  for (const char* dt : {"f16", "f32"}) {
+    const std::string d = dt;
+    Json j = check("base_" + d, "chat_" + d, "target_" + d, "--chunk 16384", d + "_t.json");
+    EXPECT_EQ(j["tensors"].get<int>(), 39);
+    EXPECT_TRUE(j["vocab_rows"].empty());  // equal vocabularies: element-wise
+    Json out = read_json_file(path(d + "_t.json"));
+    for (const auto& t : out["tensors"]) EXPECT_EQ(t["dtype"], d == "f16" ? "F16" : "F32");
+    check("base_" + d, "chat_" + d, "", "", d + ".json");
+  }
+}
+
+TEST_F(AnalyzeCli, ExactThresholdsWithManyTies) {
+  // Deltas of a few bf16 steps: thousands of elements share each |δc|, and
+  // the mass counts the tied elements at the threshold.
+  Json j = check("base", "chat_tiny", "target", "--chunk 16384", "tiny.json");
+  EXPECT_EQ(j["tensors"].get<int>(), 39);
+}
+
+TEST_F(AnalyzeCli, ZeroDeltasRefineEveryRadixLevel) {
+  // More than a million zero deltas share the first bin: the selection
+  // refines through every 16-bit level down to the value 0 itself.
+  Json j = check("base_big", "chat_sparse", "", "", "sparse.json");
+  EXPECT_GE(j["max_passes"].get<int>(), 5) << j.dump();
+  Json out = read_json_file(path("sparse.json"));
+  const Json& emb = out["tensors"][0];
+  ASSERT_EQ(emb["name"], "model.embed_tokens.weight");
+  EXPECT_EQ(emb["chat_nonzero"].get<uint64_t>(), 153600u);
+  EXPECT_EQ(emb["top"][2]["threshold"].get<double>(), 0.0);
+  EXPECT_EQ(emb["top"][2]["l2_share"].get<double>(), 1.0);
+}
+
+TEST_F(AnalyzeCli, SelectionLikeMerge) {
+  Json j = check("base", "chat", "target", "--include mlp --exclude 'layers\\.3\\.'", "sel.json",
+                 "--include mlp --exclude 'layers\\.3\\.'");
+  EXPECT_EQ(j["tensors"].get<int>(), 9);  // 3 MLP matrices x layers 0-2
+  Json out = read_json_file(path("sel.json"));
+  EXPECT_EQ(out["skipped"].size(), 30u);
+}
+
+TEST_F(AnalyzeCli, SameOutputWhateverThreadsAndChunk) {
+  std::string first;
+  for (const char* threads : {"1", "2", "3"}) {
+    auto r = chatvec("-q analyze " + models("base", "chat", "target") + " --chunk 16384 --threads " + threads +
+                     " --json -");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    if (first.empty()) first = r.out;
+    else EXPECT_EQ(r.out, first) << "--threads " << threads;
+  }
+  auto big = chatvec("-q analyze " + models("base", "chat", "target") + " --threads 2 --json -");
+  ASSERT_EQ(big.exit_code, 0) << big.err;
+  EXPECT_EQ(without_run_details(Json::parse(big.out)).dump(), without_run_details(Json::parse(first)).dump());
+}
+
+TEST_F(AnalyzeCli, TableAndPlot) {
+  auto r = chatvec("-q analyze " + models("base", "chat", "target") + " --top 3 --svg " + path("plot.svg"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("top 3 tensors by share"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("lm_head.weight: 512 rows compared; 32 only in the chat model"), std::string::npos) << r.out;
+  for (int l = 0; l < 4; ++l)
+    EXPECT_TRUE(std::regex_search(r.out, std::regex("\\n +" + std::to_string(l) + " +[0-9.]+ +[0-9.]+ +-?[0-9.]+ +[0-9.]+%")))
+        << "layer " << l << "\n" << r.out;
+  const std::string svg = read_file(path("plot.svg"));
+  EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
+  EXPECT_NE(svg.find("</svg>"), std::string::npos);
+  // 10 series (6 norms, 4 agreement) of 4 layers each.
+  size_t polylines = 0, circles = 0;
+  for (size_t p = 0; (p = svg.find("<polyline", p)) != std::string::npos; ++p) ++polylines;
+  for (size_t p = 0; (p = svg.find("<circle", p)) != std::string::npos; ++p) ++circles;
+  EXPECT_EQ(polylines, 10u);
+  EXPECT_EQ(circles, 40u);
+}
+
+TEST_F(AnalyzeCli, TheReferenceNoticesAWrongFigure) {
+  // The check can fail: a figure off by one part in a million is caught.
+  auto r = chatvec("-q analyze " + models("base", "chat", "target") + " --json " + path("wrong.json"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Json j = read_json_file(path("wrong.json"));
+  j["tensors"][5]["chat_sq"] = j["tensors"][5]["chat_sq"].get<double>() * (1 + 1e-6);
+  std::ofstream(path("wrong.json"), std::ios::trunc) << j.dump();
+  auto ref = run_command("/usr/bin/python3 " +
+                         shell_quote((testing::source_dir() / "tests/analyze/reference_analyze.py").string()) + " " +
+                         path("wrong.json") + " " + path("base") + " " + path("chat") + " " + path("target"));
+  EXPECT_EQ(ref.exit_code, 1) << ref.out;
+}
+
+TEST_F(AnalyzeCli, BadInputIsOneLineAndExitTwo) {
+  struct Case {
+    std::string args, expect;
+  };
+  const std::vector<Case> cases = {
+      {models("base", "chat") + " --target " + path("nonexistent"), "nonexistent"},
+      {"--base " + path("base") + " --chat " + path("chat_shape"), "has shape"},
+      {models("base", "chat") + " --include '('", "--include"},
+      {models("base", "chat") + " --include nothing_matches", "no tensor selected"},
+  };
+  for (const auto& c : cases) {
+    const std::string out = path("bad.json");
+    auto r = chatvec("analyze " + c.args + " --json " + out + " --svg " + path("bad.svg"));
+    EXPECT_EQ(r.exit_code, 2) << c.args << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.expect), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_TRUE(r.out.empty()) << r.out;
+    EXPECT_FALSE(fs::exists(out));
+    EXPECT_FALSE(fs::exists(path("bad.svg")));
+  }
+}
+
+}  // namespace
+}  // namespace chatvec
