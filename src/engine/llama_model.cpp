@@ -7,6 +7,7 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "engine/thread_pool.h"
 #include "formats/architecture.h"
 #include "formats/safetensors/safetensors_reader.h"
 
@@ -179,9 +180,8 @@ void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
   const float softcap = float(c.attn_logit_softcap);
   const int64_t window = layers_[l].window;
   const int64_t pairs = n * c.num_heads;
-  const bool parallel = (pos + n) * pairs * hd >= (int64_t(1) << 16);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t bh = 0; bh < pairs; ++bh) {
+  auto heads = [&](int64_t bh0, int64_t bh1) {
+  for (int64_t bh = bh0; bh < bh1; ++bh) {
     const int64_t b = bh / c.num_heads, h = bh % c.num_heads, p = pos + b;
     const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
     const float* q = q_.data() + b * qd + h * hd;
@@ -204,6 +204,9 @@ void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
       for (int64_t i = 0; i < hd; ++i) o[i] += a * v[i];
     }
   }
+  };
+  if ((pos + n) * pairs * hd >= (int64_t(1) << 16)) ThreadPool::shared().parallel_for(pairs, 1, heads);
+  else heads(0, pairs);
 }
 
 const float* LlamaModel::forward_batch(const int64_t* tokens, int64_t n, int64_t pos, bool all_logits) {
