@@ -104,6 +104,8 @@ def main():
         configs.append((f"llama.cpp gguf {t}", lambda g=ggufs[t]: llamacpp(g, a.threads)))
     conditions = ["idle"] + (["busy"] if a.busy else [])
     results = {}
+    for _, fn in configs:  # warm-up: the files into the page cache
+        fn()
     for cond in conditions:
         busy = None
         if cond == "busy":
@@ -119,7 +121,7 @@ def main():
                 busy.wait()
 
     print(f"llama-3.2-1B shape, random, tied; 64 prompt ids + {N_GEN} greedy tokens; {a.threads} threads; "
-          f"{a.reps} interleaved repetitions; load before start: {os.getloadavg()[0]:.2f}")
+          f"{a.reps} interleaved repetitions after a warm-up; load average at the end: {os.getloadavg()[0]:.2f}")
     print(f"{'condition':<6} {'engine':<20} {'prompt t/s min/med':>20} {'gen t/s min/med':>18}")
     for cond in conditions:
         for name, _ in configs:
@@ -134,7 +136,7 @@ def main():
                 rg = summary(mine, "gen_tps")[1] / summary(ref, "gen_tps")[1]
                 same = mine[0]["tokens"] == ref[0]["tokens"]
                 print(f"{cond:<6} {name} / llama.cpp {t}: prompt {rp:.2f}x, generation {rg:.2f}x "
-                      f"(greedy tokens {'equal' if same else 'differ'})")
+                      f"(greedy tokens {'equal' if same else 'differ: near-tied logits of a random model'})")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({f"{c}|{n}": v for (c, n), v in results.items()}, f, indent=1)
