@@ -18,6 +18,8 @@
 #include "engine/generation.h"
 #include "engine/llama_model.h"
 #include "engine/sampler.h"
+#include "gguf/gguf_model.h"
+#include "gguf/gguf_reader.h"
 #include "tokenizer/tokenizer.h"
 
 namespace chatvec::cli {
@@ -55,8 +57,18 @@ void register_convert(CLI::App& app, std::function<int()>& run) {
 std::vector<int64_t> to_ids64(const std::vector<int>& v) { return std::vector<int64_t>(v.begin(), v.end()); }
 std::vector<int> to_ids32(const std::vector<int64_t>& v) { return std::vector<int>(v.begin(), v.end()); }
 
-// The model directory's tokenizer, or null when it has none (ids mode).
+bool is_gguf_file(const std::string& path) { return !is_directory(path) && gguf::looks_like_gguf(path); }
+
+// A Hugging Face model directory, or a GGUF file read in place.
+std::unique_ptr<LlamaModel> open_model(const std::string& path, int64_t context) {
+  if (is_gguf_file(path)) return gguf::open_gguf_model(path, {context});
+  return LlamaModel::open(path, {context});
+}
+
+// The model directory's tokenizer, or null when it has none (ids mode; GGUF
+// files: their tokenizer metadata is not read yet).
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& dir) {
+  if (is_gguf_file(dir)) return nullptr;
   if (!path_exists(dir + "/tokenizer.json") && !path_exists(dir + "/tokenizer.model")) return nullptr;
   return std::make_unique<Tokenizer>(Tokenizer::load(dir));
 }
@@ -82,6 +94,7 @@ std::vector<int64_t> ids_field(const Json& j, const char* key, const std::string
 }
 SpecialIds special_ids(const LlamaModel& m) {
   SpecialIds s{m.config().bos_token_ids, m.config().eos_token_ids};
+  if (!m.checkpoint_or_null()) return s;  // a GGUF file: its tokenizer.ggml ids, in the config
   const std::string gen = m.checkpoint().dir() + "/generation_config.json";
   if (path_exists(gen)) {
     Json g = read_json_file(gen);
@@ -162,7 +175,7 @@ struct GenerateOptions {
 };
 
 int do_generate(const GenerateOptions& o) {
-  auto model = LlamaModel::open(o.dir, {o.context});
+  auto model = open_model(o.dir, o.context);
   const SpecialIds sp = special_ids(*model);
   Sampler sampler({o.temperature, o.top_p, o.seed});
   // Ids in, ids out: no tokenizer to load.
@@ -171,7 +184,8 @@ int do_generate(const GenerateOptions& o) {
   if (!o.prompt_ids.empty()) {
     prompt = parse_ids(o.prompt_ids);
   } else {
-    if (!tok) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model for --prompt (use --prompt-ids)");
+    if (!tok) throw InputError(o.dir + (is_gguf_file(o.dir) ? ": the engine does not read GGUF tokenizers yet: use --prompt-ids"
+                                                           : ": no tokenizer.json or tokenizer.model for --prompt (use --prompt-ids)"));
     prompt = to_ids64(tok->encode(o.prompt, !o.no_bos));
   }
   if (prompt.empty()) {
@@ -204,7 +218,9 @@ int do_generate(const GenerateOptions& o) {
 void register_generate(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* g = app.add_subcommand("generate", "Continue a prompt with a model (CPU inference), streaming to stdout");
-  g->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
+  g->add_option("model", o->dir,
+                 "Hugging Face model directory, GGUF file (with --prompt-ids), or id org/name[@revision] in the local "
+                 "cache")->required();
   auto* p = g->add_option("--prompt", o->prompt, "Prompt text (BOS first when the tokenizer config says so)");
   g->add_option("--prompt-ids", o->prompt_ids, "Prompt as token ids (\"1,403,407\"); prints ids instead of text")
       ->excludes(p);
@@ -236,7 +252,7 @@ struct ChatOptions {
 class ChatSession {
  public:
   ChatSession(const ChatOptions& o)
-      : model_(LlamaModel::open(o.dir, {o.context})),
+      : model_(open_model(o.dir, o.context)),
         tpl_(ChatTemplate::from_model_dir(o.dir)),
         tok_(open_tokenizer(o.dir)),
         sampler_({o.temperature, o.top_p, o.seed}),
@@ -286,6 +302,9 @@ class ChatSession {
 };
 
 int do_chat(const ChatOptions& o) {
+  if (is_gguf_file(o.dir))
+    throw InputError(o.dir + ": chat needs the tokenizer and chat template, which the engine does not read from GGUF "
+                     "metadata yet (chatvec export safetensors makes a directory)");
   ChatSession chat(o);
   Json messages = Json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
@@ -357,7 +376,9 @@ struct PerplexityOptions {
 };
 
 int do_perplexity(const PerplexityOptions& o) {
-  auto model = LlamaModel::open(o.dir, {o.context});
+  if (is_gguf_file(o.dir))
+    throw InputError(o.dir + ": perplexity needs the tokenizer, which the engine does not read from GGUF metadata yet");
+  auto model = open_model(o.dir, o.context);
   std::unique_ptr<Tokenizer> tok = open_tokenizer(o.dir);
   if (!tok) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model to encode --file");
   // The special tokens the tokenizer puts before a sequence (BOS), found by

@@ -1,7 +1,11 @@
-// Numeric kernels of the engine: matrix-vector products over weights kept in
-// their stored type (f32, bf16, f16; computed in fp32), RMS norm, softmax.
+// Numeric kernels of the engine: matrix products over weights kept in their
+// stored type (f32, bf16, f16, or GGUF q8_0 blocks; computed in fp32), RMS
+// norm, softmax.  The products run on ThreadPool::shared(): AVX-512 tiles
+// (chosen at run time; CHATVEC_KERNELS=portable forces the portable path) or
+// portable dot products.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "core/dtype.h"
@@ -9,14 +13,25 @@
 namespace chatvec {
 
 // A row-major [rows, cols] matrix in a checkpoint's memory (not owned).
+// q8_0: each row is cols / 32 GGUF Q8_0 blocks (an f16 scale d, then 32
+// int8 q; the weight is d * q), and `dtype` is ignored.
 struct WeightView {
   DType dtype = DType::F32;
   const void* data = nullptr;
   int64_t rows = 0, cols = 0;
+  bool q8_0 = false;
 };
 
+// Bytes of one row of w.
+size_t weight_row_bytes(const WeightView& w);
+// One Q8_0 row of `cols` weights (a multiple of 32) as fp32: d * q, exact.
+void dequantize_q8_0_row(const void* row, int64_t cols, float* out);
+// "avx512" or "portable": the product kernels this process uses.
+const char* kernel_name();
+
 // out[r] = sum_c w[r, c] * x[c] (+ bias[r] when bias is not null), fp32
-// accumulation, rows split across OpenMP threads.  `out` must not alias `x`.
+// accumulation, rows handed out in chunks to the pool's threads.  `out` must
+// not alias `x`.
 void matvec(const WeightView& w, const float* x, float* out, const float* bias = nullptr);
 
 // The same for n vectors at once: out[b * out_stride + r] = w[r, :] . x[b *

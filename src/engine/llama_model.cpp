@@ -7,26 +7,52 @@
 #include <stdexcept>
 
 #include "core/error.h"
+#include "engine/thread_pool.h"
 #include "formats/architecture.h"
 #include "formats/safetensors/safetensors_reader.h"
 
 namespace chatvec {
 
 namespace {
-// The stored types the mat-vec kernels read.
+// The stored types the kernels read.
 void check_engine_dtype(const CheckpointTensor& t) {
   const DType d = t.dtype();
   if (d != DType::F32 && d != DType::BF16 && d != DType::F16)
     throw InputError(fmt::format("{}: tensor \"{}\" has type {}; the engine runs F32, BF16 and F16 weights", t.path(),
                                  t.name(), dtype_name(d)));
 }
+
+class CheckpointSource : public WeightSource {
+ public:
+  explicit CheckpointSource(Checkpoint c) : ckpt_(std::move(c)) {}
+  const std::string& path() const override { return ckpt_.path(); }
+  std::optional<EngineTensor> find(const std::string& name) override {
+    const CheckpointTensor* t = ckpt_.find(name);
+    if (!t) return std::nullopt;
+    check_engine_dtype(*t);
+    return EngineTensor{name, t->path(), t->dtype(), false, t->shape(), t->data()};
+  }
+  const Checkpoint& checkpoint() const { return ckpt_; }
+
+ private:
+  Checkpoint ckpt_;
+};
 }  // namespace
 
 std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const EngineOptions& opts) {
   Checkpoint ckpt = Checkpoint::open(dir);
   if (!ckpt.has_config()) throw InputError(dir + ": no config.json");
   ModelConfig config = parse_model_config(ckpt.config(), ckpt.dir() + "/config.json");
-  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(ckpt), std::move(config)));
+  auto src = std::make_unique<CheckpointSource>(std::move(ckpt));
+  const Checkpoint* c = &src->checkpoint();
+  auto m = open(std::move(config), std::move(src), opts);
+  m->ckpt_ = c;
+  return m;
+}
+
+std::unique_ptr<LlamaModel> LlamaModel::open(ModelConfig config, std::unique_ptr<WeightSource> weights,
+                                             const EngineOptions& opts) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel(std::move(weights), std::move(config)));
   const ModelConfig& c = m->config_;
   if (opts.context_length < 0) throw InputError("context length must be positive");
   m->ctx_ = opts.context_length > 0 ? opts.context_length : std::min<int64_t>(c.max_position_embeddings, 4096);
@@ -34,7 +60,7 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
   const int64_t H = c.hidden_size, I = c.intermediate_size;
   const NormLayout layout = norm_layout_of(c.architecture);
   m->embed_ = m->matrix(hf_weight_name(WeightRole::TokenEmbedding), c.vocab_size, H);
-  m->weight_dtype_ = m->embed_.dtype;
+  m->weight_dtype_ = m->embed_.q8_0 ? DType::U8 : m->embed_.dtype;
   for (int64_t l = 0; l < c.num_layers; ++l) {
     auto name = [l, layout](WeightRole r) { return hf_weight_name(r, l, layout); };
     Layer L;
@@ -69,8 +95,8 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
     m->lm_head_ = m->embed_;
   } else {
     const std::string head = hf_weight_name(WeightRole::LmHead);
-    if (!m->ckpt_.find(head))
-      throw InputError(m->ckpt_.path() + ": no tensor \"" + head + "\" and config.json has tie_word_embeddings false");
+    if (!m->source_->find(head))
+      throw InputError(m->source_->path() + ": no tensor \"" + head + "\" and config.json has tie_word_embeddings false");
     m->lm_head_ = m->matrix(head, c.vocab_size, H);
   }
 
@@ -113,37 +139,47 @@ std::unique_ptr<LlamaModel> LlamaModel::open(const std::string& dir, const Engin
   return m;
 }
 
-LlamaModel::LlamaModel(Checkpoint ckpt, ModelConfig config) : ckpt_(std::move(ckpt)), config_(std::move(config)) {}
+LlamaModel::LlamaModel(std::unique_ptr<WeightSource> source, ModelConfig config)
+    : source_(std::move(source)), config_(std::move(config)) {}
 
 WeightView LlamaModel::matrix(const std::string& name, int64_t rows, int64_t cols) {
-  const CheckpointTensor* t = ckpt_.find(name);
-  if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", ckpt_.path(), name));
-  if (t->shape() != std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)})
-    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}, {}]", t->path(), name,
-                                 shape_string(t->shape()), rows, cols));
-  check_engine_dtype(*t);
-  const uint64_t esize = t->element_size();
-  const uint8_t* data = t->data();
-  if (reinterpret_cast<uintptr_t>(data) % esize != 0) {
+  const std::optional<EngineTensor> t = source_->find(name);
+  if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", source_->path(), name));
+  if (t->shape != std::vector<uint64_t>{uint64_t(rows), uint64_t(cols)})
+    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, the config implies [{}, {}]", t->file,
+                                 t->name, shape_string(t->shape), rows, cols));
+  if (t->q8_0 && cols % 32 != 0)
+    throw InputError(fmt::format("{}: q8_0 tensor \"{}\" has {} columns, not whole blocks of 32", t->file,
+                                 t->name, cols));
+  WeightView w{t->dtype, t->data, rows, cols, t->q8_0};
+  const uint64_t esize = t->q8_0 ? 1 : dtype_bits(t->dtype) / 8;
+  if (reinterpret_cast<uintptr_t>(t->data) % esize != 0) {
     // Misaligned in the file (legal in safetensors): keep an aligned copy,
-    // since the mat-vec kernels read whole vectors of elements.
-    std::unique_ptr<uint8_t[]> copy(new uint8_t[t->nbytes()]);
-    std::memcpy(copy.get(), data, t->nbytes());
-    data = copy.get();
+    // since the portable kernels read whole elements.
+    const size_t nbytes = weight_row_bytes(w) * size_t(rows);
+    std::unique_ptr<uint8_t[]> copy(new uint8_t[nbytes]);
+    std::memcpy(copy.get(), t->data, nbytes);
+    w.data = copy.get();
     owned_.push_back(std::move(copy));
   }
-  return WeightView{t->dtype(), data, rows, cols};
+  return w;
 }
 
 std::vector<float> LlamaModel::vector(const std::string& name, int64_t n) {
-  const CheckpointTensor* t = ckpt_.find(name);
-  if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", ckpt_.path(), name));
-  if (t->shape() != std::vector<uint64_t>{uint64_t(n)})
-    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, config.json implies [{}]", t->path(), name,
-                                 shape_string(t->shape()), n));
-  check_engine_dtype(*t);
+  const std::optional<EngineTensor> t = source_->find(name);
+  if (!t) throw InputError(fmt::format("{}: missing tensor \"{}\"", source_->path(), name));
+  if (t->shape != std::vector<uint64_t>{uint64_t(n)})
+    throw InputError(fmt::format("{}: tensor \"{}\" has shape {}, the config implies [{}]", t->file, t->name,
+                                 shape_string(t->shape), n));
   std::vector<float> out(n);
-  convert_to_f32(t->dtype(), t->data(), size_t(n), out.data());
+  if (t->q8_0) {
+    if (n % 32 != 0)
+      throw InputError(fmt::format("{}: q8_0 tensor \"{}\" of {} elements, not whole blocks of 32", t->file,
+                                   t->name, n));
+    dequantize_q8_0_row(t->data, n, out.data());
+  } else {
+    convert_to_f32(t->dtype, t->data, size_t(n), out.data());
+  }
   return out;
 }
 
@@ -179,9 +215,8 @@ void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
   const float softcap = float(c.attn_logit_softcap);
   const int64_t window = layers_[l].window;
   const int64_t pairs = n * c.num_heads;
-  const bool parallel = (pos + n) * pairs * hd >= (int64_t(1) << 16);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t bh = 0; bh < pairs; ++bh) {
+  auto heads = [&](int64_t bh0, int64_t bh1) {
+  for (int64_t bh = bh0; bh < bh1; ++bh) {
     const int64_t b = bh / c.num_heads, h = bh % c.num_heads, p = pos + b;
     const int64_t first = window > 0 ? std::max<int64_t>(0, p - window + 1) : 0;
     const float* q = q_.data() + b * qd + h * hd;
@@ -204,6 +239,9 @@ void LlamaModel::attention(int64_t l, int64_t pos, int64_t n) {
       for (int64_t i = 0; i < hd; ++i) o[i] += a * v[i];
     }
   }
+  };
+  if ((pos + n) * pairs * hd >= (int64_t(1) << 16)) ThreadPool::shared().parallel_for(pairs, 1, heads);
+  else heads(0, pairs);
 }
 
 const float* LlamaModel::forward_batch(const int64_t* tokens, int64_t n, int64_t pos, bool all_logits) {

@@ -6,13 +6,14 @@
 // is read from ModelConfig and applied at marked points of the loop.
 //
 // Weights stay in the checkpoint's memory map in their stored type (f32,
-// bf16 or f16) and are read by the fp32 kernels directly; only norm weights
+// bf16, f16, or a GGUF file's q8_0) and are read by the fp32 kernels directly; only norm weights
 // and biases (small) are converted to fp32 copies.  Activations, KV cache and
 // logits are fp32.
 #pragma once
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,28 @@
 #include "formats/checkpoint.h"
 
 namespace chatvec {
+
+// One tensor of a model as the engine reads it.
+struct EngineTensor {
+  std::string name;  // as the file spells it, for messages
+  std::string file;  // the file holding it, for messages
+  DType dtype = DType::F32;
+  bool q8_0 = false;  // GGUF Q8_0 blocks (see WeightView); dtype is then ignored
+  std::vector<uint64_t> shape;  // Hugging Face order: [rows, cols] or [n]
+  const uint8_t* data = nullptr;  // valid as long as the source lives
+};
+
+// Where a model's weights come from, by Hugging Face tensor name: a
+// checkpoint directory (LlamaModel::open) or a GGUF file (gguf/gguf_model.h).
+class WeightSource {
+ public:
+  virtual ~WeightSource() = default;
+  // The file or directory, for messages.
+  virtual const std::string& path() const = 0;
+  // nullopt when the model has no such tensor.  Throws InputError for a
+  // tensor that cannot be read.
+  virtual std::optional<EngineTensor> find(const std::string& hf_name) = 0;
+};
 
 struct EngineOptions {
   // Largest number of positions (prompt + generated) the KV cache holds.
@@ -33,9 +56,18 @@ class LlamaModel {
   // Open a Hugging Face model directory (config.json + safetensors).  Throws
   // InputError naming the file, field or tensor on any problem.
   static std::unique_ptr<LlamaModel> open(const std::string& dir, const EngineOptions& opts = {});
+  // A model from any weight source and its config (GGUF files: see
+  // gguf/gguf_model.h).
+  static std::unique_ptr<LlamaModel> open(ModelConfig config, std::unique_ptr<WeightSource> weights,
+                                          const EngineOptions& opts = {});
 
   const ModelConfig& config() const { return config_; }
-  const Checkpoint& checkpoint() const { return ckpt_; }
+  // The checkpoint of a model opened from a directory; null otherwise.
+  const Checkpoint* checkpoint_or_null() const { return ckpt_; }
+  // The same for directory models (precondition: checkpoint_or_null()).
+  const Checkpoint& checkpoint() const { return *ckpt_; }
+  // The directory or file the model was opened from.
+  const std::string& path() const { return source_->path(); }
   int64_t context_length() const { return ctx_; }
   // The stored type of the large weights ("BF16" ...), for reports.
   DType weight_dtype() const { return weight_dtype_; }
@@ -63,7 +95,7 @@ class LlamaModel {
     const float* cos = nullptr;  // this layer's rotary tables, [ctx, head_dim/2]
     const float* sin = nullptr;
   };
-  LlamaModel(Checkpoint ckpt, ModelConfig config);
+  LlamaModel(std::unique_ptr<WeightSource> source, ModelConfig config);
   WeightView matrix(const std::string& name, int64_t rows, int64_t cols);
   std::vector<float> vector(const std::string& name, int64_t n);
   // A norm weight as fp32, with Gemma's (1 + w) folded in.
@@ -75,7 +107,8 @@ class LlamaModel {
   // rows[b] = rmsnorm(rows[b]) for n rows of hidden_size, stride `stride`.
   void norm_rows(float* rows, int64_t n, int64_t stride, const std::vector<float>& weight);
 
-  Checkpoint ckpt_;
+  std::unique_ptr<WeightSource> source_;
+  const Checkpoint* ckpt_ = nullptr;  // in source_, for directory models
   ModelConfig config_;
   DType weight_dtype_ = DType::F32;
   int64_t ctx_ = 0;

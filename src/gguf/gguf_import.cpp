@@ -45,10 +45,8 @@ DType dtype_for(uint32_t t) {
 
 }  // namespace
 
-ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
-                          const std::function<void(uint64_t, uint64_t)>& progress) {
-  const File f(path);
-  ImportSummary sum;
+Json gguf_config_json(const File& f) {
+  const std::string path = f.path();
   const std::string arch = f.architecture();
   const ArchitectureInfo* info = find_gguf_import_architecture(arch);
   if (!info) {
@@ -58,52 +56,17 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
         can += (can.empty() ? "" : ", ") + std::string(a.gguf_arch);
     throw InputError(fmt::format("{}: GGUF architecture {} cannot be read as a model ({} can)", path, arch, can));
   }
-  sum.architecture = arch;
   auto key = [&](const char* k) { return arch + "." + k; };
   const uint64_t hidden = f.get_uint(key("embedding_length"));
   const uint64_t heads = f.get_uint(key("attention.head_count"));
   const uint64_t kv_heads = f.find(key("attention.head_count_kv")) ? f.get_uint(key("attention.head_count_kv")) : heads;
   if (heads == 0 || kv_heads == 0) throw InputError(fmt::format("{}: head count 0", path));
-
-  struct Item {
-    const TensorEntry* t;
-    uint64_t rows, cols, perm_heads;
-  };
-  std::vector<Item> items;
-  std::vector<TensorSpec> specs;
   bool has_output = false, has_qkv_bias = false, has_o_bias = false;
   for (const TensorEntry& t : f.tensors()) {
-    if (t.name == "rope_freqs.weight") {
-      sum.notes.push_back("rope_freqs.weight dropped (llama3 rope scaling is not carried into config.json)");
-      continue;
-    }
-    const auto hf = gguf_to_hf_name(t.name, info->layout);
-    if (!hf) throw InputError(fmt::format("{}: tensor {} has no Hugging Face name", path, t.name));
-    const DType dt = dtype_for(t.type);
-    if (dt == DType::U8)
-      throw InputError(fmt::format("{}: tensor {} is {}; F32, F16, BF16 and Q8_0 can be read", path, t.name, type_name(t.type)));
-    if (t.ne.empty() || t.ne.size() > 2)
-      throw InputError(fmt::format("{}: tensor {} has {} dimensions (1 or 2 expected)", path, t.name, t.ne.size()));
     if (t.name == "output.weight") has_output = true;
     if (t.name.find("attn_q.bias") != std::string::npos) has_qkv_bias = true;
     if (t.name.find("attn_output.bias") != std::string::npos) has_o_bias = true;
-    Item it{&t, t.ne.size() == 1 ? t.ne[0] : t.ne[1], t.ne.size() == 1 ? 1 : t.ne[0], 0};
-    if (info->gguf_permute_qk) {
-      const int qk = qk_kind(t.name);
-      if (qk) {
-        it.perm_heads = qk == 1 ? heads : kv_heads;
-        if (it.rows % (2 * it.perm_heads) != 0)
-          throw InputError(fmt::format("{}: tensor {} has {} rows, not a multiple of 2 x {} heads", path, t.name, it.rows,
-                                       it.perm_heads));
-      }
-    }
-    if (t.type == uint32_t(TensorType::Q8_0)) ++sum.dequantized;
-    std::vector<uint64_t> shape = t.ne.size() == 1 ? std::vector<uint64_t>{t.ne[0]} : std::vector<uint64_t>{t.ne[1], t.ne[0]};
-    specs.push_back({*hf, dt, shape});
-    items.push_back(it);
   }
-
-  // config.json
   Json c = Json::object();
   c["architectures"] = Json::array({std::string(info->hf_name)});
   c["model_type"] = arch;
@@ -141,6 +104,64 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
   c["torch_dtype"] = emb->type == uint32_t(TensorType::BF16) ? "bfloat16"
                      : emb->type == uint32_t(TensorType::F16) ? "float16"
                                                                 : "float32";
+  return c;
+}
+
+ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
+                          const std::function<void(uint64_t, uint64_t)>& progress) {
+  const File f(path);
+  ImportSummary sum;
+  const std::string arch = f.architecture();
+  const ArchitectureInfo* info = find_gguf_import_architecture(arch);
+  if (!info) {
+    std::string can;
+    for (const ArchitectureInfo& a : architectures())
+      if (a.gguf_import && can.find(std::string(a.gguf_arch)) == std::string::npos)
+        can += (can.empty() ? "" : ", ") + std::string(a.gguf_arch);
+    throw InputError(fmt::format("{}: GGUF architecture {} cannot be read as a model ({} can)", path, arch, can));
+  }
+  sum.architecture = arch;
+  auto key = [&](const char* k) { return arch + "." + k; };
+  const uint64_t heads = f.get_uint(key("attention.head_count"));
+  const uint64_t kv_heads = f.find(key("attention.head_count_kv")) ? f.get_uint(key("attention.head_count_kv")) : heads;
+  if (heads == 0 || kv_heads == 0) throw InputError(fmt::format("{}: head count 0", path));
+
+  struct Item {
+    const TensorEntry* t;
+    uint64_t rows, cols, perm_heads;
+  };
+  std::vector<Item> items;
+  std::vector<TensorSpec> specs;
+  for (const TensorEntry& t : f.tensors()) {
+    if (t.name == "rope_freqs.weight") {
+      sum.notes.push_back("rope_freqs.weight dropped (llama3 rope scaling is not carried into config.json)");
+      continue;
+    }
+    const auto hf = gguf_to_hf_name(t.name, info->layout);
+    if (!hf) throw InputError(fmt::format("{}: tensor {} has no Hugging Face name", path, t.name));
+    const DType dt = dtype_for(t.type);
+    if (dt == DType::U8)
+      throw InputError(fmt::format("{}: tensor {} is {}; F32, F16, BF16 and Q8_0 can be read", path, t.name, type_name(t.type)));
+    if (t.ne.empty() || t.ne.size() > 2)
+      throw InputError(fmt::format("{}: tensor {} has {} dimensions (1 or 2 expected)", path, t.name, t.ne.size()));
+    Item it{&t, t.ne.size() == 1 ? t.ne[0] : t.ne[1], t.ne.size() == 1 ? 1 : t.ne[0], 0};
+    if (info->gguf_permute_qk) {
+      const int qk = qk_kind(t.name);
+      if (qk) {
+        it.perm_heads = qk == 1 ? heads : kv_heads;
+        if (it.rows % (2 * it.perm_heads) != 0)
+          throw InputError(fmt::format("{}: tensor {} has {} rows, not a multiple of 2 x {} heads", path, t.name, it.rows,
+                                       it.perm_heads));
+      }
+    }
+    if (t.type == uint32_t(TensorType::Q8_0)) ++sum.dequantized;
+    std::vector<uint64_t> shape = t.ne.size() == 1 ? std::vector<uint64_t>{t.ne[0]} : std::vector<uint64_t>{t.ne[1], t.ne[0]};
+    specs.push_back({*hf, dt, shape});
+    items.push_back(it);
+  }
+
+  // config.json
+  const Json c = gguf_config_json(f);
   write_file((fs::path(out_dir) / "config.json").string(), dump_json_pretty(c));
 
   // tokenizer sidecar

@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "core/json_util.h"
 #include "gguf/gguf_format.h"
 
 namespace chatvec::gguf {
@@ -33,6 +34,10 @@ struct ImportSummary {
 // name or type.
 ImportSummary import_gguf(const std::string& gguf_path, const std::string& out_dir,
                           const std::function<void(uint64_t, uint64_t)>& progress = {});
+
+// The config.json import_gguf writes for a file (architectures "llama",
+// "qwen2", "qwen3"; InputError for others or for missing keys).
+Json gguf_config_json(const File& f);
 
 // The tokenizer.* (and tokenizer.chat_template) key-values of a GGUF file.
 std::vector<KeyValue> tokenizer_kvs_of(const File& f);
