@@ -96,9 +96,14 @@ def arms(S, table7):
             out.append(dict(row=cv_row("CP", r), merge=dict(target="cp", chat=f"chat[{main}]", ratio=r),
                             family="inst", group="sweep", size=main, ratio=r))
     # Operations on the faithful arm (the chat vector of the main strength).
+    # "{r}" in a flag is the entry's ratio, "{seed}" the seed (DARE's).
     ops = [("embeddings skipped", ["--embeddings", "skip"]),
            ("attention only", ["--include", r"self_attn\."]),
-           ("MLP only", ["--include", r"mlp\."])]
+           ("MLP only", ["--include", r"mlp\."]),
+           # per-layer schedule: 0 at layer 0 (and the embedding) rising linearly to r at the last layer
+           ("schedule 0→r by layer", ["--ratio", "0,{r}"]),
+           # DARE at density 0.25: drop 75 % of the vector's elements, rescale the rest by 4
+           ("DARE 0.25", ["--dare", "0.75", "--seed", "{seed}"])]
     for label, flags in ops:
         for r in (1.0, 0.5):
             out.append(dict(row=cv_row("CP", r, label), merge=dict(target="cp", chat=f"chat[{main}]", ratio=r,
@@ -152,7 +157,7 @@ def run(cmd, quiet=True, env=None):
 
 
 def slug(row):
-    out = "".join(c if c.isalnum() or c in ".-" else "_" for c in row.replace("→", "_ft").replace("+", "p"))
+    out = "".join(c if c.isalnum() or c in ".-" else "_" for c in row.replace("→FT", "_ftFT").replace("→", "_to_").replace("+", "p"))
     while "__" in out:
         out = out.replace("__", "_")
     return out.strip("_")
@@ -168,6 +173,7 @@ def main():
     ap.add_argument("--threads", type=int, default=0, help="training threads (0: OpenMP default)")
     ap.add_argument("--table7", action="store_true", help="also the first run's extended-vocabulary arms (CPx)")
     ap.add_argument("--no-diagnose", action="store_true", help="skip experiments/diagnose.py")
+    ap.add_argument("--report-only", action="store_true", help="rewrite report.md and the plots from --out's results.json")
     ap.add_argument("--resume", action="store_true",
                     help="reuse trained models and evaluations already in --out (same settings assumed)")
     a = ap.parse_args()
@@ -180,6 +186,10 @@ def main():
     t_start = time.time()
     timings = {}
     ARMS = arms(S, a.table7)
+    if a.report_only:
+        doc = json.load(open(os.path.join(W, "results.json")))
+        write_report(W, doc["results"], S, doc["seeds"], doc.get("total_seconds", 0.0), ARMS)
+        return
 
     log("building data")
     run([sys.executable, os.path.join(HERE, "build_data.py"), data, "--shared", a.shared, "--n-eval", str(S["n_eval"]),
@@ -238,7 +248,9 @@ def main():
         out = os.path.join(W, name)
         if os.path.exists(out):
             shutil.rmtree(out)
-        cmd = [cv, "-q", "merge", "--base", base, "--chat", chat, "--target", target, "--ratio", str(ratio), "-o", out]
+        cmd = [cv, "-q", "merge", "--base", base, "--chat", chat, "--target", target, "-o", out]
+        if "--ratio" not in flags:  # an entry's own --ratio (a schedule) replaces the scalar
+            cmd += ["--ratio", str(ratio)]
         r = subprocess.run(cmd + list(flags), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if r.returncode != 0:
             return None, (r.stderr.strip().splitlines() or ["failed"])[-1]
@@ -342,7 +354,8 @@ def main():
                 err = None
             else:
                 m = arm["merge"]
-                d, err = merge(tag, models[m["target"]], models[m["chat"]], m["ratio"], m.get("flags", []))
+                flags = [f.replace("{r}", f"{m['ratio']:g}").replace("{seed}", str(seed)) for f in m.get("flags", [])]
+                d, err = merge(tag, models[m["target"]], models[m["chat"]], m["ratio"], flags)
             if err:
                 results.setdefault(row, {})[str(seed)] = {"error": err}
                 log(f"{row}: not produced: {err}")
@@ -360,7 +373,8 @@ def main():
             sfx + "_end", {"cp": (models["cp"], evaluated["CP + CV [<|end|>]"]),
                            "cp_ft": (models["cp_ft_end"], evaluated["CP→FT + CV [<|end|>]"])}, models["chat_end"])
         if not a.no_diagnose:
-            diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_held, results, checks, timings)
+            diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_held, results, checks, timings,
+                     a.resume)
         save()
 
     total = time.time() - t_start
@@ -369,7 +383,8 @@ def main():
     log(f"done in {total / 60:.1f} min; report: {os.path.join(W, 'report.md')}")
 
 
-def diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_held, results, checks, timings):
+def diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_held, results, checks, timings,
+             resume=False):
     """experiments/diagnose.py on every evaluated model of this seed; the
     reference's bits/byte is checked against chatvec's engine on the same
     verses (`chatvec perplexity --lines`)."""
@@ -377,8 +392,11 @@ def diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_hel
     os.makedirs(os.path.dirname(out), exist_ok=True)
     jobs = {"base": base, "heldout": diag_held, "lines": S["diag_lines"], "tasks": tasks,
             "greedy_tasks_per_type": S["diag_tasks"], "max_new": S["max_new"], "models": [], "norms": []}
+    done = {}
+    if resume and os.path.exists(out):
+        done = json.load(open(out))
     for arm in ARMS:
-        if arm["row"] in evaluated:
+        if arm["row"] in evaluated and arm["row"] not in done.get("models", {}):
             eot = FAMILIES[arm["family"]]["eot"]
             jobs["models"].append({"tag": arm["row"], "dir": evaluated[arm["row"]], "eot": eot,
                                    "greedy": bool(arm.get("greedy"))})
@@ -391,9 +409,13 @@ def diagnose(W, cv, seed, sfx, S, ARMS, evaluated, models, base, tasks, diag_hel
     _, dt = run([sys.executable, os.path.join(HERE, "diagnose.py"), jf, out])
     timings["diagnose" + sfx] = dt
     D = json.load(open(out))
+    if done:  # --resume: the models diagnosed before, and the new ones
+        D["models"] = {**done["models"], **D["models"]}
+        json.dump(D, open(out, "w"), indent=1, ensure_ascii=False)
     nbytes = sum(len(l.rstrip("\n").encode("utf-8")) for l in open(diag_held, encoding="utf-8"))
     worst = 0.0
     per = {}
+    D["models"] = {row: d for row, d in D["models"].items() if row in evaluated}
     for row, d in D["models"].items():
         r, _ = run([cv, "-q", "perplexity", evaluated[row], "--file", diag_held, "--lines"])
         eng = json.loads(r.stdout)["nll"] / math.log(2) / nbytes
