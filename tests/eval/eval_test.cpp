@@ -120,7 +120,8 @@ TEST(ReproductionPipeline, ReducedScaleRunsEndToEnd) {
   const Json res = read_json_file((tmp / "work/results.json").string());
   const char* rows[] = {"chat (English SFT)", "CP", "CP + CV", "CP + 0.5 CV", "CP→FT", "CP→FT + CV",
                         "chat (English SFT) [lr 1e-4]", "CP + CV [lr 1e-4]", "CP + 1.25 CV", "CP + CV [embeddings skipped]",
-                        "CP + CV [attention only]", "CP + CV [MLP only]", "chat (English SFT) [<|end|>]",
+                        "CP + CV [attention only]", "CP + CV [MLP only]",
+                        "CP + CV [schedule 0→r by layer]", "CP + 0.5 CV [DARE 0.25]", "chat (English SFT) [<|end|>]",
                         "CP + CV [<|end|>]", "CP→FT + CV [<|end|>]", "CPx", "CPx + CV [shared]", "CPx + CV [align]",
                         "CPx + CV [skip]", "CPx→FT", "CPx→FT + CV"};
   for (const char* row : rows) {
