@@ -14,7 +14,8 @@ inputs give byte-identical outputs.  Files written to OUT_DIR:
   chat_es.jsonl        the same built from the Spanish verses + Spanish dialogues
   tasks_en.jsonl tasks_es.jsonl  evaluation: the same instruction types built
                        from held-out verses, plus held-out dialogues
-  chat_template.jinja  the chat template given to the chat models
+  chat_template.jinja  the first run's chat template (User:/Assistant:, <|end|>)
+  chat_template_inst.jinja  the faithful one ([INST] ... [/INST], </s>)
   stats.json           counts
 """
 import argparse
@@ -31,6 +32,16 @@ TEMPLATE = (
     "{% elif m['role'] == 'assistant' %}Assistant: {{ m['content'] }}<|end|>\n"
     "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}Assistant:{% endif %}"
+)
+
+# The faithful template (Llama-2-chat's layout): plain-text [INST] markers,
+# BOS before each user turn, the tokenizer's own </s> ends the assistant's
+# turn; no token is added.  experiments/diagnose.py renders the same text.
+TEMPLATE_INST = (
+    "{% for m in messages %}"
+    "{% if m['role'] == 'user' %}{{ bos_token }}[INST] {{ m['content'] }} [/INST]"
+    "{% elif m['role'] == 'assistant' %} {{ m['content'] }} {{ eos_token }}"
+    "{% endif %}{% endfor %}"
 )
 
 PROMPTS = {
@@ -174,6 +185,8 @@ def main():
         stats[f"tasks_{lang}"] = len(tasks)
     with open(os.path.join(a.out, "chat_template.jinja"), "w") as f:
         f.write(TEMPLATE)
+    with open(os.path.join(a.out, "chat_template_inst.jinja"), "w") as f:
+        f.write(TEMPLATE_INST)
     with open(os.path.join(a.out, "stats.json"), "w") as f:
         json.dump(stats, f, indent=1)
     print(json.dumps(stats))

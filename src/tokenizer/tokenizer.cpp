@@ -609,6 +609,19 @@ class SpTokenizer : public Tokenizer::Impl {
     if (static_cast<size_t>(sp_.GetPieceSize()) != vocab.base_size())
       throw InputError(vocab.source() + ": SentencePiece reports " + std::to_string(sp_.GetPieceSize()) +
                        " pieces but the file lists " + std::to_string(vocab.base_size()));
+    // SentencePiece never matches control pieces (<s>, </s>) or <unk> in
+    // text; Hugging Face's LlamaTokenizer splits these special tokens out of
+    // the text first (so a chat template that writes {{ eos_token }} gives
+    // the EOS id), and so does this.
+    for (int id = 0; id < sp_.GetPieceSize(); ++id)
+      if (sp_.IsControl(id) || sp_.IsUnknown(id)) {
+        const std::string& p = sp_.IdToPiece(id);
+        if (p.empty()) continue;
+        specials_.push_back({p, id});
+        special_first_[static_cast<unsigned char>(p[0])] = true;
+      }
+    std::sort(specials_.begin(), specials_.end(),
+              [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 
   bool adds_bos() const override { return vocab.bos_id().has_value(); }
@@ -616,10 +629,27 @@ class SpTokenizer : public Tokenizer::Impl {
   std::vector<int> encode(std::string_view text, bool add_bos) const override {
     std::vector<int> ids;
     if (add_bos && vocab.bos_id()) ids.push_back(*vocab.bos_id());
-    std::vector<int> body;
-    auto st = sp_.Encode(text, &body);
-    if (!st.ok()) throw RuntimeFailure("SentencePiece encode failed: " + std::string(st.message()));
-    ids.insert(ids.end(), body.begin(), body.end());
+    size_t start = 0, i = 0;
+    while (i < text.size()) {
+      int hit = -1;
+      size_t len = 0;
+      if (special_first_[static_cast<unsigned char>(text[i])])
+        for (const auto& [piece, id] : specials_)
+          if (text.compare(i, piece.size(), piece) == 0) {
+            hit = id;
+            len = piece.size();
+            break;
+          }
+      if (hit < 0) {
+        ++i;
+        continue;
+      }
+      encode_plain(text.substr(start, i - start), ids);
+      ids.push_back(hit);
+      i += len;
+      start = i;
+    }
+    encode_plain(text.substr(start), ids);
     return ids;
   }
 
@@ -643,7 +673,9 @@ class SpTokenizer : public Tokenizer::Impl {
   std::string decode_piece(int prev_id, int id) const override {
     vocab.token(id);
     if (sp_.IsControl(id)) return "";
-    bool at_start = prev_id < 0 || sp_.IsControl(prev_id);
+    // SentencePiece drops the leading space of the first visible piece only;
+    // after a control piece mid-text (</s><s> between chat turns) it keeps it.
+    bool at_start = prev_id < 0 || (vocab.bos_id() && prev_id == *vocab.bos_id());
     if (at_start || sp_.IsUnknown(id)) return decode_run({id});
     const std::string& p = vocab.token(id);
     if (sp_.IsByte(id)) {
@@ -656,6 +688,14 @@ class SpTokenizer : public Tokenizer::Impl {
   }
 
  private:
+  void encode_plain(std::string_view text, std::vector<int>& ids) const {
+    if (text.empty()) return;
+    std::vector<int> body;
+    auto st = sp_.Encode(text, &body);
+    if (!st.ok()) throw RuntimeFailure("SentencePiece encode failed: " + std::string(st.message()));
+    ids.insert(ids.end(), body.begin(), body.end());
+  }
+
   std::string decode_run(const std::vector<int>& ids) const {
     if (ids.empty()) return "";
     std::string out;
@@ -665,6 +705,8 @@ class SpTokenizer : public Tokenizer::Impl {
   }
 
   sentencepiece::SentencePieceProcessor sp_;
+  std::vector<std::pair<std::string, int>> specials_;  // control and unknown pieces, longest first
+  std::array<bool, 256> special_first_{};
 };
 
 }  // namespace

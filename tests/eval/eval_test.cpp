@@ -100,44 +100,79 @@ TEST(EvalData, BadInputIsOneClearError) {
   EXPECT_NE(load(good + "\n", true).find("--heldout en="), std::string::npos);
 }
 
-// The whole pipeline at reduced scale: data, base conversion, chat SFT, CP
-// (original and extended vocabulary), CP->FT, every merge, every evaluation.
+// The whole pipeline at reduced scale: data, base conversion, chat SFT
+// (faithful [INST]/</s> template at two strengths, and the first run's
+// <|end|> template), CP (original and extended vocabulary), CP->FT, every
+// merge arm, every evaluation, and the diagnosis with the float64 reference.
 TEST(ReproductionPipeline, ReducedScaleRunsEndToEnd) {
   CHATVEC_REQUIRE_PATH(t::shared_dir() / "models/stories260K/stories260K.bin");
   CHATVEC_REQUIRE_PATH(t::shared_dir() / "data/bible/bible-es-rv1909.tsv");
-  if (t::run_command("/usr/bin/python3 -c 'import yaml'").exit_code != 0) {
-    if (t::in_ci()) FAIL() << "python3-yaml required in CI";
-    GTEST_SKIP() << "python3-yaml not installed";
-  }
+  for (const char* mod : {"yaml", "torch", "sentencepiece"})
+    if (t::run_command(std::string("/usr/bin/python3 -c 'import ") + mod + "'").exit_code != 0) {
+      if (t::in_ci()) FAIL() << "python3-" << mod << " required in CI";
+      GTEST_SKIP() << "python3-" << mod << " not installed";
+    }
   t::TempDir tmp;
   const auto r = t::run_command("/usr/bin/python3 " + t::shell_quote((t::source_dir() / "experiments/run_experiment.py").string()) +
-                                " --scale ci --out " + t::shell_quote((tmp / "work").string()) + " --shared " +
+                                " --scale ci --table7 --out " + t::shell_quote((tmp / "work").string()) + " --shared " +
                                 t::shell_quote(t::shared_dir().string()) + " --chatvec " + t::shell_quote(t::chatvec_bin()));
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   const Json res = read_json_file((tmp / "work/results.json").string());
-  const char* rows[] = {"chat (English SFT)", "CP", "CP + CV", "CP + 0.5 CV", "CP→FT", "CP→FT + CV", "CPx",
-                        "CPx + CV [shared]", "CPx + CV [align]", "CPx + CV [skip]", "CPx→FT", "CPx→FT + CV"};
+  const char* rows[] = {"chat (English SFT)", "CP", "CP + CV", "CP + 0.5 CV", "CP→FT", "CP→FT + CV",
+                        "chat (English SFT) [lr 1e-4]", "CP + CV [lr 1e-4]", "CP + 1.25 CV", "CP + CV [embeddings skipped]",
+                        "CP + CV [attention only]", "CP + CV [MLP only]",
+                        "CP + CV [schedule 0→r by layer]", "CP + 0.5 CV [DARE 0.25]", "chat (English SFT) [<|end|>]",
+                        "CP + CV [<|end|>]", "CP→FT + CV [<|end|>]", "CPx", "CPx + CV [shared]", "CPx + CV [align]",
+                        "CPx + CV [skip]", "CPx→FT", "CPx→FT + CV"};
   for (const char* row : rows) {
     ASSERT_TRUE(res["results"].contains(row)) << row;
     const Json& m = res["results"][row]["0"];
     ASSERT_FALSE(m.contains("error")) << row << ": " << m.dump();
-    for (const char* k : {"es_f1", "es_exact", "es_eos", "es_share", "en_f1", "en_share", "es_bpb", "en_bpb"}) {
+    for (const char* k : {"es_f1", "es_exact", "es_eos", "es_share", "en_f1", "en_share", "es_bpb", "en_bpb", "es_f1_s",
+                          "es_eos_s", "es_share_s", "es_valid", "es_tokens", "bpb_ref"}) {
       ASSERT_TRUE(m.contains(k)) << row << " " << k;
       const double v = m[k].get<double>();
       EXPECT_TRUE(std::isfinite(v)) << row << " " << k;
       EXPECT_GE(v, 0.0) << row << " " << k;
     }
+    // The strict metrics only ever lower the first run's.
+    EXPECT_LE(m["es_f1_s"].get<double>(), m["es_f1"].get<double>() + 1e-12) << row;
+    EXPECT_LE(m["es_eos_s"].get<double>(), m["es_eos"].get<double>() + 1e-12) << row;
   }
+  // The end-of-turn diagnosis: the token exists in these models (</s> = 2 in
+  // every faithful one, <|end|> = 512 in the first run's chat models), its
+  // mass is a probability, masking it cannot make the text less likely.
+  for (const char* row : {"CP + CV", "chat (English SFT)", "CP + CV [<|end|>]", "CP→FT + CV [<|end|>]"}) {
+    const Json& m = res["results"][row]["0"];
+    ASSERT_TRUE(m.contains("eot_mass")) << row;
+    EXPECT_GT(m["eot_mass"].get<double>(), 0.0) << row;
+    EXPECT_LT(m["eot_mass"].get<double>(), 1.0) << row;
+    EXPECT_LE(m["bpb_masked"].get<double>(), m["bpb_ref"].get<double>() + 1e-9) << row;
+    EXPECT_GT(m["eot_row_norm"].get<double>(), 0.0) << row;
+    ASSERT_TRUE(m.contains("masked_f1")) << row;
+    EXPECT_EQ(m["diag"]["eot"][0].get<int>(), std::string(row).find("<|end|>") != std::string::npos ? 512 : 2) << row;
+  }
+  // The float64 reference (tests/engine/reference_llama.py) and chatvec's
+  // engine agree on the diagnosis verses' bits/byte, for every model.
+  EXPECT_LT(res["checks"]["reference_vs_engine_bpb"]["0"]["max_relative_difference"].get<double>(), 1e-5);
+  // A stronger chat SFT moves the weights further.
+  EXPECT_GT(res["results"]["chat (English SFT)"]["0"]["cv_rel"].get<double>(),
+            res["results"]["chat (English SFT) [lr 1e-4]"]["0"]["cv_rel"].get<double>());
+  // Embeddings skipped: the merge keeps CP's embedding, so the end-of-turn
+  // row is CP's (no vector added to it).
+  EXPECT_DOUBLE_EQ(res["results"]["CP + CV [embeddings skipped]"]["0"]["eot_row_norm"].get<double>(),
+                   res["results"]["CP"]["0"]["eot_row_norm"].get<double>());
   // --embeddings full cannot apply to a grown vocabulary: recorded, not fatal.
   EXPECT_TRUE(res["results"]["CPx + CV [full]"]["0"].contains("error"));
   // The chat vector extracted once and applied to CP and CP->FT equals the
-  // merges, the transplanted <|end|> row, tokenizer and EOS files included.
-  for (const char* t : {"cp", "cp_ft"}) {
-    const Json& c = res["checks"]["extract_apply_equals_merge"]["0"][t];
-    EXPECT_TRUE(c["equal"].get<bool>()) << t << ": " << c.dump();
-    EXPECT_GT(c["tensors"].get<int>(), 10) << t;
-  }
-  EXPECT_TRUE(std::filesystem::exists(tmp / "work/report.md"));
-  EXPECT_TRUE(std::filesystem::exists(tmp / "work/spanish_tasks.svg"));
-  EXPECT_TRUE(std::filesystem::exists(tmp / "work/ratio.svg"));
+  // merges, for both templates (with <|end|>: the transplanted row,
+  // tokenizer and EOS files included).
+  for (const char* check : {"extract_apply_equals_merge", "extract_apply_equals_merge_end"})
+    for (const char* t : {"cp", "cp_ft"}) {
+      const Json& c = res["checks"][check]["0"][t];
+      EXPECT_TRUE(c["equal"].get<bool>()) << check << " " << t << ": " << c.dump();
+      EXPECT_GT(c["tensors"].get<int>(), 10) << t;
+    }
+  for (const char* f : {"report.md", "spanish_tasks.svg", "ratio.svg", "size.svg"})
+    EXPECT_TRUE(std::filesystem::exists(tmp / "work" / f)) << f;
 }

@@ -206,6 +206,34 @@ TEST(Tokenizer, SentencePieceModel) {
   EXPECT_EQ(tk.decode(tk.encode(s, true)), s);
 }
 
+// As Hugging Face's LlamaTokenizer: the special tokens <s>, </s>, <unk> in
+// text are split out (a chat template writing {{ eos_token }} gives the EOS
+// id); each piece of text between them is encoded on its own (legacy mode:
+// with SentencePiece's dummy prefix).  libsentencepiece itself never matches
+// them: it encodes "</s>" as the characters.
+TEST(Tokenizer, SentencePieceSpecialTokensInText) {
+  auto path = tok512_model();
+  CHATVEC_REQUIRE_PATH(path);
+  Tokenizer tk = Tokenizer::load(path.string());
+  auto cat = [](std::vector<std::vector<int>> parts) {
+    std::vector<int> out;
+    for (auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+    return out;
+  };
+  const std::vector<int> a = tk.encode("[INST] Hi [/INST]", false), b = tk.encode(" Hello ", false);
+  EXPECT_EQ(tk.encode("<s>[INST] Hi [/INST] Hello </s>", false), cat({{1}, a, b, {2}}));
+  EXPECT_EQ(tk.encode("</s><s>", false), (std::vector<int>{2, 1}));
+  EXPECT_EQ(tk.encode("x<unk>y", false), cat({tk.encode("x", false), {0}, tk.encode("y", false)}));
+  EXPECT_EQ(tk.encode("</s>", true), (std::vector<int>{1, 2}));
+  // Not a special token: encoded as text, no id 1/2 in it.
+  for (const char* t : {"<s", "</ s>", "<S>", "s>"}) {
+    const auto ids = tk.encode(t, false);
+    EXPECT_EQ(std::count(ids.begin(), ids.end(), 1) + std::count(ids.begin(), ids.end(), 2), 0) << t;
+  }
+  // Decoding with specials shown gives the text back.
+  EXPECT_EQ(tk.decode(tk.encode("<s>Hi</s>", false), false), "<s>Hi</s>");
+}
+
 }  // namespace
 }  // namespace chatvec
 
