@@ -161,11 +161,12 @@ def main():
     checks = {}
 
     def same_files(a_dir, b_dir):
-        """Names of the non-weight files (model card aside) that differ."""
+        """Names of the non-weight files that differ (the model card and chatvec.json, which record how
+        each output was made -- `apply` or `merge` -- are left aside)."""
         names = sorted(set(os.listdir(a_dir)) | set(os.listdir(b_dir)))
         bad = []
         for n in names:
-            if n == "README.md" or n.endswith(".safetensors") or n.endswith(".index.json"):
+            if n in ("README.md", "chatvec.json") or n.endswith(".safetensors") or n.endswith(".index.json"):
                 continue
             pa, pb = os.path.join(a_dir, n), os.path.join(b_dir, n)
             if not (os.path.isfile(pa) and os.path.isfile(pb)) or open(pa, "rb").read() != open(pb, "rb").read():

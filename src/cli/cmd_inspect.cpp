@@ -60,7 +60,7 @@ int run_inspect(const InspectOptions& o) {
   if (o.json) {
     Json j = Json::object();
     j["path"] = o.path;
-    j["kind"] = recipe.is_null() ? "model" : "chat-vector";
+    j["kind"] = recipe.is_object() && recipe.value("kind", std::string()) == "chat-vector" ? "chat-vector" : "model";
     j["tensor_count"] = c.tensor_count();
     j["parameter_count"] = c.parameter_count();
     j["tensor_bytes"] = c.tensor_bytes();
@@ -93,9 +93,12 @@ int run_inspect(const InspectOptions& o) {
     return 0;
   }
 
-  fmt::print("{}: {}\n", o.path, recipe.is_null() ? "model" : "chat vector");
-  if (!recipe.is_null())
+  const bool vector = recipe.is_object() && recipe.value("kind", std::string()) == "chat-vector";
+  fmt::print("{}: {}\n", o.path, vector ? "chat vector" : "model");
+  if (vector)
     fmt::print("  recipe: {} - {}\n", recipe.value("chat", std::string("?")), recipe.value("base", std::string("?")));
+  else if (recipe.is_object())
+    fmt::print("  made by chatvec {} (recipe: chatvec.json)\n", recipe.value("kind", std::string("?")));
   fmt::print("  {} tensors, {} parameters, {} in {} file(s)\n", c.tensor_count(), c.parameter_count(),
              human_bytes(c.tensor_bytes()), c.shards().size());
   for (const auto& [k, v] : by_dtype) fmt::print("  {}: {} tensors, {} parameters\n", k, v.first, v.second);

@@ -16,6 +16,7 @@
 #include "formats/safetensors/safetensors_writer.h"
 #include "merge/kernels.h"
 #include "merge/row_gather.h"
+#include "merge/vector_ops.h"
 
 namespace chatvec {
 
@@ -288,6 +289,11 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
         const uint64_t n = task.numel();
         const uint64_t out_es = dtype_bits(task.dtype) / 8;
         const uint64_t chunk = std::max<uint64_t>(1, opt.chunk_bytes / out_es);
+        // Operations on the vectors: their statistics passes first (each in
+        // steps of at most a chunk), then the output chunk by chunk.
+        const bool with_ops = task.ops.any();
+        OpsState ops_state;
+        if (with_ops) ops_state = prepare_vector_ops(task, chunk, threads);
         for (uint64_t first = 0; first < n; first += chunk) {
           check_interrupted();
           const uint64_t count = std::min(chunk, n - first);
@@ -305,7 +311,13 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
           args.out_dtype = task.dtype;
           const int64_t grain = 1 << 15;
           const int64_t pieces = int64_t((count + grain - 1) / grain);
-          if (threads > 1 && pieces > 1) {
+          if (with_ops) {
+#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && pieces > 1)
+            for (int64_t p = 0; p < pieces; ++p) {
+              const uint64_t b = first + uint64_t(p) * grain;
+              combine_ops_range(task, ops_state, buffer->data(), first, b, std::min<uint64_t>(first + count, b + grain));
+            }
+          } else if (threads > 1 && pieces > 1) {
 #pragma omp parallel for schedule(static) num_threads(threads)
             for (int64_t p = 0; p < pieces; ++p) {
               const size_t b = size_t(p) * grain;

@@ -15,6 +15,7 @@
 #include "formats/architecture.h"
 #include "formats/model_dir.h"
 #include "gguf/gguf_export.h"
+#include "merge/recipe.h"
 
 namespace chatvec {
 
@@ -29,8 +30,30 @@ std::string dtype_label(const std::optional<DType>& dtype) {
 
 namespace {
 
-void check_ratio(double r) {
-  if (!std::isfinite(r)) throw InputError("--ratio must be a finite number");
+void check_ratio(const RatioSchedule& r) {
+  if (r.points.empty()) throw InputError("--ratio: an empty ratio schedule");
+  for (double v : r.points)
+    if (!std::isfinite(v)) throw InputError("--ratio must be a finite number");
+  for (const auto& o : r.overrides)
+    if (!std::isfinite(o.value)) throw InputError("--ratio-for \"" + o.pattern + "\": not a finite number");
+}
+
+// A ratio schedule in a formula: the number, or "ratio(0.2,1 by layer)".
+std::string ratio_text(const RatioSchedule& r) {
+  if (r.is_constant()) return fmt::format("{}", r.constant());
+  std::string s = r.points.size() == 1 ? r.points_string() : r.points_string() + " by layer";
+  for (const auto& o : r.overrides) s += fmt::format("; {}={}", o.pattern, o.value);
+  return "ratio(" + s + ")";
+}
+
+// Options of the operations, checked before anything is opened.
+void check_ops(const MergeJob& job) {
+  check_vector_ops(job.ops);
+  if (job.ops.any() && job.kind == JobKind::Extract)
+    throw InputError("extract writes chat - base as it is: give the operations (--dare, --keep, --clip, --ties) to "
+                     "merge or apply");
+  if (job.ops.ties && (job.kind == JobKind::Merge || job.vectors.size() < 2))
+    throw InputError("--ties needs at least two vectors: use apply with two or more --vector (merge adds one)");
 }
 
 // Open one input (a directory, a .safetensors file, or a .gguf imported
@@ -54,6 +77,7 @@ PlanOptions plan_options(const MergeJob& job) {
   PlanOptions p;
   p.dtype = job.dtype;
   p.selection = make_selection(job.include, job.exclude);
+  p.ops = job.ops;
   return p;
 }
 
@@ -88,13 +112,15 @@ void prepare_merge(PreparedJob& p, JobReporter& report) {
   if (p.eos && !p.eos->token.empty())
     p.preamble.push_back("eos: the chat model's \"" + p.eos->token + "\" (" + p.eos->source + ") -> output id " +
                          std::to_string(p.eos->output_id));
-  p.exec.metadata = metadata_for(Json{{"recipe", fmt::format("target + {} * (chat - base)", job.ratio)}});
+  p.exec.metadata =
+      metadata_for(Json{{"recipe", fmt::format("target + {} * (chat - base)", ratio_text(job.ratio))}});
   p.files_from = target.is_directory() ? target.dir() : "";
   p.template_from = chat.is_directory() ? chat.dir() : "";
   p.card.title = output_title(job);
   p.card.inputs = {{"target", job.target}, {"chat", job.chat}, {"base", job.base}};
   p.card.base_models = {job.target, job.chat, job.base};
-  p.card.recipe = fmt::format("out = target + {} * (chat - base)", job.ratio);
+  p.card.recipe = fmt::format("out = target + {} * (chat - base)", ratio_text(job.ratio));
+  if (job.ops.any()) p.card.details.push_back("operations on the chat vector: " + job.ops.to_string());
   p.card.details.push_back(
       fmt::format("{} tensors combined, {} copied from the target unchanged", p.plan.combined, p.plan.copied));
   p.card.details.push_back("arithmetic in fp32, rounded to the output dtype to nearest-even");
@@ -312,7 +338,8 @@ void prepare_apply(PreparedJob& p, JobReporter& report) {
   p.plan = build_plan(in, po);
 
   std::string recipe = "out = target";
-  for (size_t i = 0; i < job.vectors.size(); ++i) recipe += fmt::format(" + {} * vector{}", job.vectors[i].ratio, i + 1);
+  for (size_t i = 0; i < job.vectors.size(); ++i)
+    recipe += fmt::format(" + {} * vector{}", ratio_text(job.vectors[i].ratio), i + 1);
   p.exec.metadata = metadata_for(Json{{"recipe", recipe}});
   p.files_from = target.is_directory() ? target.dir() : "";
   p.template_from = job.vectors.front().path;
@@ -320,11 +347,13 @@ void prepare_apply(PreparedJob& p, JobReporter& report) {
   p.card.inputs = {{"target", job.target}};
   p.card.base_models = {job.target};
   for (size_t i = 0; i < job.vectors.size(); ++i) {
-    p.card.inputs.push_back({fmt::format("vector{} (ratio {})", i + 1, job.vectors[i].ratio), job.vectors[i].path});
+    p.card.inputs.push_back(
+        {fmt::format("vector{} (ratio {})", i + 1, ratio_text(job.vectors[i].ratio)), job.vectors[i].path});
     const Json& r = p.vector_recipes[i];
     if (r.contains("chat") && r["chat"].is_string()) p.card.base_models.push_back(r["chat"].get<std::string>());
   }
   p.card.recipe = recipe;
+  if (job.ops.any()) p.card.details.push_back("operations on the vectors: " + job.ops.to_string());
   p.card.details.push_back(
       fmt::format("{} tensors combined, {} copied from the target unchanged", p.plan.combined, p.plan.copied));
 }
@@ -355,6 +384,56 @@ constexpr double kCachedReadBytesPerSec = 5.0e9;
 constexpr double kDiskReadBytesPerSec = 1.2e9;
 constexpr double kWriteBytesPerSec = 1.25e9;
 
+// --dry-run: the resolved ratio and operations by tensor group: the tensor
+// names with their layer index as "*", each with its ratios in layer order;
+// groups with the same ratios and operations share a line.
+void report_ratio_groups(const PreparedJob& p, JobReporter& report) {
+  struct Group {
+    std::vector<std::string> ratios;  // one per tensor, in layer (storage) order
+    std::string ops;
+    std::vector<int64_t> layers;
+  };
+  std::map<std::string, Group> groups;
+  std::vector<std::string> order;
+  for (const auto& t : p.plan.tasks) {
+    if (t.kind == TaskKind::Copy || t.terms.empty() || !t.target) continue;
+    std::string key = t.name;
+    const int64_t l = layer_of(t.name);
+    if (l >= 0) {
+      const std::string needle = "layers." + std::to_string(l) + ".";
+      const size_t at = key.find(needle);
+      if (at != std::string::npos) key.replace(at, needle.size(), "layers.*.");
+    }
+    auto [it, fresh] = groups.try_emplace(key);
+    if (fresh) order.push_back(key);
+    std::string r;
+    for (size_t i = 0; i < t.terms.size(); ++i) r += (i ? "/" : "") + fmt::format("{:.4g}", t.terms[i].ratio);
+    it->second.ratios.push_back(r);
+    it->second.layers.push_back(l);
+    it->second.ops = t.kind == TaskKind::Rows ? "none (row by row)" : t.ops.to_string();
+  }
+  // Sort each group by layer, then join groups with equal lines.
+  std::map<std::string, std::vector<std::string>> lines;
+  std::vector<std::string> line_order;
+  for (const auto& key : order) {
+    Group& g = groups[key];
+    std::vector<size_t> idx(g.ratios.size());
+    for (size_t i = 0; i < idx.size(); ++i) idx[i] = i;
+    std::stable_sort(idx.begin(), idx.end(), [&](size_t a, size_t b) { return g.layers[a] < g.layers[b]; });
+    std::string rs;
+    for (size_t i = 0; i < idx.size(); ++i) rs += (i ? " " : "") + g.ratios[idx[i]];
+    const std::string line = (idx.size() > 1 ? "ratio by layer " : "ratio ") + rs + "; operations: " + g.ops;
+    if (!lines.count(line)) line_order.push_back(line);
+    lines[line].push_back(key);
+  }
+  report.line(fmt::format("ratios and operations ({} layers):", p.plan.layers));
+  for (const auto& line : line_order) {
+    std::string names;
+    for (const auto& k : lines[line]) names += (names.empty() ? "" : ", ") + k;
+    report.line("  " + names + ": " + line);
+  }
+}
+
 // --dry-run: where the output would go, disk, predicted memory and time.
 void report_dry_run(const PreparedJob& p, JobReporter& report) {
   const MergeJob& job = p.job;
@@ -381,6 +460,7 @@ void report_dry_run(const PreparedJob& p, JobReporter& report) {
       format_duration(seconds), r.bytes ? 100.0 * cached / double(r.bytes) : 100.0, human_bytes(r.bytes),
       human_bytes(uint64_t(kCachedReadBytesPerSec)), human_bytes(uint64_t(kDiskReadBytesPerSec)),
       human_bytes(uint64_t(kWriteBytesPerSec))));
+  report_ratio_groups(p, report);
   report.line("dry run: nothing written");
 }
 
@@ -406,8 +486,9 @@ void write_model_side(const PreparedJob& p, const std::string& dir, JobReporter&
       for (const char* f : kTokenizerFiles)
         if (path_exists(p.base_tokenizer_from + "/" + f)) copy_file(p.base_tokenizer_from + "/" + f, bt + "/" + f);
     }
-    write_file(dir + "/chatvec.json", dump_json_pretty(p.recipe));
   }
+  // extract: the vector's record; merge and apply: the resolved recipe.
+  if (!p.recipe.is_null()) write_file(dir + "/chatvec.json", dump_json_pretty(p.recipe));
   ModelCard card = p.card;
   card.command_line = job.command_line;
   write_file(dir + "/README.md", render_model_card(card));
@@ -420,10 +501,24 @@ PreparedJob prepare_job(const MergeJob& job, JobReporter& report) {
   p.job = job;
   p.inputs = std::make_unique<ModelInputs>(job.output);
   p.exec.shard_size = job.shard_size;
+  if (job.chunk_bytes < 4096) throw InputError("--chunk-size must be at least 4KiB");
+  p.exec.chunk_bytes = job.chunk_bytes;
+  check_ops(job);
   switch (job.kind) {
     case JobKind::Merge: prepare_merge(p, report); break;
     case JobKind::Extract: prepare_extract(p, report); break;
     case JobKind::Apply: prepare_apply(p, report); break;
+  }
+  for (const auto& w : p.plan.warnings) report.warning(w);
+  if (job.kind != JobKind::Extract) {
+    // The job as run, so that `--recipe OUT/chatvec.json` reruns it.
+    MergeJob recorded = with_absolute_paths(job);
+    recorded.output.clear();
+    p.recipe = recipe_to_json(recorded);
+    p.card.details.push_back("recipe: chatvec.json (rerun with `chatvec " +
+                             std::string(job.kind == JobKind::Merge ? "merge" : "apply") +
+                             " --recipe chatvec.json -o OUT`): `" + p.recipe.dump() + "`");
+    if (!job.recipe_file.empty()) p.card.details.push_back("read from the recipe " + job.recipe_file);
   }
   return p;
 }

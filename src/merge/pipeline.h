@@ -33,6 +33,7 @@
 #include "merge/model_inputs.h"
 #include "merge/output_tokenizer.h"
 #include "merge/plan.h"
+#include "merge/schedule.h"
 #include "merge/vocab_policy.h"
 
 namespace chatvec {
@@ -40,18 +41,20 @@ namespace chatvec {
 enum class JobKind { Merge, Extract, Apply };
 enum class OutputFormat { Safetensors, Gguf };
 
-// A vector of `apply`, with its ratio.
+// A vector of `apply`, with its ratio (a number or a schedule, schedule.h).
 struct ApplyVector {
   std::string path;
-  double ratio = 1.0;
+  RatioSchedule ratio = 1.0;
+  bool operator==(const ApplyVector&) const = default;
 };
 
 struct MergeJob {
   JobKind kind = JobKind::Merge;
   // merge: all three; extract: base and chat; apply: target.
   std::string base, chat, target;
-  double ratio = 1.0;                // merge
+  RatioSchedule ratio = 1.0;         // merge (a number or a schedule, schedule.h)
   std::vector<ApplyVector> vectors;  // apply
+  VectorOps ops;                     // merge, apply: operations on the chat vectors (schedule.h)
   std::string output;
 
   std::optional<DType> dtype;  // nullopt: auto (the target's per tensor; extract: the chat model's)
@@ -63,10 +66,12 @@ struct MergeJob {
   int token_rows_from = 0;  // apply: the vector (1-based) whose rows win for a token two vectors add; 0: none
   std::string chat_template_file;                         // merge: --chat-template
   uint64_t shard_size = 5'000'000'000ull;
+  uint64_t chunk_bytes = 16ull << 20;  // output bytes computed per step (memory; never the result)
   int threads = 0;  // 0: all cores
   bool force = false;
   bool dry_run = false;
   std::string command_line;  // recorded in the model card
+  std::string recipe_file;   // the recipe the job was read from, if any (recorded in the model card)
 };
 
 // What a job tells its caller while it runs.
@@ -96,7 +101,7 @@ struct PreparedJob {
   MergePlan plan;
   ExecuteOptions exec;
   ModelCard card;
-  Json recipe;                        // extract: written as chatvec.json
+  Json recipe;                        // written as chatvec.json (extract: the vector's record; merge/apply: recipe.h)
   std::vector<std::string> preamble;  // report lines before the plan (vocabulary, EOS)
   std::string files_from;             // the directory whose side files the output gets
   std::string template_from;          // the directory whose chat template the output gets

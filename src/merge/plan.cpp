@@ -94,7 +94,8 @@ std::string base_role(const VectorSource& v) { return v.label == "chat" ? "base"
 // A vocabulary tensor built row by row: operands may have different row
 // counts, but the same row width; every row the map names must exist.
 void plan_rows_task(TensorTask& task, const Checkpoint& layout, const CheckpointTensor& lt, const PlanInputs& in,
-                    const std::shared_ptr<const RowMap>& map, const PlanOptions& opt) {
+                    const std::shared_ptr<const RowMap>& map, const PlanOptions& opt,
+                    const std::vector<std::unique_ptr<ResolvedSchedule>>& ratios) {
   const std::string& name = task.name;
   const bool vectors = !in.vectors.empty() && in.vectors[0].vector;
   if (in.vectors.empty() || (!vectors && (in.vectors.size() != 1 || !in.vectors[0].chat || !in.vectors[0].base)) ||
@@ -107,8 +108,10 @@ void plan_rows_task(TensorTask& task, const Checkpoint& layout, const Checkpoint
                        shape_string(lt.shape()) + " in " + layout.path() + " (row widths differ)");
   };
   check_width(layout, lt);
-  for (const auto& v : in.vectors) {
-    TensorTerm term{v.ratio};
+  for (size_t vi = 0; vi < in.vectors.size(); ++vi) {
+    const VectorSource& v = in.vectors[vi];
+    TensorTerm term{ratios[vi]->ratio_for(name)};
+    term.index = uint32_t(vi);
     if (vectors) {
       term.vector = &require(*v.vector, name, v.label);
       check_width(*v.vector, *term.vector);
@@ -160,6 +163,15 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
   // The output has the target's tensors; extract's, the chat model's.
   const Checkpoint& layout = in.target ? *in.target : *in.vectors[0].chat;
   MergePlan plan;
+  // The ratio schedules, for the layers of the output's layout.
+  for (const std::string& name : layout.names()) plan.layers = std::max(plan.layers, layer_of(name) + 1);
+  std::vector<std::unique_ptr<ResolvedSchedule>> ratios;
+  for (const auto& v : in.vectors)
+    ratios.push_back(std::make_unique<ResolvedSchedule>(
+        v.ratio, plan.layers, in.vectors.size() == 1 ? std::string("--ratio") : "--ratio of " + v.label));
+  if (opt.ops.ties && in.vectors.size() < 2)
+    throw InputError("--ties needs at least two vectors (apply with two or more --vector); with one vector it is "
+                     "magnitude pruning: use --keep");
   auto count_read = [&](const CheckpointTensor* t) {
     if (t) plan.bytes_read += t->nbytes();
   };
@@ -201,7 +213,8 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
     }
 
     if (auto rm = opt.row_maps.find(name); rm != opt.row_maps.end()) {
-      plan_rows_task(task, layout, lt, in, rm->second, opt);
+      plan_rows_task(task, layout, lt, in, rm->second, opt, ratios);
+      task.ratio_reason = ratios[0]->reason_for(name);
       for (const CheckpointTensor* t : task.inputs()) count_read(t);
       ++plan.combined;
       plan.tasks.push_back(std::move(task));
@@ -210,8 +223,10 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
 
     // Combine: every operand must exist with the same shape and a float dtype.
     require_computable(name, layout, lt);
-    for (const auto& v : in.vectors) {
-      TensorTerm term{v.ratio};
+    for (size_t vi = 0; vi < in.vectors.size(); ++vi) {
+      const VectorSource& v = in.vectors[vi];
+      TensorTerm term{ratios[vi]->ratio_for(name)};
+      term.index = uint32_t(vi);
       if (v.vector) {
         term.vector = &require(*v.vector, name, v.label);
         check_same_shape(name, layout, lt, *v.vector, *term.vector);
@@ -229,6 +244,8 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
     for (const CheckpointTensor* t : task.inputs()) count_read(t);
     task.kind = TaskKind::Combine;
     task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
+    task.ops = opt.ops;
+    task.ratio_reason = ratios[0]->reason_for(name);
     ++plan.combined;
     plan.tasks.push_back(std::move(task));
   }
@@ -274,6 +291,17 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
   }
 
   for (const auto& t : plan.tasks) plan.bytes_written += t.nbytes();
+  for (size_t vi = 0; vi < ratios.size(); ++vi)
+    for (const std::string& pattern : ratios[vi]->unmatched())
+      plan.warnings.push_back("--ratio-for \"" + pattern + "\" matches no tensor" +
+                              (ratios.size() > 1 ? " (" + in.vectors[vi].label + ")" : std::string()) +
+                              ": it changes nothing");
+  size_t rows_with_ops = 0;
+  for (const auto& t : plan.tasks) rows_with_ops += t.kind == TaskKind::Rows && t.target;
+  if (opt.ops.any() && rows_with_ops)
+    plan.notes.push_back(std::to_string(rows_with_ops) +
+                         " vocabulary tensors are built row by row (vocabularies differ): they get the ratio, "
+                         "not the operations (" + opt.ops.to_string() + ")");
   if (vector_missing)
     plan.notes.push_back(std::to_string(vector_missing) + " tensors are not in every vector and are copied unchanged");
   return plan;

@@ -20,13 +20,14 @@
 
 #include "core/dtype.h"
 #include "formats/checkpoint.h"
+#include "merge/schedule.h"
 
 namespace chatvec {
 
 // One chat vector added to the target with its ratio: chat - base (merge,
 // extract), or a vector extracted earlier (apply).
 struct VectorSource {
-  double ratio = 1.0;
+  RatioSchedule ratio = 1.0;  // resolved per tensor by build_plan
   const Checkpoint* chat = nullptr;    // with `base`: the vector is chat - base
   const Checkpoint* base = nullptr;
   const Checkpoint* vector = nullptr;  // or a ready-made vector (from `chatvec extract`)
@@ -100,6 +101,9 @@ struct PlanOptions {
     std::shared_ptr<const RowMap> rows;
   };
   std::vector<ChatRowsTensor> chat_rows_tensors;
+  // Operations on the vectors (schedule.h), for the Combine tensors; Rows
+  // tensors (vocabularies that differ) get the ratio only.
+  VectorOps ops;
 };
 
 // Copy: the target's tensor, byte for byte.  Combine: element-wise
@@ -108,7 +112,7 @@ enum class TaskKind { Copy, Combine, Rows };
 
 // One term of a tensor's sum: ratio * (chat - base), or ratio * vector.
 struct TensorTerm {
-  double ratio;
+  double ratio;  // the vector's schedule resolved for this tensor
   const CheckpointTensor* chat = nullptr;
   const CheckpointTensor* base = nullptr;
   const CheckpointTensor* vector = nullptr;
@@ -116,6 +120,7 @@ struct TensorTerm {
   // (may be null), and which of its rows it holds (null: all).
   const CheckpointTensor* chat_rows = nullptr;
   std::shared_ptr<const std::vector<bool>> base_rows_present;
+  uint32_t index = 0;  // the vector's place in the job (0-based): DARE's seed is seed + index
 };
 
 struct TensorTask {
@@ -129,6 +134,8 @@ struct TensorTask {
   std::vector<TensorTerm> terms;          // Combine and Rows
   std::shared_ptr<const RowMap> row_map;  // Rows only
   std::string note;                       // why it was copied, when it was
+  VectorOps ops;                          // Combine only: operations on the terms (schedule.h)
+  std::string ratio_reason;               // what decided the first term's ratio (for --dry-run)
   uint64_t nbytes() const;
   uint64_t numel() const;
   // Every input tensor the task reads (target first, then each term's).
@@ -140,7 +147,9 @@ struct MergePlan {
   uint64_t bytes_read = 0;        // input bytes the plan reads
   uint64_t bytes_written = 0;     // tensor bytes it writes
   size_t combined = 0, copied = 0;
-  std::vector<std::string> notes;  // one line each, for the report
+  std::vector<std::string> notes;     // one line each, for the report
+  std::vector<std::string> warnings;  // e.g. a --ratio-for that matches no tensor
+  int64_t layers = 0;                 // layers of the output's layout (for the schedule)
 };
 
 // Build the plan.  Throws InputError naming the tensor and model on any

@@ -172,7 +172,8 @@ void expect_same_model(const std::string& a, const std::string& b, const std::st
   std::sort(fb.begin(), fb.end());
   EXPECT_EQ(fa, fb) << what;
   for (const auto& f : fa) {
-    if (f == "README.md" || f.find(".safetensors") != std::string::npos) continue;
+    // README.md and chatvec.json record the command and its recipe.
+    if (f == "README.md" || f == "chatvec.json" || f.find(".safetensors") != std::string::npos) continue;
     EXPECT_EQ(read_file(a + "/" + f), read_file(b + "/" + f)) << what << ": " << f << " differs";
   }
 }

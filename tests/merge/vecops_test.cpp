@@ -1,0 +1,202 @@
+// The library side of ratio schedules, vector operations and recipes: the
+// schedule's rules, the recipe's round trip and its refusals, the DARE
+// random function's published values, and the statistics passes' and the
+// element kernel's independence from threads and split points.  The
+// element-by-element checks against numpy are in tests/cli/vecops_cli_test.cpp.
+#include <gtest/gtest.h>
+
+#include <cstring>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "formats/safetensors/safetensors_writer.h"
+#include "merge/pipeline.h"
+#include "merge/recipe.h"
+#include "merge/schedule.h"
+#include "merge/vector_ops.h"
+#include "test_support.h"
+
+namespace chatvec {
+namespace {
+
+namespace fs = std::filesystem;
+
+TEST(RatioSchedule, PointsSpreadOverTheLayersAndOverridesComeFirst) {
+  RatioSchedule s;
+  s.points = parse_ratio_points("0.2, 1.0,0.5", "--ratio");
+  s.overrides = {parse_ratio_override("embed_tokens|lm_head=0", "--ratio-for"), parse_ratio_override("a=b=2", "x")};
+  EXPECT_EQ(s.overrides[1].pattern, "a=b");  // split at the last '='
+  ResolvedSchedule r(s, 5, "--ratio");
+  // 5 layers, 3 points: layer l at t = l / 2.
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.layers.0.mlp.up_proj.weight"), 0.2);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.layers.1.mlp.up_proj.weight"), 0.6);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.layers.2.mlp.up_proj.weight"), 1.0);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.layers.3.mlp.up_proj.weight"), 0.75);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.layers.4.mlp.up_proj.weight"), 0.5);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.embed_tokens.weight"), 0.0);
+  EXPECT_DOUBLE_EQ(r.ratio_for("model.norm.weight"), 0.5);  // outside the layers: the last point
+  EXPECT_EQ(r.unmatched(), std::vector<std::string>{"a=b"});
+  EXPECT_EQ(layer_of("model.layers.12.self_attn.q_proj.weight"), 12);
+  EXPECT_EQ(layer_of("model.norm.weight"), -1);
+  EXPECT_EQ(layer_of("model.mylayers.3.x"), -1);
+  // Embeddings without an override: the first point.
+  ResolvedSchedule plain(RatioSchedule{}, 2, "--ratio");
+  RatioSchedule two;
+  two.points = {0.3, 0.9};
+  ResolvedSchedule t(two, 2, "--ratio");
+  EXPECT_DOUBLE_EQ(t.ratio_for("model.embed_tokens.weight"), 0.3);
+  EXPECT_DOUBLE_EQ(t.ratio_for("lm_head.weight"), 0.9);
+  // More points than layers; bad numbers.
+  RatioSchedule three;
+  three.points = {1, 2, 3};
+  EXPECT_THROW(ResolvedSchedule(three, 2, "--ratio"), InputError);
+  EXPECT_THROW(parse_ratio_points("1,x", "--ratio"), InputError);
+  EXPECT_THROW(parse_ratio_points("inf", "--ratio"), InputError);
+  EXPECT_THROW(parse_ratio_override("=1", "--ratio-for"), InputError);
+}
+
+TEST(DareRandomFunction, SplitMix64AndFnv1aAsPublished) {
+  // SplitMix64 from state 0: the first output is mix(0 + gamma).
+  EXPECT_EQ(splitmix64_mix(0x9E3779B97F4A7C15ull), 0xE220A8397B1DCDAFull);
+  // FNV-1a 64 of "a" (the published test vector) and of "".
+  EXPECT_EQ(dare_name_key("a"), 0xaf63dc4c8601ec8cull);
+  EXPECT_EQ(dare_name_key(""), 0xcbf29ce484222325ull);
+  EXPECT_EQ(dare_drop_threshold(0.5), 1ull << 52);
+  EXPECT_EQ(dare_drop_threshold(0), 0u);
+}
+
+TEST(Recipe, RoundTripUnknownKeysAndRelativePaths) {
+  MergeJob job;
+  job.kind = JobKind::Merge;
+  job.base = "/m/base";
+  job.chat = "/m/chat";
+  job.target = "/m/target";
+  job.ratio.points = {0.1, 0.7, 0.25};
+  job.ratio.overrides = {{"lm_head", 0.0}};
+  job.ops.dare = 0.3;
+  job.ops.seed = 18446744073709551615ull;
+  job.ops.keep = 0.5;
+  job.ops.rescale = PruneRescale::L2;
+  job.ops.clip = 0.25;
+  job.dtype = DType::BF16;
+  job.include = {"layers"};
+  job.embeddings = EmbeddingPolicy::Align;
+  job.shard_size = 123456;
+  const Json j = recipe_to_json(job);
+  const MergeJob back = recipe_from_json(j, "/elsewhere");
+  EXPECT_EQ(recipe_to_json(back), j);
+  EXPECT_EQ(back.ratio, job.ratio);
+  EXPECT_EQ(back.ops, job.ops);
+  EXPECT_EQ(back.base, "/m/base");
+
+  Json rel = j;
+  rel["base"] = "models/base";
+  EXPECT_EQ(recipe_from_json(rel, "/r").base, "/r/models/base");
+
+  auto error_of = [](const Json& r) {
+    try {
+      recipe_from_json(r, "");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  Json bad = j;
+  bad["ratoi"] = 1;
+  EXPECT_NE(error_of(bad).find("unknown key \"ratoi\""), std::string::npos) << error_of(bad);
+  bad = j;
+  bad["operations"]["magnitude"]["kep"] = 1;
+  EXPECT_NE(error_of(bad).find("unknown key \"operations.magnitude.kep\""), std::string::npos) << error_of(bad);
+  bad = j;
+  bad["ratio"] = "1,a";
+  EXPECT_NE(error_of(bad).find("finite number"), std::string::npos);
+  bad = j;
+  bad["vectors"] = Json::array();
+  EXPECT_NE(error_of(bad).find("\"vectors\": is not a key of a merge recipe"), std::string::npos) << error_of(bad);
+  bad = j;
+  bad["kind"] = "chat-vector";
+  EXPECT_NE(error_of(bad).find("not a recipe"), std::string::npos);
+
+  MergeJob ap;
+  ap.kind = JobKind::Apply;
+  ap.target = "/t";
+  ap.vectors = {{"/v1", 0.5}, {"/v2", RatioSchedule(2.0)}};
+  ap.vectors[1].ratio.points = {0.1, 0.2};
+  ap.ops.ties = true;
+  ap.token_rows_from = 2;
+  const Json aj = recipe_to_json(ap);
+  const MergeJob aback = recipe_from_json(aj, "");
+  EXPECT_EQ(aback.vectors, ap.vectors);
+  EXPECT_TRUE(aback.ops.ties);
+  EXPECT_EQ(aback.token_rows_from, 2);
+}
+
+// A model of one tensor, written by the library's own writer (the values do
+// not matter here, only that two ways of computing give the same bits).
+void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t rows, uint64_t cols, uint32_t seed) {
+  fs::create_directories(dir);
+  std::vector<float> v(rows * cols);
+  uint64_t s = seed;
+  for (auto& x : v) {
+    s = s * 6364136223846793005ull + 1442695040888963407ull;
+    x = float(int64_t(s >> 40) - (1ll << 23)) * 1e-8f;
+  }
+  // Ties in |delta|: every 7th value repeated.
+  for (size_t i = 7; i < v.size(); i += 7) v[i] = v[i - 7];
+  std::vector<uint8_t> bytes(v.size() * dtype_bits(dt) / 8);
+  convert_from_f32(v.data(), v.size(), dt, bytes.data());
+  SafetensorsWriter w(dir.string(), {{name, dt, {rows, cols}}}, 1u << 30, {{"format", "pt"}});
+  w.append(bytes.data(), bytes.size());
+  w.finish();
+}
+
+class NullReporter : public JobReporter {
+ public:
+  void line(const std::string&) override {}
+  void warning(const std::string&) override {}
+};
+
+TEST(VectorOps, StatisticsAndElementsDoNotDependOnThreadsOrSplits) {
+  testing::TempDir tmp;
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  write_one(tmp.path() / "base", name, DType::BF16, 300, 77, 1);
+  write_one(tmp.path() / "chat", name, DType::F16, 300, 77, 2);
+  write_one(tmp.path() / "target", name, DType::F32, 300, 77, 3);
+  MergeJob job;
+  job.base = (tmp.path() / "base").string();
+  job.chat = (tmp.path() / "chat").string();
+  job.target = (tmp.path() / "target").string();
+  job.output = (tmp.path() / "out").string();
+  job.ops.dare = 0.25;
+  job.ops.keep = 0.3;
+  job.ops.rescale = PruneRescale::L1;
+  job.ops.clip = 0.5;
+  NullReporter rep;
+  PreparedJob p = prepare_job(job, rep);
+  ASSERT_EQ(p.plan.tasks.size(), 1u);
+  const TensorTask& task = p.plan.tasks[0];
+  const uint64_t n = task.numel();
+  const OpsState a = prepare_vector_ops(task, n, 1);
+  for (auto [chunk, threads] : {std::pair<uint64_t, int>{1, 3}, {4096, 2}, {5000, 4}, {n, 3}}) {
+    const OpsState b = prepare_vector_ops(task, chunk, threads);
+    ASSERT_EQ(b.terms.size(), 1u);
+    EXPECT_EQ(a.terms[0].keep_bits, b.terms[0].keep_bits) << chunk << " " << threads;
+    EXPECT_EQ(std::memcmp(&a.terms[0].l1_all, &b.terms[0].l1_all, sizeof(double)), 0);
+    EXPECT_EQ(std::memcmp(&a.terms[0].l2sq_kept, &b.terms[0].l2sq_kept, sizeof(double)), 0);
+    EXPECT_EQ(a.terms[0].factor, b.terms[0].factor);
+  }
+  // The exact threshold: at least ceil(0.3 n) elements kept; ties all kept.
+  EXPECT_EQ(a.terms[0].kept_threshold_rank, uint64_t(std::ceil(0.3 * double(n))));
+  EXPECT_NE(a.terms[0].factor, 1.0f);
+  std::vector<float> whole(n), pieces(n);
+  combine_ops_range(task, a, whole.data(), 0, 0, n);
+  for (uint64_t b = 0; b < n;) {
+    const uint64_t e = std::min(n, b + 1 + (b * 7919) % 3001);
+    combine_ops_range(task, a, pieces.data() + b, b, b, e);
+    b = e;
+  }
+  EXPECT_EQ(std::memcmp(whole.data(), pieces.data(), n * sizeof(float)), 0);
+}
+
+}  // namespace
+}  // namespace chatvec
