@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "merge/recipe.h"
 #include "tune/tune.h"
 
 namespace chatvec::cli {
@@ -17,7 +18,8 @@ namespace {
 
 struct TuneCli {
   std::string base, chat, target, out, ratios = "0,0.25,0.5,0.75,1,1.25";
-  std::string prompts, data_dir, lang;
+  std::string prompts, data_dir, lang, recipe, alternatives;
+  bool ratios_given = false;
   std::vector<std::string> lang_data, heldout;
   std::string dtype = "auto", embeddings = "auto", special_tokens = "transplant", chat_template;
   int64_t max_new = 48, heldout_lines = 0, max_tasks = 0;
@@ -122,18 +124,29 @@ int do_tune(TuneCli& c) {
   o.eval.heldout_lines = c.heldout_lines;
   o.eval.max_tasks = c.max_tasks;
 
+  // The base recipe: --recipe FILE (a merge recipe), flags given win.
   MergeJob job;
   job.kind = JobKind::Merge;
-  job.base = c.base;
-  job.chat = c.chat;
-  job.target = c.target;
+  if (!c.recipe.empty()) {
+    job = read_recipe_file(c.recipe);
+    if (job.kind != JobKind::Merge) throw InputError("--recipe " + c.recipe + ": tune needs a merge recipe");
+    if (!job.output.empty()) job.output.clear();
+  }
+  if (!c.base.empty()) job.base = c.base;
+  if (!c.chat.empty()) job.chat = c.chat;
+  if (!c.target.empty()) job.target = c.target;
+  for (const auto& [flag, v] : {std::pair{"--base", &job.base}, {"--chat", &job.chat}, {"--target", &job.target}})
+    if (v->empty()) throw InputError(std::string("chatvec tune: give ") + flag + " (or --recipe with it)");
   if (c.dtype != "auto") job.dtype = dtype_from_user(c.dtype);
-  job.embeddings = *embedding_policy_from_name(c.embeddings);
-  job.transplant_special_tokens = c.special_tokens == "transplant";
-  job.chat_template_file = c.chat_template;
+  if (c.embeddings != "auto") job.embeddings = *embedding_policy_from_name(c.embeddings);
+  if (c.special_tokens != "transplant") job.transplant_special_tokens = false;
+  if (!c.chat_template.empty()) job.chat_template_file = c.chat_template;
   job.threads = c.threads;
-  o.candidates = tune::ratio_grid(job, tune::parse_ratio_list(c.ratios));
-  o.target = c.target;
+  // The grid (none when only --alternatives are given), then the alternatives.
+  if (c.alternatives.empty() || c.ratios_given) o.candidates = tune::ratio_grid(job, tune::parse_ratio_list(c.ratios));
+  if (!c.alternatives.empty())
+    for (auto& a : tune::read_alternatives(c.alternatives, job)) o.candidates.push_back(std::move(a));
+  o.target = job.target;
   o.lang = c.lang;
   o.out = c.out;
   o.resume = c.resume;
@@ -158,10 +171,17 @@ void register_tune(CLI::App& app, std::function<int()>& run) {
   CLI::App* t = app.add_subcommand(
       "tune", "Merge and evaluate a grid of ratios (end of turn, answer length, language share, held-out bits/byte, "
               "instruction scores) and pick one by a stated rule");
-  t->add_option("--base", c->base, "The base model both others derive from")->required();
-  t->add_option("--chat", c->chat, "The base's chat model")->required();
-  t->add_option("--target", c->target, "The model to give chat abilities (also the bits/byte reference)")->required();
-  t->add_option("--ratios", c->ratios, "The grid: ratios separated by commas")->capture_default_str();
+  t->add_option("--base", c->base, "The base model both others derive from");
+  t->add_option("--chat", c->chat, "The base's chat model");
+  t->add_option("--target", c->target, "The model to give chat abilities (also the bits/byte reference)");
+  t->add_option("--recipe", c->recipe,
+                "A merge recipe (chatvec merge --recipe): every candidate's settings; the grid replaces its ratio");
+  t->add_option("--ratios", c->ratios, "The grid: ratios separated by commas (with --alternatives: only if given)")
+      ->capture_default_str()
+      ->each([c](const std::string&) { c->ratios_given = true; });
+  t->add_option("--alternatives", c->alternatives,
+                "JSON list of {\"name\", \"recipe\": {partial recipe}}: more candidates (schedules, operations, "
+                "skipped modules), each over the base recipe");
   t->add_option("--prompts", c->prompts, "Prompts, JSON lines {id, lang, type, messages, expected} (as chatvec eval --tasks)");
   t->add_option("--data", c->data_dir,
                 "A prompt set made by scripts/make_tune_data.py (build/tune-data): prompts, language and held-out "

@@ -7,6 +7,7 @@
 #include <set>
 
 #include "core/error.h"
+#include "merge/recipe.h"
 #include "tune/tune.h"
 
 namespace chatvec::tune {
@@ -47,9 +48,44 @@ std::vector<Candidate> ratio_grid(const MergeJob& base_job, const std::vector<do
     c.name = fmt::format("ratio-{}", r);
     c.job = base_job;
     c.job.kind = JobKind::Merge;
-    c.job.ratio = r;
+    c.job.ratio.points = {r};  // overrides (ratio_for) of the base recipe kept
     c.ratio = r;
     c.spec = {{"ratio", r}};
+    out.push_back(std::move(c));
+  }
+  return out;
+}
+
+std::vector<Candidate> read_alternatives(const std::string& path, const MergeJob& base_job) {
+  const Json list = read_json_file(path);
+  if (!list.is_array() || list.empty())
+    throw InputError(path + ": must be a non-empty JSON list of {\"name\": NAME, \"recipe\": {...}}");
+  MergeJob base = with_absolute_paths(base_job);
+  base.output.clear();
+  const Json base_recipe = recipe_to_json(base);
+  const std::filesystem::path dir = std::filesystem::absolute(path).parent_path();
+  std::vector<Candidate> out;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const Json& e = list[i];
+    const std::string where = fmt::format("{} entry {}", path, i + 1);
+    if (!e.is_object() || !e.contains("name") || !e["name"].is_string() || !e.contains("recipe") ||
+        !e["recipe"].is_object())
+      throw InputError(where + ": must be {\"name\": NAME, \"recipe\": {...}}");
+    for (const auto& [k, v] : e.items())
+      if (k != "name" && k != "recipe") throw InputError(where + ": unknown key \"" + k + "\"");
+    Json r = base_recipe;
+    for (const auto& [k, v] : e["recipe"].items()) r[k] = v;
+    if (r.value("kind", "merge") != "merge") throw InputError(where + ": \"kind\": tune merges (\"merge\" only)");
+    Candidate c;
+    c.name = e["name"].get<std::string>();
+    try {
+      c.job = recipe_from_json(r, dir);
+    } catch (const InputError& err) {
+      throw InputError(where + " (" + c.name + "): " + err.what());
+    }
+    if (!c.job.output.empty()) throw InputError(where + ": \"output\": tune decides where candidates go");
+    if (c.job.ratio.is_constant()) c.ratio = c.job.ratio.constant();
+    c.spec = e["recipe"];
     out.push_back(std::move(c));
   }
   return out;

@@ -14,6 +14,7 @@
 #include "core/file_util.h"
 #include "core/interrupt.h"
 #include "core/staging.h"
+#include "merge/recipe.h"
 
 namespace chatvec::tune {
 
@@ -70,40 +71,12 @@ void write_atomic(const std::string& path, const std::string& content) {
   fs::rename(tmp, path);
 }
 
-std::string shell_word(const std::string& s) {
-  if (!s.empty() && s.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./=:,+") ==
-                        std::string::npos)
-    return s;
-  std::string o = "'";
-  for (char c : s) o += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return o + "'";
-}
-
+// The candidate's job as a recipe (merge/recipe.h): absolute paths, no
+// output; `chatvec merge --recipe` reads it.
 Json job_json(const MergeJob& j) {
-  return {{"kind", "merge"},
-          {"base", absolute_path(j.base)},
-          {"chat", absolute_path(j.chat)},
-          {"target", absolute_path(j.target)},
-          {"ratio", j.ratio},
-          {"dtype", dtype_label(j.dtype)},
-          {"embeddings", embedding_policy_name(j.embeddings)},
-          {"special_tokens", j.transplant_special_tokens ? "transplant" : "none"},
-          {"include", j.include},
-          {"exclude", j.exclude},
-          {"chat_template", j.chat_template_file.empty() ? std::string() : absolute_path(j.chat_template_file)}};
-}
-
-// The `chatvec merge` command that makes the same model.
-std::string merge_command(const MergeJob& j, const std::string& out) {
-  std::string s = "chatvec merge --base " + shell_word(j.base) + " --chat " + shell_word(j.chat) + " --target " +
-                  shell_word(j.target) + fmt::format(" --ratio {}", j.ratio);
-  if (j.dtype) s += " --dtype " + dtype_label(j.dtype);
-  if (j.embeddings != EmbeddingPolicy::Auto) s += std::string(" --embeddings ") + embedding_policy_name(j.embeddings);
-  if (!j.transplant_special_tokens) s += " --special-tokens none";
-  for (const auto& p : j.include) s += " --include " + shell_word(p);
-  for (const auto& p : j.exclude) s += " --exclude " + shell_word(p);
-  if (!j.chat_template_file.empty()) s += " --chat-template " + shell_word(j.chat_template_file);
-  return s + " -o " + shell_word(out);
+  MergeJob a = with_absolute_paths(j);
+  a.output.clear();
+  return recipe_to_json(a);
 }
 
 bool safe_name(const std::string& n) {
@@ -337,9 +310,9 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
     report.candidate_begin(i, n, c.name);
     const auto t0 = std::chrono::steady_clock::now();
     MergeJob job = c.job;
-    job.output = model_dir;
+    job.output = model_dir;  // (the best one is renamed to best/, whose recipe says so)
     job.force = true;
-    job.command_line = merge_command(c.job, "OUT") + "   # chatvec tune candidate " + c.name;
+    job.command_line = "chatvec tune (candidate " + c.name + ")";
     QuietJobReporter quiet(report, seen_warnings);
     run_job(job, quiet);
     const auto t1 = std::chrono::steady_clock::now();
@@ -391,6 +364,7 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
       MergeJob job = win.job;
       job.output = best_dir;
       job.force = true;
+      job.command_line = "chatvec tune (candidate " + win.name + ")";
       QuietJobReporter quiet(report, seen_warnings);
       run_job(job, quiet);
     }
@@ -440,10 +414,7 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
                        {"recipe", "best_recipe.json"},
                        {"model", o.write_best ? Json("best") : Json(nullptr)}};
   results["settings"] = settings;
-  const Json recipe = {{"note", "the winning merge of chatvec tune"},
-                       {"candidate", win.name},
-                       {"job", job_json(win.job)},
-                       {"command", merge_command(win.job, "OUT")}};
+  const Json recipe = job_json(win.job);
   result.table = render_table(results);
   write_atomic(partial + "/results.json", dump_json_pretty(results));
   write_atomic(partial + "/table.md", result.table);

@@ -43,6 +43,12 @@ std::vector<double> parse_ratio_list(const std::string& text, const std::string&
 // `base_job` (kind Merge, inputs, dtype, policies) with its ratio.
 std::vector<Candidate> ratio_grid(const MergeJob& base_job, const std::vector<double>& ratios);
 
+// --alternatives FILE: a JSON list of {"name": NAME, "recipe": {...}}, each
+// recipe a partial recipe (merge/recipe.h) whose keys replace those of
+// `base_job`'s recipe (relative paths: relative to FILE's directory).
+// InputError naming the file and entry.
+std::vector<Candidate> read_alternatives(const std::string& path, const MergeJob& base_job);
+
 // The metrics of one candidate in the target language, as `chatvec eval`
 // reports them (summary[lang] and heldout[lang] of its report).
 //   f1, exact (checkable prompts), eos, lang_share, mean_tokens, valid, their
