@@ -91,6 +91,38 @@ void BM_Memcpy(benchmark::State& state, size_t bytes) {
 
 }  // namespace
 
+// out (bf16) = target + 0.5 * (chat - base), the three FP8 block-scaled
+// (1024 x 1024 e4m3fn, 128 x 128 blocks of f32 scales): the dequantisation
+// on read that FP8 checkpoints take (formats/fp8_block.h).
+void BM_Combine_FP8(benchmark::State& state) {
+  constexpr uint64_t kRows = 1024, kCols = kN / 1024;
+  std::mt19937 rng(4);
+  std::vector<std::vector<uint8_t>> w(3, std::vector<uint8_t>(kN));
+  std::vector<std::vector<float>> s(3, std::vector<float>(64));
+  std::vector<Fp8BlockScaled> f(3);
+  for (int k = 0; k < 3; ++k) {
+    for (auto& b : w[k]) b = uint8_t(rng() & 0x7E);  // finite
+    for (auto& x : s[k]) x = 0.001f * float(1 + rng() % 7);
+    f[k] = Fp8BlockScaled{w[k].data(), kRows, kCols, s[k].data(), DType::F32, 128, 128};
+  }
+  std::vector<uint8_t> out(2 * kN);
+  CombineArgs a;
+  a.source = KernelOperand{w[2].data(), DType::F8_E4M3, &f[2]};
+  a.terms.push_back(KernelTerm{0.5, KernelOperand{w[1].data(), DType::F8_E4M3, &f[1]},
+                               KernelOperand{w[0].data(), DType::F8_E4M3, &f[0]}});
+  a.out = out.data();
+  a.out_dtype = DType::BF16;
+  for (auto _ : state) {
+    combine_range(a, 0, kN);
+    benchmark::DoNotOptimize(out.data());
+    benchmark::ClobberMemory();
+  }
+  state.SetBytesProcessed(int64_t(state.iterations()) * int64_t(3 * kN + 2 * kN));
+  state.counters["ns/elem"] =
+      benchmark::Counter(double(kN), benchmark::Counter::kIsIterationInvariantRate | benchmark::Counter::kInvert);
+}
+BENCHMARK(BM_Combine_FP8);
+
 BENCHMARK_CAPTURE(BM_Combine, BF16, DType::BF16);
 BENCHMARK_CAPTURE(BM_Combine, F16, DType::F16);
 BENCHMARK_CAPTURE(BM_Combine, F32, DType::F32);

@@ -13,6 +13,12 @@ namespace chatvec::jinja {
 
 namespace {
 
+// The most a template may produce: the total rendered output (and every
+// block rendered into a string: macros, {% set %} blocks, filter blocks), and
+// every string built by repetition or concatenation.  Real chat templates
+// render a few kilobytes; 16 MB keeps hostile ones fast and small.
+constexpr size_t kMaxRenderBytes = 16u << 20;
+
 struct Scope {
   std::unordered_map<std::string, Value> vars;
   std::shared_ptr<Scope> parent;
@@ -46,6 +52,7 @@ class Interpreter {
   Flow exec_block(const std::vector<NodePtr>& body, const ScopePtr& scope, std::string& out) {
     for (const auto& n : body) {
       Flow f = exec(*n, scope, out);
+      if (out.size() > kMaxRenderBytes) fail(*n, "rendered output larger than 16 MB (the limit)");
       if (f != Flow::Normal) return f;
     }
     return Flow::Normal;
@@ -646,6 +653,7 @@ class Interpreter {
           if (!first) out += s;
           first = false;
           out += to_output_string(e);
+          if (out.size() > kMaxRenderBytes) fail(n, "string result of join() larger than 16 MB (the limit)");
         }
         return Value::string(out);
       }
@@ -702,7 +710,11 @@ class Interpreter {
 
   Value binary(const Node& n, const Value& l, const Value& r) {
     const std::string& op = n.name;
-    if (op == "~") return Value::string(to_output_string(l) + to_output_string(r));
+    if (op == "~") {
+      std::string a = to_output_string(l), b = to_output_string(r);
+      if (a.size() + b.size() > kMaxRenderBytes) fail(n, "string result of '~' larger than 16 MB (the limit)");
+      return Value::string(a + b);
+    }
     auto bad = [&]() -> Value {
       fail(n, "unsupported operand types for " + op + ": '" + type_name(l) + "' and '" + type_name(r) + "'");
     };
@@ -754,7 +766,10 @@ class Interpreter {
       return bad();
     }
     if (op == "+") {
-      if (l.is_string() && r.is_string()) return Value::string(l.s + r.s);
+      if (l.is_string() && r.is_string()) {
+        if (l.s.size() + r.s.size() > kMaxRenderBytes) fail(n, "string result of '+' larger than 16 MB (the limit)");
+        return Value::string(l.s + r.s);
+      }
       if (l.is_array() && r.is_array()) {
         std::vector<Value> out = *l.arr;
         out.insert(out.end(), r.arr->begin(), r.arr->end());
@@ -770,7 +785,7 @@ class Interpreter {
       if ((l.is_string() && (r.kind == Kind::Int || r.kind == Kind::Bool)) || (r.is_string() && (l.kind == Kind::Int || l.kind == Kind::Bool))) {
         const std::string& s = l.is_string() ? l.s : r.s;
         int64_t times = l.is_string() ? ival(r) : ival(l);
-        if (times > 0 && static_cast<double>(times) * static_cast<double>(s.size()) > 1e8)
+        if (times > 0 && static_cast<double>(times) * static_cast<double>(s.size()) > double(kMaxRenderBytes))
           fail(n, "string repetition result too large");
         std::string out;  // by doubling: a few large copies, not `times` small ones
         if (times > 0 && !s.empty()) {

@@ -204,7 +204,7 @@ int do_generate(const GenerateOptions& o) {
 void register_generate(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* g = app.add_subcommand("generate", "Continue a prompt with a model (CPU inference), streaming to stdout");
-  g->add_option("model", o->dir, "Hugging Face model directory")->required();
+  g->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
   auto* p = g->add_option("--prompt", o->prompt, "Prompt text (BOS first when the tokenizer config says so)");
   g->add_option("--prompt-ids", o->prompt_ids, "Prompt as token ids (\"1,403,407\"); prints ids instead of text")
       ->excludes(p);
@@ -214,7 +214,10 @@ void register_generate(CLI::App& app, std::function<int()>& run) {
   g->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   g->add_option("--context", o->context, "KV cache length (default min(max_position_embeddings, 4096))");
   g->add_flag("--no-bos", o->no_bos, "Do not start the prompt with BOS");
-  g->callback([&run, o] { run = [o] { return do_generate(*o); }; });
+  g->callback([&run, o] { run = [o] {
+    o->dir = model_path(o->dir);
+    return do_generate(*o);
+  }; });
 }
 
 // ---- chat -------------------------------------------------------------------
@@ -330,7 +333,7 @@ int do_chat(const ChatOptions& o) {
 void register_chat(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<ChatOptions>();
   CLI::App* c = app.add_subcommand("chat", "Talk with a model through its chat template (stdin lines are user turns)");
-  c->add_option("model", o->dir, "Hugging Face model directory")->required();
+  c->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
   c->add_option("--system", o->system, "System message");
   c->add_option("--messages", o->messages_file,
                 "JSON array of messages: answer each unanswered user turn, print {replies, messages} as JSON");
@@ -339,7 +342,10 @@ void register_chat(CLI::App& app, std::function<int()>& run) {
   c->add_option("--top-p", o->top_p, "Nucleus sampling mass")->capture_default_str();
   c->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   c->add_option("--context", o->context, "KV cache length (default min(max_position_embeddings, 4096))");
-  c->callback([&run, o] { run = [o] { return do_chat(*o); }; });
+  c->callback([&run, o] { run = [o] {
+    o->dir = model_path(o->dir);
+    return do_chat(*o);
+  }; });
 }
 
 // ---- perplexity ---------------------------------------------------------------
@@ -406,11 +412,14 @@ int do_perplexity(const PerplexityOptions& o) {
 void register_perplexity(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* c = app.add_subcommand("perplexity", "Perplexity of a model on a text file (JSON on stdout)");
-  c->add_option("model", o->dir, "Hugging Face model directory")->required();
+  c->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
   c->add_option("--file", o->file, "UTF-8 text file")->required();
   c->add_flag("--lines", o->lines, "Score each non-empty line as its own sequence (BOS first)");
   c->add_option("--context", o->context, "Window length (default min(max_position_embeddings, 4096))");
-  c->callback([&run, o] { run = [o] { return do_perplexity(*o); }; });
+  c->callback([&run, o] { run = [o] {
+    o->dir = model_path(o->dir);
+    return do_perplexity(*o);
+  }; });
 }
 
 }  // namespace

@@ -181,13 +181,16 @@ void register_gguf(CLI::App& app, std::function<int()>& run) {
   ex->require_subcommand(1);
   auto o = std::make_shared<ExportGgufOptions>();
   CLI::App* g = ex->add_subcommand("gguf", "Hugging Face Llama/Mistral/Qwen2 directory -> GGUF file for llama.cpp");
-  g->add_option("model", o->dir, "Hugging Face model directory")->required();
+  g->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
   g->add_option("-o,--output", o->out, "Output .gguf file")->required();
   g->add_option("--type", o->type, "Type of the 2-D weights: f32, f16, bf16 or q8_0 (1-D tensors stay f32)")
       ->capture_default_str();
   g->add_option("--name", o->name, "general.name (default: the directory's name)");
   g->add_flag("-f,--force", o->force, "Replace an existing output file");
-  g->callback([&run, o] { run = [o] { return run_export_gguf(*o); }; });
+  g->callback([&run, o] { run = [o] {
+    o->dir = model_path(o->dir);
+    return run_export_gguf(*o);
+  }; });
   auto so = std::make_shared<ExportStOptions>();
   CLI::App* st = ex->add_subcommand("safetensors", "GGUF file (llama/qwen2) -> Hugging Face directory (safetensors)");
   st->add_option("model", so->in, "GGUF file")->required();

@@ -45,8 +45,9 @@ std::optional<std::string> architecture_name(const Checkpoint& c) {
 }
 
 int run_inspect(const InspectOptions& o) {
-  if (!is_directory(o.path) && gguf::looks_like_gguf(o.path)) return run_inspect_gguf(o.path, o.json, o.tensors);
-  Checkpoint c = Checkpoint::open(o.path);
+  const std::string path = model_path(o.path);
+  if (!is_directory(path) && gguf::looks_like_gguf(path)) return run_inspect_gguf(path, o.json, o.tensors);
+  Checkpoint c = Checkpoint::open(path);
   std::map<std::string, std::pair<uint64_t, uint64_t>> by_dtype;  // dtype -> (tensors, params)
   for (const auto& name : c.names()) {
     const CheckpointTensor* t = c.find(name);
@@ -65,8 +66,18 @@ int run_inspect(const InspectOptions& o) {
     j["parameter_count"] = c.parameter_count();
     j["tensor_bytes"] = c.tensor_bytes();
     Json shards = Json::array();
-    for (const auto& s : c.shards()) shards.push_back({{"file", s->path()}, {"bytes", s->file_size()}, {"tensors", s->tensors().size()}});
+    for (const auto& s : c.shards()) shards.push_back({{"file", s.path}, {"bytes", s.file_size}, {"tensors", s.tensors}});
     j["shards"] = shards;
+    j["format"] = c.format();
+    if (path != o.path) j["resolved_path"] = path;
+    if (!c.quantization().scheme.empty())
+      j["quantization"] = {{"scheme", c.quantization().scheme},
+                           {"weight_dtype", "F8_E4M3"},
+                           {"block", {c.quantization().block_rows, c.quantization().block_cols}},
+                           {"block_source", c.quantization().block_source},
+                           {"scale_dtype", c.quantization().scale_dtype},
+                           {"weights", c.quantization().weights},
+                           {"scale_tensors", c.fp8_scale_names().size()}};
     Json dt = Json::object();
     for (const auto& [k, v] : by_dtype) dt[k] = {{"tensors", v.first}, {"parameters", v.second}};
     j["dtypes"] = dt;
@@ -83,8 +94,10 @@ int run_inspect(const InspectOptions& o) {
       Json ts = Json::array();
       for (const auto& name : c.names()) {
         const CheckpointTensor* t = c.find(name);
-        ts.push_back({{"name", name}, {"dtype", std::string(dtype_name(t->dtype()))}, {"shape", t->shape()},
-                      {"bytes", t->nbytes()}});
+        Json row = {{"name", name}, {"dtype", std::string(dtype_name(t->dtype()))}, {"shape", t->shape()},
+                    {"bytes", t->nbytes()}};
+        if (t->fp8_block_scales()) row["block_scales"] = name + "_scale_inv";
+        ts.push_back(row);
       }
       j["tensors"] = ts;
     }
@@ -99,8 +112,13 @@ int run_inspect(const InspectOptions& o) {
     fmt::print("  recipe: {} - {}\n", recipe.value("chat", std::string("?")), recipe.value("base", std::string("?")));
   else if (recipe.is_object())
     fmt::print("  made by chatvec {} (recipe: chatvec.json)\n", recipe.value("kind", std::string("?")));
-  fmt::print("  {} tensors, {} parameters, {} in {} file(s)\n", c.tensor_count(), c.parameter_count(),
-             human_bytes(c.tensor_bytes()), c.shards().size());
+  if (path != o.path) fmt::print("  from {}\n", path);
+  fmt::print("  {} tensors, {} parameters, {} in {} {} file(s)\n", c.tensor_count(), c.parameter_count(),
+             human_bytes(c.tensor_bytes()), c.shards().size(), c.format() == "pytorch" ? "PyTorch" : "safetensors");
+  if (const CheckpointQuantization& q = c.quantization(); !q.scheme.empty())
+    fmt::print("  quantisation: FP8 block-scaled, {} F8_E4M3 weights with {}x{} blocks of {} scales ({} "
+               "*_scale_inv tensors; block size from {}); dequantised to fp32 on read\n",
+               q.weights, q.block_rows, q.block_cols, q.scale_dtype, c.fp8_scale_names().size(), q.block_source);
   for (const auto& [k, v] : by_dtype) fmt::print("  {}: {} tensors, {} parameters\n", k, v.first, v.second);
   if (const auto arch = architecture_name(c)) fmt::print("  architecture {}\n", describe(architecture_support(*arch)));
   if (c.has_config()) {
@@ -112,7 +130,8 @@ int run_inspect(const InspectOptions& o) {
     fmt::print("\n{:<60} {:<6} {:<20} {:>12}\n", "tensor", "dtype", "shape", "bytes");
     for (const auto& name : c.names()) {
       const CheckpointTensor* t = c.find(name);
-      fmt::print("{:<60} {:<6} {:<20} {:>12}\n", name, dtype_name(t->dtype()), shape_string(t->shape()), t->nbytes());
+      fmt::print("{:<60} {:<6} {:<20} {:>12}{}\n", name, dtype_name(t->dtype()), shape_string(t->shape()), t->nbytes(),
+                 t->fp8_block_scales() ? "  (block scales: " + name + "_scale_inv)" : std::string());
     }
   }
   return 0;
@@ -130,6 +149,15 @@ struct DiffStats {
   bool nan_mismatch = false;
 };
 
+// Elements [s, s + n) of a float tensor (FP8 block-scaled ones dequantised)
+// in double precision.
+void load_f64(const CheckpointTensor& t, size_t s, size_t n, double* out) {
+  if (!t.fp8_block_scales()) return convert_to_f64(t.dtype(), t.element(s), n, out);
+  std::vector<float> f(n);
+  t.read_f32(s, n, f.data());
+  for (size_t i = 0; i < n; ++i) out[i] = f[i];
+}
+
 // Compare two float tensors in double precision, in parallel over blocks.
 DiffStats diff_tensors(const CheckpointTensor& ta, const CheckpointTensor& tb) {
   const size_t n = ta.numel();
@@ -143,8 +171,8 @@ DiffStats diff_tensors(const CheckpointTensor& ta, const CheckpointTensor& tb) {
 #pragma omp for schedule(static)
     for (int64_t blk = 0; blk < blocks; ++blk) {
       const size_t s = size_t(blk) * kBlock, e = std::min(n, s + kBlock);
-      convert_to_f64(ta.dtype(), ta.element(s), e - s, va.data());
-      convert_to_f64(tb.dtype(), tb.element(s), e - s, vb.data());
+      load_f64(ta, s, e - s, va.data());
+      load_f64(tb, s, e - s, vb.data());
       for (size_t i = 0; i < e - s; ++i) {
         const double x = va[i], y = vb[i];
         if (std::isnan(x) || std::isnan(y)) {
@@ -166,8 +194,8 @@ DiffStats diff_tensors(const CheckpointTensor& ta, const CheckpointTensor& tb) {
 }
 
 int run_diff(const DiffOptions& o) {
-  Checkpoint a = Checkpoint::open(o.a);
-  Checkpoint b = Checkpoint::open(o.b);
+  Checkpoint a = Checkpoint::open(model_path(o.a));
+  Checkpoint b = Checkpoint::open(model_path(o.b));
   Json rows = Json::array();
   std::vector<std::string> only_a, only_b, mismatched;
   size_t identical = 0;
@@ -178,7 +206,7 @@ int run_diff(const DiffOptions& o) {
       only_a.push_back(name);
       continue;
     }
-    const bool fa = dtype_is_float_computable(ta.dtype()), fb = dtype_is_float_computable(tb->dtype());
+    const bool fa = ta.readable_as_f32(), fb = tb->readable_as_f32();
     if (ta.shape() != tb->shape() || fa != fb || (!fa && ta.dtype() != tb->dtype())) {
       mismatched.push_back(name + ": " + std::string(dtype_name(ta.dtype())) + " " + shape_string(ta.shape()) +
                            " vs " + std::string(dtype_name(tb->dtype())) + " " + shape_string(tb->shape()));
@@ -227,7 +255,7 @@ int run_diff(const DiffOptions& o) {
 void register_inspect(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<InspectOptions>();
   CLI::App* sub = app.add_subcommand("inspect", "Tensors, dtypes, shapes, parameters, bytes and config of a model");
-  sub->add_option("path", o->path, "Model directory or .safetensors file")->required();
+  sub->add_option("path", o->path, "Model directory, .safetensors, .bin or .gguf file, or Hugging Face id org/name[@revision] in the local cache")->required();
   sub->add_flag("--json", o->json, "JSON output");
   sub->add_flag("!--no-tensors", o->tensors, "Summary only, no per-tensor table");
   sub->callback([o, &run] { run = [o] { return run_inspect(*o); }; });
@@ -236,7 +264,7 @@ void register_inspect(CLI::App& app, std::function<int()>& run) {
 void register_diff(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<DiffOptions>();
   CLI::App* sub = app.add_subcommand("diff", "Per tensor max|A-B| and ||A-B||/||B||; missing or mismatched tensors");
-  sub->add_option("a", o->a, "Model A")->required();
+  sub->add_option("a", o->a, "Model A (a path or a cached Hugging Face id)")->required();
   sub->add_option("b", o->b, "Model B")->required();
   sub->add_flag("--json", o->json, "JSON output");
   sub->add_flag("--only-different", o->only_different, "List only tensors that differ");

@@ -57,7 +57,7 @@ void register_train(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<train::TrainOptions>();
   CLI::App* t = app.add_subcommand("train", "Fine-tune a Llama directory on the CPU: plain text (continual "
                                              "pre-training) or chat (.jsonl conversations, loss on assistant turns)");
-  t->add_option("model", o->model_dir, "Hugging Face Llama directory")->required();
+  t->add_option("model", o->model_dir, "Hugging Face Llama directory, or id org/name[@revision] in the local cache")->required();
   t->add_option("--data", o->data, "Training data: text (one document per line) or JSONL {\"messages\": [...]}")
       ->required();
   t->add_option("-o,--output", o->out, "Output directory")->required();
@@ -86,14 +86,17 @@ void register_train(CLI::App& app, std::function<int()>& run) {
   t->add_option("--eos-token", o->eos_token, "Make this token the end of turn (tokenizer_config, generation_config)");
   t->add_option("--threads", o->threads, "OpenMP threads (0: default)")->capture_default_str();
   t->add_flag("-f,--force", o->force, "Replace an existing output directory");
-  t->callback([&run, o] { run = [o] { return do_train(*o); }; });
+  t->callback([&run, o] { run = [o] {
+    o->model_dir = model_path(o->model_dir);
+    return do_train(*o);
+  }; });
 }
 
 void register_eval(CLI::App& app, std::function<int()>& run) {
   auto c = std::make_shared<EvalCli>();
   CLI::App* e = app.add_subcommand("eval", "Score a chat model on instruction tasks (greedy), end of turn, answer "
                                             "language and held-out perplexity");
-  e->add_option("model", c->o.model_dir, "Hugging Face Llama directory with a chat template")->required();
+  e->add_option("model", c->o.model_dir, "Hugging Face Llama directory with a chat template, or cached id org/name[@revision]")->required();
   e->add_option("--tasks", c->o.tasks, "Tasks, JSON lines {id, lang, type, messages, expected}")->required();
   e->add_option("--max-new", c->o.max_new, "Token budget of each answer")->capture_default_str();
   e->add_option("--lang-data", c->lang, "LANG=FILE: text the language identifier learns LANG from; repeatable");
@@ -101,7 +104,10 @@ void register_eval(CLI::App& app, std::function<int()>& run) {
   e->add_option("--heldout-lines", c->o.heldout_lines, "Use the first N held-out lines (0: all)")->capture_default_str();
   e->add_option("--max-tasks", c->o.max_tasks, "Use the first N tasks (0: all)")->capture_default_str();
   e->add_option("--json", c->json_out, "Write the full report (with every answer) here");
-  e->callback([&run, c] { run = [c] { return do_eval(*c); }; });
+  e->callback([&run, c] { run = [c] {
+    c->o.model_dir = model_path(c->o.model_dir);
+    return do_eval(*c);
+  }; });
 }
 
 }  // namespace chatvec::cli

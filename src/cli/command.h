@@ -20,6 +20,13 @@ struct GlobalOptions {
 };
 GlobalOptions& global_options();
 
+// A model argument as the user wrote it: a local path (which always wins),
+// or a Hugging Face id org/name[@revision] found in the local cache
+// (formats/hf_cache.h).  Returns what to open; InputError (one line, where
+// it looked and how to fetch it) when an id is not cached.  When a local
+// path shadows an id of the same spelling, says so on stderr (unless -q).
+std::string model_path(const std::string& arg);
+
 // Every subcommand, in the order `chatvec --help` lists them.
 void register_merge(CLI::App& app, std::function<int()>& run);
 void register_extract(CLI::App& app, std::function<int()>& run);

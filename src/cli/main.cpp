@@ -6,11 +6,23 @@
 #include "cli/command.h"
 #include "core/error.h"
 #include "core/interrupt.h"
+#include "formats/hf_cache.h"
 
 namespace chatvec::cli {
 GlobalOptions& global_options() {
   static GlobalOptions g;
   return g;
+}
+
+std::string model_path(const std::string& arg) {
+  const ModelSource s = resolve_model_argument(arg);
+  if (!s.note.empty() && !global_options().quiet) std::fprintf(stderr, "chatvec: note: %s\n", s.note.c_str());
+  if (s.hub && !s.hub->broken_links.empty())
+    throw InputError(arg + ": the cached snapshot " + s.hub->dir + " has files whose blobs are missing (" +
+                     s.hub->broken_links.front() + (s.hub->broken_links.size() > 1 ? ", ..." : "") +
+                     "): an interrupted download; fetch it again with `huggingface-cli download " + s.hub->repo_id +
+                     "`");
+  return s.path;
 }
 }  // namespace chatvec::cli
 

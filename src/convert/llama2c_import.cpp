@@ -258,7 +258,13 @@ Llama2cHeader import_llama2c(const Llama2cImportOptions& opts) {
     std::error_code ec;
     fs::remove(out, ec);  // the empty directory checked above
   }
-  if (std::rename(tmp.c_str(), out.c_str()) != 0) throw_errno("cannot rename " + tmp + " to " + out.string());
+  // rename(2) of a directory never replaces a non-empty directory or a file:
+  // another run that put its output there meanwhile wins, this one is refused.
+  if (std::rename(tmp.c_str(), out.c_str()) != 0) {
+    if (errno == ENOTEMPTY || errno == EEXIST || errno == ENOTDIR || errno == EISDIR)
+      throw InputError(out.string() + ": output already exists (another run wrote it while this one ran)");
+    throw_errno("cannot rename " + tmp + " to " + out.string());
+  }
   guard.path.clear();
   sync_directory(parent.string());
   return h;

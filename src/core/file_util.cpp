@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/sigbus_guard.h"
 
 namespace chatvec {
 
@@ -75,6 +76,13 @@ void OutputFile::write(const void* data, size_t n) {
     ssize_t w = ::write(fd_, p, n);
     if (w < 0) {
       if (errno == EINTR) continue;
+      // EFAULT: the bytes came from an input's map (a same-dtype copy) and
+      // the input was truncated meanwhile.  Say that, not "Bad address".
+      if (errno == EFAULT) {
+        const int e = errno;
+        check_input_faults();
+        errno = e;
+      }
       throw_errno(path_ + ": write failed");
     }
     p += w;

@@ -1,7 +1,8 @@
 // Output that appears complete or not at all.
 //
 // A StagedOutput is built in a hidden sibling of its final path
-// (".NAME.chatvec-tmp-PID"), then renamed into place by commit() after
+// (".NAME.chatvec-tmp-PID", then ".NAME.chatvec-tmp-PID.N" for the process's
+// further ones), then renamed into place by commit() after
 // everything in it has been flushed.  If commit() is never reached (an error,
 // Ctrl-C), the destructor removes the staging path.  Staging paths left by a
 // killed process (SIGKILL, power loss) are removed by the next run that
@@ -28,15 +29,26 @@ class StagedOutput {
   const std::string& final_path() const { return final_; }
   // The directory holding the final path (for free-space checks).
   const std::string& parent() const { return parent_; }
-  // Flush and move into place, replacing an existing final path when forced.
+  // Flush and move into place.  Without force, nothing is ever replaced:
+  // when another process created the final path since the constructor's
+  // check, commit() throws InputError ("already exists") and the staging
+  // path is removed by the destructor.  With force, an existing final path
+  // is replaced atomically (concurrent forced runs leave one complete
+  // output, the last one committed).
   void commit();
 
  private:
+  void commit_noreplace();
+  void commit_replace();
   std::string final_, staging_, parent_;
   Kind kind_;
   bool force_;
   bool committed_ = false;
 };
+
+// Tests only: behave as on a file system without renameat2's flags, so that
+// the fallbacks of commit() are exercised.
+void staging_test_disable_rename2(bool disable);
 
 // Remove a path recursively; errors ignored.
 void remove_tree(const std::string& path) noexcept;

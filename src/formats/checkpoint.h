@@ -1,7 +1,16 @@
 // A model checkpoint as a Hugging Face directory: `model.safetensors`, or
-// shards listed by `model.safetensors.index.json`, plus config.json,
-// tokenizer files and anything else.  Tensors are found by name, whatever the
-// shard layout.  A single .safetensors file can be opened too.
+// shards listed by `model.safetensors.index.json`, or PyTorch weights
+// (`pytorch_model.bin`, or shards listed by `pytorch_model.bin.index.json`,
+// read without executing their pickles: formats/pytorch/pytorch_bin.h), plus
+// config.json, tokenizer files and anything else.  Tensors are found by name,
+// whatever the format and shard layout: each is a byte range of a read-only
+// memory map.  A single .safetensors or .bin/.pt/.pth file can be opened too.
+//
+// FP8 block-scaled weights (DeepSeek-V3, Qwen3 FP8: an F8_E4M3 `X.weight`
+// beside `X.weight_scale_inv`, formats/fp8_block.h) are paired at open: the
+// weight keeps its F8_E4M3 bytes and carries its scales (fp8_block_scales()),
+// and the scale tensors are not tensors of the model (not in names(), not
+// found by find(); fp8_scale_names() lists them).
 #pragma once
 
 #include <memory>
@@ -12,6 +21,8 @@
 #include <vector>
 
 #include "core/json_util.h"
+#include "formats/fp8_block.h"
+#include "formats/pytorch/pytorch_bin.h"
 #include "formats/safetensors/safetensors_reader.h"
 
 namespace chatvec {
@@ -62,16 +73,45 @@ class CheckpointTensor {
   // Bytes of the tensor now in the page cache.
   uint64_t resident_bytes() const { return map_->resident(offset_, nbytes()); }
 
+  // FP8 block-scaled weight: its scales (weight points at data()); null for
+  // every other tensor.  Its real values are dequant_fp8_block_rows() of it.
+  const Fp8BlockScaled* fp8_block_scales() const { return fp8_; }
+  // Widen elements [first, first + count) to fp32: convert_to_f32 of the
+  // stored dtype, or the block dequantisation of an FP8 weight.
+  void read_f32(uint64_t first, uint64_t count, float* out) const;
+  // Can read_f32 widen it (a float dtype convert_to_f32 takes, or FP8 with
+  // block scales)?
+  bool readable_as_f32() const;
+
  private:
+  friend class Checkpoint;
   const MappedFile* map_;
   const TensorInfo* info_;
   uint64_t offset_;
+  const Fp8BlockScaled* fp8_ = nullptr;
+};
+
+// One weight file of a checkpoint.
+struct CheckpointShard {
+  std::string path;
+  uint64_t file_size = 0;
+  size_t tensors = 0;
+};
+
+// How the weights are quantised, when they are (inspect shows it).
+struct CheckpointQuantization {
+  std::string scheme;  // "fp8-block" (F8_E4M3 weights with weight_scale_inv block scales)
+  uint64_t block_rows = 0, block_cols = 0;
+  size_t weights = 0;  // block-scaled weights
+  std::string scale_dtype;
+  std::string block_source;  // where the block size came from ("config.json quantization_config...")
 };
 
 class Checkpoint {
  public:
-  // `path` is a model directory or a .safetensors file.  Validates the index
-  // against the shards.  Throws InputError naming the file on any problem.
+  // `path` is a model directory, a .safetensors file or a PyTorch
+  // .bin/.pt/.pth file.  Validates the index against the shards.  Throws
+  // InputError naming the file on any problem.
   static Checkpoint open(const std::string& path);
 
   const std::string& path() const { return path_; }
@@ -86,7 +126,12 @@ class Checkpoint {
   size_t tensor_count() const { return names_.size(); }
   uint64_t tensor_bytes() const { return tensor_bytes_; }
   uint64_t parameter_count() const;
-  const std::vector<std::unique_ptr<SafetensorsFile>>& shards() const { return shards_; }
+  const std::vector<CheckpointShard>& shards() const { return shards_; }
+  // "safetensors" or "pytorch" (torch.save zip archives).
+  const std::string& format() const { return format_; }
+  // Quantisation scheme (scheme empty when none).
+  const CheckpointQuantization& quantization() const { return quant_; }
+  const std::vector<std::string>& fp8_scale_names() const { return scale_names_; }
 
   // config.json, when the directory has one (null otherwise).
   const Json& config() const { return config_; }
@@ -98,7 +143,18 @@ class Checkpoint {
  private:
   std::string path_, dir_;
   bool is_dir_ = false;
-  std::vector<std::unique_ptr<SafetensorsFile>> shards_;
+  struct BinShard {
+    std::unique_ptr<PytorchBinFile> file;
+    std::vector<TensorInfo> infos;
+  };
+  std::vector<std::unique_ptr<SafetensorsFile>> st_files_;
+  std::vector<std::unique_ptr<BinShard>> bin_files_;
+  std::vector<CheckpointShard> shards_;
+  std::string format_ = "safetensors";
+  CheckpointQuantization quant_;
+  std::vector<std::unique_ptr<Fp8BlockScaled>> fp8_;
+  std::vector<std::string> scale_names_;
+  std::unordered_map<std::string, CheckpointTensor> scales_;
   std::vector<std::string> names_;
   std::unordered_map<std::string, CheckpointTensor> by_name_;
   uint64_t tensor_bytes_ = 0;

@@ -50,4 +50,9 @@ void check_fp8_block_scaled(DType weight_dtype, const std::vector<uint64_t>& wei
 // The caller has checked the shapes (check_fp8_block_scaled).
 void dequant_fp8_block_rows(const Fp8BlockScaled& t, uint64_t row_begin, uint64_t row_end, float* out);
 
+// Elements [first, first + count) of the dequantised tensor in row-major
+// order (any range: it may start and end inside rows), the same values as
+// dequant_fp8_block_rows.
+void dequant_fp8_block_elements(const Fp8BlockScaled& t, uint64_t first, uint64_t count, float* out);
+
 }  // namespace chatvec

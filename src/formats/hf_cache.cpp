@@ -230,7 +230,9 @@ ModelSource resolve_model_argument(const std::string& arg, const HfCacheDir& cac
   const auto ref = parse_hf_model_ref(arg);
   if (fs::exists(arg, ec)) {
     s.path = arg;
-    if (ref)
+    // (Said only when the cache does hold a model of that name: most
+    // relative paths "dir/model" are shaped like ids.)
+    if (ref && fs::is_directory(fs::path(cache.path) / hf_cache_folder_name(ref->repo_id), ec))
       s.note = arg + ": the local " + std::string(fs::is_directory(arg, ec) ? "directory" : "file") +
                " is used, not the Hugging Face model of that name" +
                (ref->revision_given ? std::string() : " (write " + arg + "@main for the cached model)");

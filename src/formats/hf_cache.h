@@ -77,7 +77,8 @@ HfCachedModel resolve_hf_cached_model(const HfModelRef& ref, const HfCacheDir& c
 struct ModelSource {
   std::string path;                  // what to open
   std::optional<HfCachedModel> hub;  // set when it came from the cache
-  // Non-empty when `path` exists locally and is also shaped like a model id:
+  // Non-empty when `path` exists locally and is also the id of a model in
+  // the cache:
   // "PATH: the local directory is used, not the Hugging Face model of that name".
   std::string note;
 };

@@ -301,7 +301,7 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
           std::vector<uint8_t>* buffer = writer.buffer(count * out_es);
           CombineArgs args;
           auto op = [&](const CheckpointTensor* t) {
-            return t ? KernelOperand{t->element(first), t->dtype()} : KernelOperand{};
+            return t ? KernelOperand{t->element(first), t->dtype(), t->fp8_block_scales()} : KernelOperand{};
           };
           args.source = op(task.target);
           for (const auto& term : task.terms)

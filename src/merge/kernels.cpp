@@ -14,10 +14,22 @@ constexpr size_t kBlock = 1024;
 
 // One block of an operand widened to T, and back: the conversions of
 // core/dtype.h (alignment-safe, one per dtype).
+// (An FP8 block-scaled operand: its elements' index in the whole weight,
+// one byte each, gives their blocks.)
+inline uint64_t fp8_index(const KernelOperand& op, size_t begin) {
+  return uint64_t(static_cast<const uint8_t*>(op.data) - static_cast<const uint8_t*>(op.fp8->weight)) + begin;
+}
 inline void load_block(const KernelOperand& op, size_t begin, size_t n, float* dst) {
+  if (op.fp8) return dequant_fp8_block_elements(*op.fp8, fp8_index(op, begin), n, dst);
   convert_to_f32(op.dtype, static_cast<const uint8_t*>(op.data) + begin * (dtype_bits(op.dtype) / 8), n, dst);
 }
 inline void load_block(const KernelOperand& op, size_t begin, size_t n, double* dst) {
+  if (op.fp8) {  // exact in float, widened exactly
+    float f[kBlock];
+    dequant_fp8_block_elements(*op.fp8, fp8_index(op, begin), n, f);
+    for (size_t i = 0; i < n; ++i) dst[i] = f[i];
+    return;
+  }
   convert_to_f64(op.dtype, static_cast<const uint8_t*>(op.data) + begin * (dtype_bits(op.dtype) / 8), n, dst);
 }
 inline void store_block(const float* src, size_t n, void* out, DType dtype, size_t begin) {

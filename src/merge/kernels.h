@@ -14,12 +14,16 @@
 #include <vector>
 
 #include "core/dtype.h"
+#include "formats/fp8_block.h"
 
 namespace chatvec {
 
 struct KernelOperand {
   const void* data = nullptr;  // start of the tensor
   DType dtype = DType::F32;
+  // FP8 block-scaled weight (dtype F8_E4M3, data inside fp8->weight):
+  // widened by its block dequantisation (formats/fp8_block.h).
+  const Fp8BlockScaled* fp8 = nullptr;
 };
 
 struct KernelTerm {

@@ -45,12 +45,22 @@ ModelFilesReport write_model_files(const std::string& files_from, const std::str
     if (const auto found = find_chat_template(files_from)) report.chat_template_source = found->origin;
 
   const std::string cfg = out_dir + "/config.json";
-  if (!torch_dtype.empty() && path_exists(cfg)) {
+  if (path_exists(cfg)) {
     Json c = read_json_file(cfg);
-    if (c.is_object() && c.value("torch_dtype", std::string()) != torch_dtype) {
+    bool changed = false;
+    if (c.is_object() && !torch_dtype.empty() && c.value("torch_dtype", std::string()) != torch_dtype) {
       c["torch_dtype"] = torch_dtype;
-      rewrite_json_file(cfg, c);
+      changed = true;
     }
+    // FP8 block-scaled weights are dequantised on read and never written as
+    // FP8 (merge/plan.h), so the output is not quantised any more.
+    if (c.is_object() && c.contains("quantization_config") && c["quantization_config"].is_object() &&
+        c["quantization_config"].value("quant_method", std::string()) == "fp8") {
+      c.erase("quantization_config");
+      changed = true;
+      report.notes.push_back("config.json: quantization_config (fp8) removed: the FP8 weights were dequantised");
+    }
+    if (changed) rewrite_json_file(cfg, c);
   }
   return report;
 }

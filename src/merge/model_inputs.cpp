@@ -7,7 +7,20 @@
 
 namespace chatvec {
 
-Checkpoint ModelInputs::open(const std::string& path, const std::string& role, std::vector<std::string>& warnings) {
+Checkpoint ModelInputs::open(const std::string& arg, const std::string& role, std::vector<std::string>& warnings) {
+  const ModelSource src = resolve_model_argument(arg);
+  if (!src.note.empty()) notes_.push_back(role + " model " + src.note);
+  if (src.hub) {
+    const HfCachedModel& h = *src.hub;
+    if (!h.broken_links.empty())
+      throw InputError(arg + ": the cached snapshot " + h.dir + " has files whose blobs are missing (" +
+                       h.broken_links.front() + (h.broken_links.size() > 1 ? ", ..." : "") +
+                       "): an interrupted download; fetch it again with `huggingface-cli download " + h.repo_id + "`");
+    notes_.push_back(role + " model " + arg + ": " + h.repo_id + " revision " + h.revision + " = commit " + h.commit +
+                     ", from the Hugging Face cache (" + h.dir + ")");
+  }
+  resolved_.push_back(ResolvedInput{role, arg, src.path, src.hub});
+  const std::string& path = src.path;
   std::string dir = path;
   if (!is_directory(path) && gguf::looks_like_gguf(path)) {
     // Import into a hidden sibling of the output, never committed.

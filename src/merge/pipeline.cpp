@@ -520,6 +520,15 @@ PreparedJob prepare_job(const MergeJob& job, JobReporter& report) {
                              " --recipe chatvec.json -o OUT`): `" + p.recipe.dump() + "`");
     if (!job.recipe_file.empty()) p.card.details.push_back("read from the recipe " + job.recipe_file);
   }
+  // Inputs from the Hugging Face cache: their ids and commits in the card
+  // (and in an extracted vector's recipe).
+  for (const ResolvedInput& r : p.inputs->resolved()) {
+    if (!r.hub) continue;
+    p.card.details.push_back(fmt::format("{}: Hugging Face model `{}`, revision `{}`, commit `{}`", r.role,
+                                         r.hub->repo_id, r.hub->revision, r.hub->commit));
+    if (job.kind == JobKind::Extract)
+      p.recipe["hub"][r.role] = {{"id", r.hub->repo_id}, {"revision", r.hub->revision}, {"commit", r.hub->commit}};
+  }
   return p;
 }
 
@@ -529,6 +538,7 @@ JobResult run_job(const MergeJob& job, JobReporter& report) {
   PreparedJob p = prepare_job(job, report);
   const uint64_t out_bytes = planned_output_bytes(p.plan, p.exec);
 
+  for (const auto& line : p.inputs->notes()) report.line("note: " + line);
   for (const auto& line : p.preamble) report.line(line);
   JobResult result;
   result.output = job.output;

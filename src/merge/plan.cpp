@@ -82,10 +82,14 @@ const CheckpointTensor& require(const Checkpoint& c, const std::string& name, co
 }
 
 void require_computable(const std::string& name, const Checkpoint& c, const CheckpointTensor& t) {
-  if (!dtype_is_float_computable(t.dtype()))
+  if (!t.readable_as_f32())
     throw InputError("tensor \"" + name + "\" in " + c.path() + " has dtype " + std::string(dtype_name(t.dtype())) +
                      ": arithmetic is supported on F16, BF16, F32 and F64 only (exclude it with --exclude)");
 }
+
+// The output dtype of a tensor under --dtype auto: its own, except FP8
+// block-scaled weights, dequantised and written as BF16.
+DType auto_dtype(const CheckpointTensor& t) { return t.fp8_block_scales() ? DType::BF16 : t.dtype(); }
 
 // The role names messages use for a vector's inputs.
 std::string chat_role(const VectorSource& v) { return v.label; }
@@ -152,7 +156,7 @@ void plan_rows_task(TensorTask& task, const Checkpoint& layout, const Checkpoint
   task.kind = TaskKind::Rows;
   task.row_map = map;
   task.shape = {uint64_t(map->rows.size()), lt.shape()[1]};
-  task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
+  task.dtype = opt.dtype ? *opt.dtype : auto_dtype(lt);
 }
 
 }  // namespace
@@ -206,6 +210,11 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
       task.kind = TaskKind::Copy;
       task.dtype = lt.dtype();
       if (task.note.empty()) task.note = is_int ? "integer/bool tensor" : "outside the selection";
+      if (lt.fp8_block_scales()) {  // its scales are not written: dequantised, no term added
+        task.kind = TaskKind::Combine;
+        task.dtype = opt.dtype ? *opt.dtype : auto_dtype(lt);
+        task.note += ", FP8 dequantised";
+      }
       count_read(task.target);
       ++plan.copied;
       plan.tasks.push_back(std::move(task));
@@ -243,7 +252,7 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
     }
     for (const CheckpointTensor* t : task.inputs()) count_read(t);
     task.kind = TaskKind::Combine;
-    task.dtype = opt.dtype ? *opt.dtype : lt.dtype();
+    task.dtype = opt.dtype ? *opt.dtype : auto_dtype(lt);
     task.ops = opt.ops;
     task.ratio_reason = ratios[0]->reason_for(name);
     ++plan.combined;
@@ -280,7 +289,7 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
     task.kind = TaskKind::Rows;
     task.row_map = extra.rows;
     task.shape = {uint64_t(extra.rows->rows.size()), from.shape().at(1)};
-    task.dtype = opt.dtype ? *opt.dtype : from.dtype();
+    task.dtype = opt.dtype ? *opt.dtype : auto_dtype(from);
     task.terms.push_back(TensorTerm{1.0, &from, nullptr, nullptr});
     for (const RowOp& r : extra.rows->rows)
       if (r.kind != RowOp::FromChat || r.chat_row < 0 || r.chat_row >= int64_t(from.rows()))

@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "formats/hf_cache.h"
 #include "gguf/gguf_export.h"
 
 namespace chatvec {
@@ -65,7 +66,12 @@ class Reader {
     const std::string s = string(v, key);
     if (s.empty()) fail(key, "must not be empty");
     const fs::path p(s);
-    return p.is_absolute() || base.empty() ? s : (base / p).lexically_normal().string();
+    if (p.is_absolute() || base.empty()) return s;
+    const std::string local = (base / p).lexically_normal().string();
+    // A Hugging Face id ("org/name[@rev]") stays an id unless a directory of
+    // that name sits beside the recipe (the rule of resolve_model_argument).
+    if (!path_exists(local) && parse_hf_model_ref(s)) return s;
+    return local;
   }
   std::vector<double> points(const Json& v, const std::string& key) const {
     if (v.is_number()) return {number(v, key)};
@@ -244,6 +250,8 @@ MergeJob from_json(const Json& j, const fs::path& rel, const std::string& where)
 
 std::string absolute(const std::string& p) {
   if (p.empty()) return p;
+  // Hugging Face ids are recorded as ids (the card records their commits).
+  if (!path_exists(p) && parse_hf_model_ref(p)) return p;
   return fs::absolute(fs::path(p)).lexically_normal().string();
 }
 

@@ -14,7 +14,7 @@ namespace chatvec {
 
 namespace {
 KernelOperand row_of(const CheckpointTensor* t, int64_t row) {
-  return KernelOperand{t->row(uint64_t(row)), t->dtype()};
+  return KernelOperand{t->row(uint64_t(row)), t->dtype(), t->fp8_block_scales()};
 }
 // Hand back the rows [lo, hi] of `t` that output rows [first, first+count)
 // read (through `which` of their RowOp).
@@ -41,6 +41,15 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
   const int64_t rows_per_chunk = int64_t(std::max<uint64_t>(1, chunk_bytes / std::max<uint64_t>(1, row_bytes)));
   const int64_t n = int64_t(map.rows.size());
   std::vector<uint8_t> buffer;
+  // A row the plan copies (the target's own, a transplanted token's chat
+  // row) is its source's bytes exactly when the dtypes agree, NaN payloads
+  // included, as a whole copied tensor is; otherwise it is converted like
+  // any element (false).
+  auto copy_row = [&](const CheckpointTensor* src, int64_t row, uint8_t* out) {
+    if (src->dtype() != task.dtype) return false;
+    std::memcpy(out, src->row(uint64_t(row)), row_bytes);
+    return true;
+  };
   for (int64_t first = 0; first < n; first += rows_per_chunk) {
     check_interrupted();
     const int64_t count = std::min(rows_per_chunk, n - first);
@@ -72,12 +81,14 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
           }
           break;
         case RowOp::KeepTarget:
+          if (copy_row(task.target, r.target_row, out)) continue;
           args.terms.push_back(KernelTerm{1.0, row_of(task.target, r.target_row), KernelOperand{}});
           break;
         case RowOp::FromChat: {
           const TensorTerm& term = task.terms[size_t(r.term)];
-          args.terms.push_back(
-              KernelTerm{1.0, row_of(term.vector ? term.chat_rows : term.chat, r.chat_row), KernelOperand{}});
+          const CheckpointTensor* from = term.vector ? term.chat_rows : term.chat;
+          if (copy_row(from, r.chat_row, out)) continue;
+          args.terms.push_back(KernelTerm{1.0, row_of(from, r.chat_row), KernelOperand{}});
           break;
         }
         case RowOp::Zero:

@@ -18,6 +18,10 @@ namespace {
 
 // Ids above this are refused before anything is allocated for them.
 constexpr int64_t kMaxId = 16 * 1024 * 1024;
+// Ids may lie at most this far beyond the number of tokens the files define
+// (gaps are allowed, but a tiny file naming id 16,000,000 must not make the
+// vocabulary allocate for 16 M tokens).
+constexpr int64_t kIdSlack = 65536;
 
 bool is_byte_token(std::string_view s) {
   auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
@@ -110,7 +114,15 @@ class VocabularyBuilder {
  public:
   explicit VocabularyBuilder(Vocabulary& v) : v_(v) {}
 
+  // Refuse an id far beyond the tokens the files define (see kIdSlack).
+  void check_id_bound(int64_t id, const std::string& what) const {
+    if (id >= id_limit_)
+      throw InputError(what + ": token id " + std::to_string(id) + " is far beyond the " +
+                       std::to_string(id_limit_ - kIdSlack) + " tokens the files define (ids may exceed that count by at most " +
+                       std::to_string(kIdSlack) + ")");
+  }
   void set_token(int64_t id, const std::string& text, float score, TokenType type, const std::string& what) {
+    check_id_bound(id, what);
     if (id >= static_cast<int64_t>(v_.tokens_.size())) {
       v_.tokens_.resize(id + 1);
       v_.scores_.resize(id + 1, 0.0f);
@@ -195,6 +207,12 @@ class VocabularyBuilder {
       const std::string& tok = entry.first;  // clang < 16 cannot capture a structured binding
       max_id = std::max(max_id, get_id(entry.second, path, [&] { return "vocab entry \"" + tok + "\""; }));
     }
+    {
+      auto at = j.find("added_tokens");
+      const size_t n_added = (at != j.end() && at->is_array()) ? at->size() : 0;
+      id_limit_ = std::min<int64_t>(kMaxId, int64_t(vocab.size() + n_added) + kIdSlack);
+    }
+    check_id_bound(max_id, path);
     v_.tokens_.reserve(max_id + 1 + 1024);
     v_.ids_.reserve(vocab.size() + 1024);
     std::optional<std::string> model_unk;
@@ -340,6 +358,7 @@ class VocabularyBuilder {
     std::string bytes = read_input_file(path, kMaxJsonFileBytes, "limit for tokenizer files");
     detail::SpModelInfo info = detail::parse_sp_model(bytes, path);
     if (info.pieces.size() >= static_cast<size_t>(kMaxId)) throw InputError(path + ": too many pieces");
+    id_limit_ = std::min<int64_t>(kMaxId, int64_t(info.pieces.size()) + kIdSlack);
     v_.tokens_.reserve(info.pieces.size());
     v_.ids_.reserve(info.pieces.size());
     for (size_t i = 0; i < info.pieces.size(); ++i) {
@@ -387,6 +406,7 @@ class VocabularyBuilder {
       if (!c.is_object()) throw InputError(what + ": top level is not an object");
       auto dec = c.find("added_tokens_decoder");
       if (dec != c.end() && dec->is_object()) {
+        id_limit_ = std::min<int64_t>(kMaxId, id_limit_ + int64_t(dec->size()));
         for (const auto& [k, e] : dec->items()) {
           int64_t id;
           try {
@@ -442,6 +462,7 @@ class VocabularyBuilder {
 
  private:
   Vocabulary& v_;
+  int64_t id_limit_ = kMaxId;  // ids must be below (set from the files' token counts)
   std::optional<std::string> unk_text_;
   bool template_adds_special_ = false;
 };

@@ -203,6 +203,13 @@ TEST(JinjaErrors, RenderErrorsNameTheLineAndColumn) {
   EXPECT_EQ(E("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}"), "chat template t: line 1, column 4: macro 'f' recursion too deep");
   EXPECT_EQ(E("{{ 2 ** 100 }}"), "chat template t: line 1, column 6: integer result of '**' too large");
   EXPECT_EQ(E("{{ 'ab' * 100000000 }}"), "chat template t: line 1, column 9: string repetition result too large");
+  // The total output, and strings built by '+', '~' and join(), are bounded
+  // (16 MB): a loop of large outputs used to render without end.
+  EXPECT_EQ(E("{{ 'x' * 20000000 }}"), "chat template t: line 1, column 8: string repetition result too large");
+  EXPECT_EQ(E("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}"),
+            "chat template t: line 1, column 29: rendered output larger than 16 MB (the limit)");
+  EXPECT_EQ(E("{% set ns = namespace(s='x' * 10000000) %}{% for i in range(2) %}{% set ns.s = ns.s + ns.s %}{% endfor %}"),
+            "chat template t: line 1, column 85: string result of '+' larger than 16 MB (the limit)");
 }
 
 TEST(ChatTemplateApi, RenderChatAddsMessagesAndSpecialTokens) {

@@ -100,10 +100,62 @@ TEST(Checkpoint, TotalSizeMismatchIsAWarning) {
 TEST(Checkpoint, EmptyOrPyTorchDirectory) {
   testing::TempDir tmp;
   fs::create_directories(tmp / "e");
-  expect_error(tmp / "e", "no model.safetensors or model.safetensors.index.json");
+  expect_error(tmp / "e", "no model.safetensors, model.safetensors.index.json, pytorch_model.bin or "
+                          "pytorch_model.bin.index.json");
+  // A pytorch_model.bin is opened as one (this one is not a torch.save file).
   write_file((tmp / "e" / "pytorch_model.bin").string(), "x");
-  expect_error(tmp / "e", "only safetensors is supported");
+  expect_error(tmp / "e", "pytorch_model.bin: not a PyTorch checkpoint");
+  // An index naming a shard that is not there.
+  write_file((tmp / "e" / "pytorch_model.bin.index.json").string(),
+             R"({"weight_map": {"a": "pytorch_model-00001-of-00002.bin"}})");
+  expect_error(tmp / "e", "pytorch_model-00001-of-00002.bin: no such file");
   expect_error(tmp / "missing", "no such file or directory");
+}
+
+// FP8 weights beside their block scales: paired, the scales hidden from the
+// model's tensors; a scale of the wrong shape or a bad block size refused
+// naming the tensors.
+TEST(Checkpoint, Fp8BlockScalesPairedByName) {
+  testing::TempDir tmp;
+  auto make = [&](const std::string& name, std::vector<uint64_t> scale_shape, const std::string& config) {
+    const fs::path d = tmp / name;
+    fs::create_directories(d);
+    uint64_t sn = 1;
+    for (auto v : scale_shape) sn *= v;
+    SafetensorsWriter w(d.string(),
+                        {{"l.weight", DType::F8_E4M3, {130, 5}}, {"l.weight_scale_inv", DType::F32, scale_shape},
+                         {"n.weight", DType::BF16, {5}}},
+                        1ull << 30, {});
+    std::vector<uint8_t> wb(130 * 5, 0x38);  // 1.0
+    w.append(wb.data(), wb.size());
+    std::vector<float> sc(sn, 0.5f);
+    w.append(sc.data(), sc.size() * 4);
+    std::vector<uint8_t> nb(10, 0);
+    w.append(nb.data(), nb.size());
+    w.finish();
+    if (!config.empty()) write_file((d / "config.json").string(), config);
+    return d;
+  };
+  const fs::path ok = make("ok", {2, 1}, R"({"quantization_config": {"quant_method": "fp8", "weight_block_size": [128, 128]}})");
+  Checkpoint c = Checkpoint::open(ok.string());
+  EXPECT_EQ(c.names(), (std::vector<std::string>{"l.weight", "n.weight"}));
+  EXPECT_EQ(c.find("l.weight_scale_inv"), nullptr);
+  EXPECT_EQ(c.fp8_scale_names(), std::vector<std::string>{"l.weight_scale_inv"});
+  EXPECT_EQ(c.quantization().scheme, "fp8-block");
+  const CheckpointTensor& t = c.at("l.weight");
+  ASSERT_NE(t.fp8_block_scales(), nullptr);
+  EXPECT_TRUE(t.readable_as_f32());
+  std::vector<float> v(650);
+  t.read_f32(0, 650, v.data());
+  EXPECT_EQ(v[0], 0.5f);
+  EXPECT_EQ(v[649], 0.5f);
+  EXPECT_EQ(c.find("n.weight")->fp8_block_scales(), nullptr);
+  // Without config.json: 128x128, said so.
+  Checkpoint d = Checkpoint::open(make("noconfig", {2, 1}, "").string());
+  EXPECT_NE(d.quantization().block_source.find("no quantization_config"), std::string::npos);
+  expect_error(make("badshape", {1, 1}, ""), "l.weight_scale_inv\": shape [1, 1] does not fit");
+  expect_error(make("badblock", {2, 1}, R"({"quantization_config": {"weight_block_size": [0, 128]}})"),
+               "quantization_config.weight_block_size [0,128] is not two positive integers");
 }
 
 TEST(ModelDir, SideFilesExcludeWeightsCardRecipeAndHiddenFiles) {

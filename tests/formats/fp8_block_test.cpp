@@ -39,6 +39,49 @@ TEST(Fp8, KnownValues) {
   EXPECT_EQ(nans, 2);
 }
 
+// The vectorised element path (dequant_fp8_block_elements) against the
+// decode table times the scale, for every pattern and scales that make the
+// products round, overflow and go subnormal; ranges starting and ending
+// inside rows and blocks.
+TEST(Fp8, ElementRangesEqualTheTableTimesTheScale) {
+  const uint64_t rows = 7, cols = 300;  // 3 column blocks of 128: the last one partial
+  std::vector<uint8_t> w(rows * cols);
+  for (size_t i = 0; i < w.size(); ++i) w[i] = uint8_t(i * 37 + i / 256);
+  for (int b = 0; b < 256; ++b) w[size_t(b)] = uint8_t(b);
+  std::vector<float> scales = {1.0f, -0.3333333f, 1.7e38f, 1e-40f, 3.1e-8f, 0.0f};
+  Fp8BlockScaled t;
+  t.weight = w.data();
+  t.rows = rows;
+  t.cols = cols;
+  t.block_rows = 4;
+  t.block_cols = 128;
+  t.scale = scales.data();  // 2 x 3 blocks
+  t.scale_dtype = DType::F32;
+  auto bits = [](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return u;
+  };
+  for (auto [first, count] : {std::pair<uint64_t, uint64_t>{0, rows * cols}, {5, 700}, {127, 2}, {1999, 101}}) {
+    std::vector<float> out(count);
+    dequant_fp8_block_elements(t, first, count, out.data());
+    for (uint64_t k = 0; k < count; ++k) {
+      const uint64_t i = first + k, r = i / cols, c = i % cols;
+      const float want = f8_e4m3fn_to_f32(w[i]) * scales[(r / 4) * 3 + c / 128];
+      if (std::isnan(want)) {
+        EXPECT_TRUE(std::isnan(out[k])) << i;
+      } else {
+        EXPECT_EQ(bits(out[k]), bits(want)) << "element " << i << " byte " << int(w[i]);
+      }
+    }
+  }
+  // And the row path agrees with the element path.
+  std::vector<float> a(rows * cols), b(rows * cols);
+  dequant_fp8_block_rows(t, 0, rows, a.data());
+  dequant_fp8_block_elements(t, 0, rows * cols, b.data());
+  EXPECT_EQ(std::memcmp(a.data(), b.data(), a.size() * 4), 0);
+}
+
 TEST(Fp8, ShapeChecks) {
   check_fp8_block_scaled(DType::F8_E4M3, {300, 200}, DType::F32, {3, 2}, 128, 128, "w", "w_s");
   check_fp8_block_scaled(DType::F8_E4M3, {7168, 18432}, DType::BF16, {56, 144}, 128, 128, "w", "w_s");

@@ -218,6 +218,12 @@ TEST_F(HfCache, LocalPathWinsOverTheCache) {
   s = resolve_model_argument("org/name@main", cache_);
   ASSERT_TRUE(s.hub);
   EXPECT_EQ(s.hub->commit, kA);
+  // A local directory shaped like an id the cache does not hold: no note.
+  fs::create_directories(tmp_ / "models" / "mine");
+  s = resolve_model_argument("models/mine", cache_);
+  EXPECT_FALSE(s.hub);
+  EXPECT_EQ(s.path, "models/mine");
+  EXPECT_TRUE(s.note.empty()) << s.note;
   // Not id-shaped: a path for the caller to open (and report missing).
   s = resolve_model_argument("no/such/dir", cache_);
   EXPECT_FALSE(s.hub);

@@ -423,6 +423,73 @@ TEST_F(ExecutorTest, RowsTasksFollowTheirMapInEveryChunkSize) {
   }
 }
 
+// Rows the plan copies (KeepTarget: the target's own; FromChat: the chat
+// model's row of a transplanted token) are the source's bytes exactly, NaN
+// payloads, signalling NaNs and subnormals included, as whole tensors copied
+// from the target are.  Only when the output dtype differs are they
+// converted (rounded like every other element).
+TEST_F(ExecutorTest, CopiedRowsAreTheSourcesBytesExactly) {
+  for (DType dt : {DType::BF16, DType::F16, DType::F32}) {
+    const size_t es = dtype_bits(dt) / 8;
+    write_inputs({{"model.embed_tokens.weight", dt, {6, 16}, {}}});
+    // Unusual bit patterns in the rows that are copied: NaNs with payloads
+    // (quiet and signalling, both signs), -0, the smallest subnormal.
+    auto poke = [&](const char* model, uint64_t row) {
+      const fs::path f = tmp_ / model / "model.safetensors";
+      uint64_t off;
+      {
+        Checkpoint c = Checkpoint::open((tmp_ / model).string());
+        off = c.at("model.embed_tokens.weight").file_offset() + row * 16 * es;
+      }
+      std::vector<uint8_t> b(16 * es);
+      const uint64_t patterns16[] = {0x7F81, 0xFF81, 0x7FC5, 0xFFFE, 0x8000, 0x0001, 0x7D01, 0xFE01};
+      const uint64_t patterns_f16[] = {0x7C01, 0xFC01, 0x7E05, 0xFFFE, 0x8000, 0x0001, 0x7D01, 0xFE01};
+      const uint64_t patterns32[] = {0x7F800001, 0xFF800001, 0x7FC00005, 0xFFFFFFFE, 0x80000000, 0x00000001,
+                                     0x7FA00001, 0xFFC12345};
+      for (size_t i = 0; i < 16; ++i) {
+        const uint64_t v = dt == DType::BF16 ? patterns16[i % 8] : dt == DType::F16 ? patterns_f16[i % 8] : patterns32[i % 8];
+        std::memcpy(b.data() + i * es, &v, es);  // little endian
+      }
+      std::FILE* fp = std::fopen(f.c_str(), "r+b");
+      ASSERT_TRUE(fp);
+      std::fseek(fp, long(off), SEEK_SET);
+      std::fwrite(b.data(), 1, b.size(), fp);
+      std::fclose(fp);
+    };
+    poke("target", 1);
+    poke("target", 4);
+    poke("chat", 2);
+    Checkpoint base = Checkpoint::open((tmp_ / "base").string());
+    Checkpoint chat = Checkpoint::open((tmp_ / "chat").string());
+    Checkpoint target = Checkpoint::open((tmp_ / "target").string());
+    auto map = std::make_shared<RowMap>();
+    map->rows = {RowOp{RowOp::Combine, 0, 0, 0}, RowOp{RowOp::KeepTarget, 1, -1, -1}, RowOp{RowOp::Combine, 2, 3, 3},
+                 RowOp{RowOp::KeepTarget, 4, -1, -1}, RowOp{RowOp::FromChat, -1, 2, -1}};
+    PlanOptions opt;
+    opt.row_maps["model.embed_tokens.weight"] = map;
+    const MergePlan plan = build_plan({&target, {VectorSource{0.5, &chat, &base, nullptr, "chat"}}}, opt);
+    const fs::path out = tmp_ / ("exact_" + std::string(dtype_name(dt)));
+    fs::create_directories(out);
+    execute_plan(plan, out.string(), ExecuteOptions{});
+    Checkpoint o = Checkpoint::open(out.string());
+    const auto& oe = o.at("model.embed_tokens.weight");
+    const auto& te = target.at("model.embed_tokens.weight");
+    const auto& ce = chat.at("model.embed_tokens.weight");
+    const size_t rb = 16 * es;
+    EXPECT_EQ(std::memcmp(oe.row(1), te.row(1), rb), 0) << dtype_name(dt) << ": kept target row 1";
+    EXPECT_EQ(std::memcmp(oe.row(3), te.row(4), rb), 0) << dtype_name(dt) << ": kept target row 4";
+    EXPECT_EQ(std::memcmp(oe.row(4), ce.row(2), rb), 0) << dtype_name(dt) << ": transplanted chat row 2";
+    // A combined row is still rounded as before: element by element.
+    const auto tv = values_of(te), cv = values_of(ce), bv = values_of(base.at("model.embed_tokens.weight"));
+    std::vector<float> want(16);
+    for (int c = 0; c < 16; ++c) want[size_t(c)] = merged(tv[2 * 16 + c], cv[3 * 16 + c], bv[3 * 16 + c], 0.5);
+    std::vector<uint8_t> wb(rb);
+    convert_from_f32(want.data(), 16, dt, wb.data());
+    EXPECT_EQ(std::memcmp(oe.row(2), wb.data(), rb), 0) << dtype_name(dt);
+    for (const char* m : {"base", "chat", "target"}) fs::remove_all(tmp_ / m);
+  }
+}
+
 // ---- the vocabulary policies ----------------------------------------------------
 
 // A tokenizer.json of the given tokens (BPE, no merges), the last

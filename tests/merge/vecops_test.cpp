@@ -90,8 +90,13 @@ TEST(Recipe, RoundTripUnknownKeysAndRelativePaths) {
   EXPECT_EQ(back.base, "/m/base");
 
   Json rel = j;
-  rel["base"] = "models/base";
-  EXPECT_EQ(recipe_from_json(rel, "/r").base, "/r/models/base");
+  rel["base"] = "models/local/base";
+  EXPECT_EQ(recipe_from_json(rel, "/r").base, "/r/models/local/base");
+  // Shaped like a Hugging Face id and not a directory beside the recipe:
+  // kept as the id (resolved through the cache when the job opens it).
+  rel["base"] = "org/base@main";
+  EXPECT_EQ(recipe_from_json(rel, "/r").base, "org/base@main");
+  EXPECT_EQ(with_absolute_paths(recipe_from_json(rel, "/r")).base, "org/base@main");
 
   auto error_of = [](const Json& r) {
     try {

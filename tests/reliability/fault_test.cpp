@@ -6,6 +6,7 @@
 // status 1 (not a crash), and a rerun succeeds.
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -62,7 +63,8 @@ class Faults : public testing::SharedDirSuite<Faults> {
     // About 64 MB each (bf16): long enough to be interrupted at many points.
     gen("base", "--shape medium --dtype bf16 --seed 1");
     gen("chat", "--shape medium --derive-from " + path("base") + " --seed 2 --noise 0.01");
-    gen("target", "--shape medium --derive-from " + path("base") + " --seed 3 --noise 0.05");
+    // (With a tokenizer: the GGUF export of the concurrent-merge test needs one.)
+    gen("target", "--shape medium --tokenizer --derive-from " + path("base") + " --seed 3 --noise 0.05");
     if (!ok_) return;
     // The reference output and how long a merge takes here.
     const auto t0 = std::chrono::steady_clock::now();
@@ -209,6 +211,89 @@ TEST_F(Faults, RunningOutOfInodesGivesNoSpaceErrorAndNoOutput) {
   }
 }
 
+// Several merges onto the same OUT at once.  Each is stopped (SIGSTOP) as
+// soon as its staging directory appears, i.e. after its "OUT exists?" check,
+// and all are continued together, so that every run has passed the check
+// before any commits.  Returns each run's result.
+std::vector<testing::Finished> concurrent_merges(const std::vector<std::vector<std::string>>& argvs,
+                                                 const std::string& out_dir, const std::string& log_dir) {
+  std::vector<testing::Child> kids;
+  for (const auto& a : argvs) kids.push_back(testing::spawn(a, log_dir));
+  std::vector<bool> stopped(kids.size(), false);
+  testing::wait_until([&] {
+    bool all = true;
+    for (size_t i = 0; i < kids.size(); ++i) {
+      if (stopped[i]) continue;
+      siginfo_t si{};  // already finished (not reaped: wait_child does that)
+      if (::waitid(P_PID, id_t(kids[i].pid), &si, WEXITED | WNOHANG | WNOWAIT) == 0 && si.si_pid != 0) {
+        stopped[i] = true;
+        continue;
+      }
+      const std::string tag = "chatvec-tmp-" + std::to_string(kids[i].pid);
+      for (const auto& e : testing::staging_entries(out_dir))
+        if (e.find(tag) != std::string::npos) {
+          ::kill(kids[i].pid, SIGSTOP);
+          stopped[i] = true;
+        }
+      all = all && stopped[i];
+    }
+    return all;
+  }, 60s);
+  for (const auto& k : kids) ::kill(k.pid, SIGCONT);
+  std::vector<testing::Finished> done;
+  for (const auto& k : kids) done.push_back(testing::wait_child(k));
+  return done;
+}
+
+TEST_F(Faults, ConcurrentMergesWithoutForceLeaveOneWinnerAndClearErrors) {
+  for (const bool gguf : {false, true}) {
+    const std::string out = path(gguf ? "race.gguf" : "race");
+    fs::remove_all(out);
+    std::vector<std::vector<std::string>> argvs;
+    for (int i = 0; i < (gguf ? 2 : 3); ++i) {
+      argvs.push_back(merge_argv(out));
+      if (gguf) argvs.back().insert(argvs.back().end(), {"--format", "gguf"});
+    }
+    const auto results = concurrent_merges(argvs, tmp_->path().string(), tmp_->path().string());
+    int winners = 0;
+    for (const auto& f : results) {
+      EXPECT_EQ(f.signal, 0) << f.err;
+      if (f.exit_code == 0) {
+        ++winners;
+        continue;
+      }
+      EXPECT_EQ(f.exit_code, 2) << f.err;
+      EXPECT_NE(f.err.find(out + ": already exists"), std::string::npos) << f.err;
+      EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << f.err;
+    }
+    EXPECT_EQ(winners, 1) << (gguf ? "gguf" : "directory") << ": runs without --force replaced each other";
+    if (gguf) EXPECT_GT(fs::file_size(out), 60u << 20);  // (export_gguf's own tests check the contents)
+    else expect_complete(out);
+    EXPECT_TRUE(testing::staging_entries(tmp_->path().string()).empty());
+  }
+}
+
+TEST_F(Faults, ConcurrentForcedMergesLeaveOneCompleteOutput) {
+  const std::string out = path("race_forced");
+  fs::remove_all(out);
+  fs::create_directory(out);  // an old output to replace
+  std::ofstream(out + "/old.txt") << "old";
+  std::vector<std::vector<std::string>> argvs;
+  for (int i = 0; i < 3; ++i) {
+    argvs.push_back(merge_argv(out));
+    argvs.back().push_back("--force");
+  }
+  for (const auto& f : concurrent_merges(argvs, tmp_->path().string(), tmp_->path().string())) {
+    EXPECT_EQ(f.signal, 0) << f.err;
+    EXPECT_EQ(f.exit_code, 0) << f.err;
+  }
+  expect_complete(out);
+  EXPECT_FALSE(fs::exists(out + "/old.txt"));
+  EXPECT_TRUE(testing::staging_entries(tmp_->path().string()).empty());
+  for (const auto& e : fs::directory_iterator(tmp_->path()))
+    EXPECT_EQ(e.path().filename().string().find(".chatvec-old-"), std::string::npos) << e.path();
+}
+
 // Starts a merge onto `victim`, waits until it has started writing, damages
 // the victim's weights with `damage`, and expects a clear error.
 void damaged_during_merge(const std::string& victim, const std::vector<std::string>& argv, const std::string& out,
@@ -234,6 +319,21 @@ TEST_F(Faults, InputTruncatedDuringMergeIsAnErrorNotSigbus) {
     const std::string victim = copy_target("victim_trunc");
     const std::string out = path("out_trunc");
     damaged_during_merge(victim, merge_argv(out, "victim_trunc"), out, [&](const std::string& w) {
+      ASSERT_EQ(::truncate(w.c_str(), off_t(double(fs::file_size(w)) * keep)), 0);
+    }, tmp_->path().string());
+  }
+}
+
+// The same during same-dtype copies (every tensor but one outside the
+// selection): those bytes go from the input's map straight to write(2),
+// which answers EFAULT rather than raising SIGBUS.
+TEST_F(Faults, InputTruncatedDuringACopyIsTheSameClearError) {
+  for (double keep : {0.0, 0.5}) {
+    const std::string victim = copy_target("victim_copy");
+    const std::string out = path("out_copy");
+    auto argv = merge_argv(out, "victim_copy");
+    argv.insert(argv.end(), {"--include", "model\\.norm\\.weight"});
+    damaged_during_merge(victim, argv, out, [&](const std::string& w) {
       ASSERT_EQ(::truncate(w.c_str(), off_t(double(fs::file_size(w)) * keep)), 0);
     }, tmp_->path().string());
   }

@@ -109,6 +109,22 @@ TEST(Limits, TokenIdsAreBounded) {
   EXPECT_ERROR(Vocabulary::load((tmp / "tokenizer.json").string()), "has id 2147483647 out of range (ids are limited to 0..16777215)");
 }
 
+// A tiny tokenizer.json naming an id near the 16 M ceiling made the
+// vocabulary allocate for 16 M tokens (about 0.5 GB): ids are now bounded by
+// the number of tokens the files define (+ 65,536 for gaps).
+TEST(Limits, TokenIdsAreBoundedByTheFilesTokenCount) {
+  testing::TempDir tmp;
+  const std::string tj = (tmp / "tokenizer.json").string();
+  write(tmp / "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0,"b":16777215},"merges":[]}})");
+  EXPECT_ERROR(Vocabulary::load(tj), tj + ": token id 16777215 is far beyond the 2 tokens the files define");
+  write(tmp / "tokenizer.json",
+        R"({"model":{"type":"BPE","vocab":{"a":0,"b":1},"merges":[]},"added_tokens":[{"id":16000000,"content":"<x>"}]})");
+  EXPECT_ERROR(Vocabulary::load(tj), tj + ": token id 16000000 is far beyond the 3 tokens the files define");
+  // Gaps within the slack are fine.
+  write(tmp / "tokenizer.json", R"({"model":{"type":"BPE","vocab":{"a":0,"b":60000},"merges":[]}})");
+  EXPECT_EQ(Vocabulary::load(tj).size(), 60001u);
+}
+
 }  // namespace
 }  // namespace chatvec
 

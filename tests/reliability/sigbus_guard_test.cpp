@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "core/error.h"
+#include "core/file_util.h"
 #include "core/interrupt.h"
 #include "core/mapped_file.h"
 #include "core/sigbus_guard.h"
@@ -24,6 +25,31 @@ std::string make_file(const fs::path& p, size_t n) {
   std::string s(n, '\x5a');
   f.write(s.data(), std::streamsize(s.size()));
   return p.string();
+}
+
+// Same-dtype copies are written with write(2) straight from the input's map;
+// when the input was truncated the kernel answers EFAULT (no signal).  The
+// error must be the input-changed one, not "write failed: Bad address".
+TEST(SigbusGuard, WriteFromATruncatedMapGivesTheInputChangedError) {
+  testing::TempDir tmp;
+  const std::string path = make_file(tmp / "w.safetensors", 1 << 20);
+  std::string message;
+  {
+    MappedFile m(path);
+    ASSERT_EQ(::truncate(path.c_str(), 8192), 0);
+    OutputFile out((tmp / "copy").string());
+    try {
+      out.write(m.data(), m.size());
+      FAIL() << "no error";
+    } catch (const RuntimeFailure& e) {
+      message = e.what();
+    }
+  }
+  EXPECT_NE(message.find(path + ": input file was truncated or rewritten while being read (now 8192 bytes, was "
+                                "1048576)"),
+            std::string::npos)
+      << message;
+  EXPECT_EQ(message.find("Bad address"), std::string::npos) << message;
 }
 
 TEST(SigbusGuard, TruncatedMapReadsZerosAndReportsTheFile) {
