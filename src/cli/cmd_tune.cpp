@@ -132,9 +132,9 @@ int do_tune(TuneCli& c) {
     if (job.kind != JobKind::Merge) throw InputError("--recipe " + c.recipe + ": tune needs a merge recipe");
     if (!job.output.empty()) job.output.clear();
   }
-  if (!c.base.empty()) job.base = c.base;
-  if (!c.chat.empty()) job.chat = c.chat;
-  if (!c.target.empty()) job.target = c.target;
+  if (!c.base.empty()) job.base = model_path(c.base);
+  if (!c.chat.empty()) job.chat = model_path(c.chat);
+  if (!c.target.empty()) job.target = model_path(c.target);
   for (const auto& [flag, v] : {std::pair{"--base", &job.base}, {"--chat", &job.chat}, {"--target", &job.target}})
     if (v->empty()) throw InputError(std::string("chatvec tune: give ") + flag + " (or --recipe with it)");
   if (c.dtype != "auto") job.dtype = dtype_from_user(c.dtype);
