@@ -48,3 +48,7 @@ fi
 BUILD_DIR=${BUILD_DIR:-build}
 cmake -S . -B "$BUILD_DIR" -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build "$BUILD_DIR" -j"$(nproc)"
+
+# The default prompt set of `chatvec tune` (build/tune-data, from ../shared;
+# the script says so and skips when ../shared is absent).
+/usr/bin/python3 scripts/make_tune_data.py "$BUILD_DIR/tune-data" || echo "setup: scripts/make_tune_data.py failed (chatvec tune --data $BUILD_DIR/tune-data unavailable)" >&2

@@ -40,5 +40,6 @@ void register_gguf(CLI::App& app, std::function<int()>& run);  // export gguf
 int run_inspect_gguf(const std::string& path, bool json, bool tensors);
 void register_train(CLI::App& app, std::function<int()>& run);  // train
 void register_eval(CLI::App& app, std::function<int()>& run);   // eval
+void register_tune(CLI::App& app, std::function<int()>& run);   // tune
 
 }  // namespace chatvec::cli

@@ -37,7 +37,7 @@ int main(int argc, char** argv) {
   std::function<int()> run;
   for (cli::Register reg : {cli::register_merge, cli::register_extract, cli::register_apply, cli::register_inspect,
                             cli::register_diff, cli::register_analyze, cli::register_engine_commands, cli::register_gguf,
-                            cli::register_train, cli::register_eval})
+                            cli::register_train, cli::register_eval, cli::register_tune})
     reg(app, run);
   try {
     app.parse(argc, argv);
