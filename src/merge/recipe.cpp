@@ -68,8 +68,11 @@ class Reader {
     const fs::path p(s);
     if (p.is_absolute() || base.empty()) return s;
     const std::string local = (base / p).lexically_normal().string();
-    // A Hugging Face id (org/name[@rev]) stays an id unless it names a local path.
-    return parse_hf_model_ref(s) && !path_exists(local) ? s : local;
+    // A Hugging Face id (org/name[@rev]) of a cached model stays an id
+    // unless it names a local path.
+    const auto ref = parse_hf_model_ref(s);
+    const bool cached = ref && is_directory(hf_hub_cache_dir().path + "/" + hf_cache_folder_name(ref->repo_id));
+    return cached && !path_exists(local) ? s : local;
   }
   std::vector<double> points(const Json& v, const std::string& key) const {
     if (v.is_number()) return {number(v, key)};
