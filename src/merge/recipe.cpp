@@ -68,10 +68,11 @@ class Reader {
     const fs::path p(s);
     if (p.is_absolute() || base.empty()) return s;
     const std::string local = (base / p).lexically_normal().string();
-    // A Hugging Face id ("org/name[@rev]") stays an id unless a directory of
-    // that name sits beside the recipe (the rule of resolve_model_argument).
-    if (!path_exists(local) && parse_hf_model_ref(s)) return s;
-    return local;
+    // A Hugging Face id (org/name[@rev]) of a cached model stays an id
+    // unless it names a local path.
+    const auto ref = parse_hf_model_ref(s);
+    const bool cached = ref && is_directory(hf_hub_cache_dir().path + "/" + hf_cache_folder_name(ref->repo_id));
+    return cached && !path_exists(local) ? s : local;
   }
   std::vector<double> points(const Json& v, const std::string& key) const {
     if (v.is_number()) return {number(v, key)};
@@ -250,8 +251,8 @@ MergeJob from_json(const Json& j, const fs::path& rel, const std::string& where)
 
 std::string absolute(const std::string& p) {
   if (p.empty()) return p;
-  // Hugging Face ids are recorded as ids (the card records their commits).
-  if (!path_exists(p) && parse_hf_model_ref(p)) return p;
+  // A Hugging Face id that is not a local path is recorded as the id.
+  if (parse_hf_model_ref(p) && !path_exists(p)) return p;
   return fs::absolute(fs::path(p)).lexically_normal().string();
 }
 

@@ -92,11 +92,7 @@ TEST(Recipe, RoundTripUnknownKeysAndRelativePaths) {
   Json rel = j;
   rel["base"] = "models/local/base";
   EXPECT_EQ(recipe_from_json(rel, "/r").base, "/r/models/local/base");
-  // Shaped like a Hugging Face id and not a directory beside the recipe:
-  // kept as the id (resolved through the cache when the job opens it).
-  rel["base"] = "org/base@main";
-  EXPECT_EQ(recipe_from_json(rel, "/r").base, "org/base@main");
-  EXPECT_EQ(with_absolute_paths(recipe_from_json(rel, "/r")).base, "org/base@main");
+  // (Hugging Face ids of cached models stay ids: tests/cli/inputs_cli_test.cpp.)
 
   auto error_of = [](const Json& r) {
     try {
