@@ -113,6 +113,19 @@ class SharedDirSuite : public ::testing::Test {
       GTEST_SKIP() << why_;
     }
   }
+  // Start the suite: a fresh shared directory, and a check that Debian's
+  // python3 imports `modules` (e.g. "numpy, torch"), which the generators and
+  // references need; a missing module marks the suite (skip, or fail in CI).
+  static bool begin_suite(const std::string& modules) {
+    tmp_ = new TempDir();
+    ok_ = true;
+    auto r = run_command("/usr/bin/python3 -c 'import " + modules + "'");
+    if (r.exit_code != 0) {
+      ok_ = false;
+      why_ = "python3 cannot import " + modules + " (Debian's python3-numpy/python3-torch): " + r.err;
+    }
+    return ok_;
+  }
   static std::string path(const std::string& name) { return (tmp_->path() / name).string(); }
   // Generate a synthetic model at path(name); a failure marks the suite.
   static void gen(const std::string& name, const std::string& args) {

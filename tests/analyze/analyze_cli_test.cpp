@@ -21,14 +21,7 @@ using testing::shell_quote;
 class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new testing::TempDir();
-    ok_ = true;
-    auto r = run_command("/usr/bin/python3 -c 'import numpy'");
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "python3-numpy missing: " + r.err;
-      return;
-    }
+    if (!begin_suite("numpy")) return;
     // hidden 128, intermediate 344: the MLP matrices (44032 elements) and
     // the vocabulary tensors (65536+) span several chunks of --chunk 16384.
     const std::string shape = "--shape small --hidden 128 --intermediate 344 ";

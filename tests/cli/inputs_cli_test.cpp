@@ -38,15 +38,8 @@ size_t lines(const std::string& s) {
 class InputsCli : public testing::SharedDirSuite<InputsCli> {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new testing::TempDir();
-    ok_ = true;
-    auto r = run_command(std::string(kPython) + " -c 'import numpy, torch'");
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "python3-numpy/python3-torch missing: " + r.err;
-      return;
-    }
-    r = script("bin " + shell_quote(path("b")) + " " + shell_quote(marker()));
+    if (!begin_suite("numpy, torch")) return;
+    auto r = script("bin " + shell_quote(path("b")) + " " + shell_quote(marker()));
     if (r.exit_code == 0) r = script("fp8 " + shell_quote(path("f")));
     if (r.exit_code != 0) {
       ok_ = false;

@@ -20,14 +20,7 @@ const char* kPython = "/usr/bin/python3";
 class MergeCli : public testing::SharedDirSuite<MergeCli> {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new testing::TempDir();
-    ok_ = true;
-    auto r = run_command(std::string(kPython) + " -c 'import numpy, torch'");
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "python3-numpy/python3-torch missing: " + r.err;
-      return;
-    }
+    if (!begin_suite("numpy, torch")) return;
     // base, chat (derived), target (derived, reverse storage order), each
     // sharded differently; a mixed-dtype family with tied embeddings and an
     // integer buffer; and broken variants.

@@ -26,14 +26,7 @@ const char* kShape = "--shape small --hidden 128 --intermediate 344 --vocab 1024
 class VecOpsCli : public testing::SharedDirSuite<VecOpsCli> {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new testing::TempDir();
-    ok_ = true;
-    auto r = run_command(std::string(kPython) + " -c 'import numpy'");
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "python3-numpy missing: " + r.err;
-      return;
-    }
+    if (!begin_suite("numpy")) return;
     const std::string s = kShape;
     gen("base", s + " --dtype mixed --seed 21 --shard-bytes 300000");
     gen("chat", s + " --dtype mixed --derive-from " + path("base") + " --seed 22 --noise 0.01 --shard-bytes 200000");

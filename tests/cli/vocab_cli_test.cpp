@@ -129,7 +129,9 @@ TEST_F(VocabCli, OutputTokenizerChatsInTransformersJs) {
   std::ofstream(path("msgs.json")) << R"([{"role":"user","content":"Hola, ¿cómo estás?"},{"role":"assistant","content":"Bien, gracias."}])";
   for (const char* target : {"target_append", "target_pad", "target_chatml", "target_perm"}) {
     const std::string out = std::string("auto_") + target;
-    if (!fs::exists(path(out))) ASSERT_EQ(merge(target, out).exit_code, 0);
+    if (!fs::exists(path(out))) {
+      ASSERT_EQ(merge(target, out).exit_code, 0);
+    }
     auto r = run_command("node " + shell_quote((testing::peers_dir() / "tokenizer_chat_template.mjs").string()) + " " +
                          path(out) + " " + path("msgs.json"));
     ASSERT_EQ(r.exit_code, 0) << r.err;

@@ -26,8 +26,6 @@ using namespace std::chrono_literals;
 using testing::run_command;
 using testing::shell_quote;
 
-const char* kPython = "/usr/bin/python3";
-
 // 64-bit FNV-1a of a file's bytes.
 uint64_t file_hash(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
@@ -52,14 +50,7 @@ Snapshot snapshot(const fs::path& dir) {
 class Faults : public testing::SharedDirSuite<Faults> {
  protected:
   static void SetUpTestSuite() {
-    tmp_ = new testing::TempDir();
-    ok_ = true;
-    auto r = run_command(std::string(kPython) + " -c 'import numpy'");
-    if (r.exit_code != 0) {
-      ok_ = false;
-      why_ = "python3-numpy missing: " + r.err;
-      return;
-    }
+    if (!begin_suite("numpy")) return;
     // About 64 MB each (bf16): long enough to be interrupted at many points.
     gen("base", "--shape medium --dtype bf16 --seed 1");
     gen("chat", "--shape medium --derive-from " + path("base") + " --seed 2 --noise 0.01");
