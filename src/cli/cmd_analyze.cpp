@@ -27,29 +27,6 @@ struct AnalyzeOptions {
   std::string json, svg;
 };
 
-class StderrReporter : public JobReporter {
- public:
-  void line(const std::string& text) override {
-    if (!global_options().quiet) fmt::print(stderr, "{}\n", text);
-  }
-  void warning(const std::string& text) override {
-    if (!global_options().quiet) fmt::print(stderr, "chatvec: warning: {}\n", text);
-  }
-  void progress_begin(const std::string& label) override {
-    if (!global_options().quiet) bar_ = std::make_unique<ProgressBar>(label);
-  }
-  void progress(uint64_t done, uint64_t total) override {
-    if (bar_) bar_->update(done, total);
-  }
-  void progress_end() override {
-    if (bar_) bar_->finish();
-    bar_.reset();
-  }
-
- private:
-  std::unique_ptr<ProgressBar> bar_;
-};
-
 // A file that appears complete or not at all (replacing an older one).
 void write_output(const std::string& path, const std::string& content) {
   StagedOutput out(path, StagedOutput::Kind::File, true);

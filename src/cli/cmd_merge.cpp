@@ -212,28 +212,6 @@ void require_input(std::string& field, const std::string& flag_value, bool given
   if (field.empty()) throw InputError(std::string(flag) + " is required (give it, or its key in --recipe)");
 }
 
-// Report lines and warnings on stderr (nothing with -q), progress as a bar.
-class StderrReporter : public JobReporter {
- public:
-  void line(const std::string& text) override {
-    if (!global_options().quiet) fmt::print(stderr, "{}\n", text);
-  }
-  void warning(const std::string& text) override {
-    if (!global_options().quiet) fmt::print(stderr, "chatvec: warning: {}\n", text);
-  }
-  void progress_begin(const std::string& label) override { bar_ = std::make_unique<ProgressBar>(label); }
-  void progress(uint64_t done, uint64_t total) override {
-    if (bar_) bar_->update(done, total);
-  }
-  void progress_end() override {
-    if (bar_) bar_->finish();
-    bar_.reset();
-  }
-
- private:
-  std::unique_ptr<ProgressBar> bar_;
-};
-
 int run(const MergeJob& job) {
   StderrReporter report;
   const JobResult r = run_job(job, report);

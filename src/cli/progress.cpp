@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <fmt/core.h>
+
 #include <cstdio>
 
 #include "cli/command.h"
@@ -40,6 +42,25 @@ void ProgressBar::update(uint64_t done, uint64_t total) {
 void ProgressBar::finish() {
   if (drawn_) std::fputc('\n', stderr);
   drawn_ = false;
+}
+
+void StderrReporter::line(const std::string& text) {
+  if (!global_options().quiet) fmt::print(stderr, "{}\n", text);
+}
+
+void StderrReporter::warning(const std::string& text) {
+  if (!global_options().quiet) fmt::print(stderr, "chatvec: warning: {}\n", text);
+}
+
+void StderrReporter::progress_begin(const std::string& label) { bar_ = std::make_unique<ProgressBar>(label); }
+
+void StderrReporter::progress(uint64_t done, uint64_t total) {
+  if (bar_) bar_->update(done, total);
+}
+
+void StderrReporter::progress_end() {
+  if (bar_) bar_->finish();
+  bar_.reset();
 }
 
 }  // namespace chatvec::cli

@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include "merge/pipeline.h"
 
 namespace chatvec::cli {
 
@@ -20,6 +23,20 @@ class ProgressBar {
   bool enabled_;
   bool drawn_ = false;
   std::chrono::steady_clock::time_point start_, last_;
+};
+
+// A job's report lines and warnings on stderr (nothing with -q), its
+// progress as a ProgressBar (merge, extract, apply, analyze).
+class StderrReporter : public JobReporter {
+ public:
+  void line(const std::string& text) override;
+  void warning(const std::string& text) override;
+  void progress_begin(const std::string& label) override;
+  void progress(uint64_t done, uint64_t total) override;
+  void progress_end() override;
+
+ private:
+  std::unique_ptr<ProgressBar> bar_;
 };
 
 }  // namespace chatvec::cli
