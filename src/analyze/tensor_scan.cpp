@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 
 #include "core/dtype.h"
@@ -269,6 +270,116 @@ __attribute__((target_clones("avx2", "default"))) void above_kernel(const double
   out.l2 = fold(l2);
 }
 
+// The keys of the block's elements with lo <= |δc| <= hi, appended to `out`
+// while it holds fewer than `cap`; `count` counts them all.
+__attribute__((target_clones("avx2", "default"))) void gather_kernel(const double* __restrict dc, size_t m,
+                                                                     double lo, double hi,
+                                                                     std::vector<uint64_t>& out, uint64_t& count,
+                                                                     uint64_t cap) {
+  auto take = [&](double v) {
+    ++count;
+    if (out.size() < cap) {
+      uint64_t k;
+      std::memcpy(&k, &v, 8);
+      out.push_back(k);
+    }
+  };
+  const size_t full = m / 4 * 4;
+  for (size_t i = 0; i < full; i += 4) {
+    v4d x;
+    std::memcpy(&x, dc + i, sizeof x);
+    const v4d v = vabs(x);
+    const v4l in = (v >= lo) & (v <= hi);
+    if ((in[0] | in[1] | in[2] | in[3]) == 0) continue;
+    for (int j = 0; j < 4; ++j)
+      if (in[j]) take(v[j]);
+  }
+  for (size_t i = full; i < m; ++i) {
+    const double v = std::fabs(dc[i]);
+    if (v >= lo && v <= hi) take(v);
+  }
+}
+
+// Distinct keys and how often each occurred (open addressing, grown as
+// needed); after kMaxDistinct distinct keys it stops taking new ones and
+// says it overflowed.  Counts are integers, so merging the maps of several
+// threads gives the same result in any order.
+class KeyCounts {
+ public:
+  static constexpr size_t kMaxDistinct = size_t(1) << 18;
+  void add(uint64_t k) {
+    if (slots_.empty()) rehash(10);
+    size_t i = slot_of(k);
+    for (;; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) {
+        ++slots_[i].n;
+        return;
+      }
+      if (slots_[i].key == kEmpty) break;
+    }
+    if (over_) return;
+    slots_[i] = Slot{k, 1};
+    if (++used_ >= kMaxDistinct) over_ = true;
+    else if (used_ * 2 > slots_.size()) rehash(bits_ + 1);
+  }
+  bool overflowed() const { return over_; }
+  template <class Fn>
+  void each(Fn&& fn) const {
+    for (const Slot& s : slots_)
+      if (s.key != kEmpty) fn(s.key, s.n);
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = UINT64_MAX;  // no key of a finite |δc| has the top bit set
+  struct Slot {
+    uint64_t key = kEmpty, n = 0;
+  };
+  size_t slot_of(uint64_t k) const { return size_t((k * 0x9E3779B97F4A7C15ull) >> (64 - bits_)); }
+  void rehash(int bits) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    bits_ = bits;
+    slots_.assign(size_t(1) << bits, Slot{});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old)
+      if (s.key != kEmpty) {
+        size_t i = slot_of(s.key);
+        while (slots_[i].key != kEmpty) i = (i + 1) & mask_;
+        slots_[i] = s;
+      }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, used_ = 0;
+  int bits_ = 0;
+  bool over_ = false;
+};
+
+// For each window w < nw, the keys of the block's elements with
+// lo[w] <= |δc| <= hi[w], counted in into[w]: one scan for all windows,
+// branching only on groups of four that hold a candidate.
+__attribute__((target_clones("avx2", "default"))) void window_kernel(const double* __restrict dc, size_t m,
+                                                                     const double* lo, const double* hi,
+                                                                     size_t nw, KeyCounts* into) {
+  const size_t full = m / 4 * 4;
+  for (size_t i = 0; i < full; i += 4) {
+    v4d x;
+    std::memcpy(&x, dc + i, sizeof x);
+    const v4d v = vabs(x);
+    v4l any = {};
+    for (size_t w = 0; w < nw; ++w) any |= (v >= lo[w]) & (v <= hi[w]);
+    if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+    for (int j = 0; j < 4; ++j)
+      if (any[j])
+        for (size_t w = 0; w < nw; ++w)
+          if (v[j] >= lo[w] && v[j] <= hi[w]) into[w].add(key_of(v[j]));
+  }
+  for (size_t i = full; i < m; ++i) {
+    const double v = std::fabs(dc[i]);
+    for (size_t w = 0; w < nw; ++w)
+      if (v >= lo[w] && v <= hi[w]) into[w].add(key_of(v));
+  }
+}
+
 // Stored values to fp64, exactly (the slow path that looks for a bad element).
 void load_f64(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst) {
   const CheckpointTensor& t = *op.tensor;
@@ -369,6 +480,21 @@ struct Selection {
 // tensor takes, and so the order of every sum, depends on its data only.
 constexpr uint64_t kGatherCapacity = uint64_t(1) << 20;
 
+// Before pass 1, a sample of the tensor (every stride-th block, the stride
+// fixed by n) estimates each threshold; pass 1 then gathers the elements of
+// a window around the estimate and sums the mass above it, so that when
+// the k-th largest falls in the window (and it holds at most
+// kGatherCapacity elements) no second pass is needed.  The window spans
+// kWindowSigmas standard deviations of the sample rank either side, and
+// the sample is large enough for the window to hold about half the capacity.
+constexpr double kWindowSigmas = 4;
+constexpr uint64_t kSampleMinElements = uint64_t(1) << 16, kSampleMaxElements = uint64_t(1) << 20;
+constexpr uint64_t kWindowMinElements = uint64_t(1) << 20;  // smaller tensors: two passes are cheap
+struct Window {
+  bool on = false;
+  double lo = 0, hi = 0;  // gathered: lo <= |δc| <= hi; summed: |δc| > hi
+};
+
 // After the histogram of `s.level`: choose the bin holding the wanted rank.
 void choose_bin(Selection& s, const std::vector<Bin>& h, uint64_t capacity, size_t* chosen) {
   const Level L = kLevels[s.level];
@@ -424,6 +550,7 @@ class Scanner {
 
   ScanResult run() {
     ScanResult r;
+    estimate_windows();
     first_pass(r);
     const uint64_t n = r.sums.elements;
     std::vector<Selection> sel(opt_.percents.size());
@@ -438,7 +565,9 @@ class Scanner {
     }
     // Level 0 was counted by the first pass (every quantile shares it).
     const uint64_t capacity = kGatherCapacity;
-    for (auto& s : sel) {
+    for (size_t q = 0; q < sel.size(); ++q) {
+      Selection& s = sel[q];
+      if (window_hit(q, s)) continue;
       size_t d = 0;
       choose_bin(s, hist0_, capacity, &d);
       if (s.next == Selection::Done) mass_from_bins(s, d);
@@ -500,11 +629,7 @@ class Scanner {
           run_pass1(pb, pc, pt, m, dc, sums);
           fn(bi, off, dc, m, tid, &sums);
         } else {
-          switch (repr_) {
-            case Repr::BF16: delta_kernel<Repr::BF16>(pb, pc, m, dc); break;
-            case Repr::F32: delta_kernel<Repr::F32>(pb, pc, m, dc); break;
-            case Repr::F64: delta_kernel<Repr::F64>(pb, pc, m, dc); break;
-          }
+          delta(pb, pc, m, dc);
           fn(bi, off, dc, m, tid, static_cast<const Sums1*>(nullptr));
         }
       }
@@ -529,6 +654,81 @@ class Scanner {
     }
   }
 
+  // The sample and the windows (none for a tensor smaller than the sample).
+  void estimate_windows() {
+    const uint64_t n = in_.elements, nblocks = (n + B - 1) / B;
+    windows_.clear();
+    win_.assign(opt_.percents.size(), WindowSums{});
+    const uint64_t s_elems = std::clamp<uint64_t>(n / 64, kSampleMinElements, kSampleMaxElements);
+    if (n < kWindowMinElements || s_elems * 4 > n) return;
+    windows_.assign(opt_.percents.size(), Window{});
+    const uint64_t stride = std::max<uint64_t>(1, n / s_elems);
+    std::vector<double> sample;
+    Scratch& sc = scratch_[0];
+    auto st = [&](int i) { return reinterpret_cast<uint8_t*>(sc.stage[i].data()); };
+    for (uint64_t bi = 0; bi < nblocks; bi += stride) {
+      const uint64_t off = bi * B;
+      const size_t m = size_t(std::min<uint64_t>(B, n - off));
+      const uint8_t* pb = fetch(in_.base, in_.width, off, m, repr_, st(0));
+      const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
+      delta(pb, pc, m, sc.dc.data());
+      for (size_t i = 0; i < m; ++i) sample.push_back(std::fabs(sc.dc[i]));
+    }
+    const double s = double(sample.size());
+    auto at_rank = [&](double rank) {  // the rank-th largest of the sample (1 = largest)
+      const size_t i = size_t(std::clamp(rank, 1.0, s)) - 1;
+      std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.end(), std::greater<double>());
+      return sample[i];
+    };
+    for (size_t q = 0; q < windows_.size(); ++q) {
+      const double p = opt_.percents[size_t(q)] / 100.0;
+      const double r = std::ceil(p * s), w = kWindowSigmas * std::sqrt(s * p * (1 - p)) + 16;
+      Window& x = windows_[q];
+      x.on = true;
+      x.hi = r - w < 1 ? HUGE_VAL : at_rank(r - w);
+      x.lo = r + w > s ? 0.0 : at_rank(r + w);
+      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+    }
+    // All windows or none (the first pass scans for all of them at once).
+    if (std::any_of(windows_.begin(), windows_.end(), [](const Window& x) { return !x.on; })) windows_.clear();
+  }
+
+  // After pass 1: the threshold and mass of selection q from its window,
+  // when the k-th largest is in it.
+  bool window_hit(size_t q, Selection& s) {
+    if (q >= windows_.size() || !windows_[q].on) return false;
+    WindowSums& w = win_[q];
+    if (w.over || w.above.count >= s.k || w.above.count + w.count < s.k) {
+      w.keys.clear();
+      return false;
+    }
+    // The mass: above the window (block by block), then the window's
+    // values above the threshold, largest first (count · v), then the ties.
+    Above a = w.above;
+    for (const auto& [k, c] : w.keys) {
+      if (a.count + c >= s.k) {
+        s.threshold = k;
+        break;
+      }
+      const double v = value_of(k);
+      a.count += c;
+      a.l1 += double(c) * v;
+      a.l2 += double(c) * (v * v);
+    }
+    finish_mass(s, a);
+    s.next = Selection::Done;
+    std::vector<std::pair<uint64_t, uint64_t>>().swap(w.keys);
+    return true;
+  }
+
+  void delta(const uint8_t* pb, const uint8_t* pc, size_t m, double* dc) const {
+    switch (repr_) {
+      case Repr::BF16: delta_kernel<Repr::BF16>(pb, pc, m, dc); break;
+      case Repr::F32: delta_kernel<Repr::F32>(pb, pc, m, dc); break;
+      case Repr::F64: delta_kernel<Repr::F64>(pb, pc, m, dc); break;
+    }
+  }
+
   // The first element of the block at `off` that is not finite (or whose
   // delta is not); UINT64_MAX when none is (the sums overflowed).
   uint64_t first_bad(uint64_t off, size_t m) const {
@@ -548,6 +748,14 @@ class Scanner {
     std::vector<uint8_t> any_bad(static_cast<size_t>(threads_), 0);
     std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
+    const size_t nw = windows_.size();
+    std::vector<Above> wblocks(nw * blocks.size());
+    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nw));
+    std::vector<double> wlo(nw), whi(nw);
+    for (size_t q = 0; q < nw; ++q) {
+      wlo[q] = windows_[q].lo;
+      whi[q] = windows_[q].hi;
+    }
     pass(
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
@@ -555,6 +763,10 @@ class Scanner {
           for (size_t i = 0; i < m; ++i) {
             const uint64_t k = key_of(dc[i]);
             count_key(h, size_t(k >> kLevels[0].shift), k);
+          }
+          if (nw) {
+            for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
+            window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
           }
           DeltaSums s;
           s.elements = m;
@@ -576,8 +788,32 @@ class Scanner {
           blocks[size_t(bi)] = s;
         },
         [&](uint64_t, size_t nb) {
-          for (size_t i = 0; i < nb; ++i) r.sums.add(blocks[i]);
+          for (size_t i = 0; i < nb; ++i) {
+            r.sums.add(blocks[i]);
+            for (size_t q = 0; q < nw; ++q) {
+              const Above& a = wblocks[i * nw + q];
+              win_[q].above.count += a.count;
+              win_[q].above.l1 += a.l1;
+              win_[q].above.l2 += a.l2;
+            }
+          }
         });
+    // The windows' distinct keys and counts, whichever thread saw them.
+    for (size_t q = 0; q < nw; ++q) {
+      if (!windows_[q].on) continue;
+      WindowSums& w = win_[q];
+      std::map<uint64_t, uint64_t, std::greater<uint64_t>> all;
+      for (int t = 0; t < threads_; ++t) {
+        const KeyCounts& kc = wkeys[size_t(t)][q];
+        w.over = w.over || kc.overflowed();
+        if (!w.over) kc.each([&](uint64_t k, uint64_t c) { all[k] += c; });
+      }
+      if (w.over) continue;
+      for (const auto& [k, c] : all) {
+        w.keys.emplace_back(k, c);
+        w.count += c;
+      }
+    }
     bool nbad = false;
     uint64_t first = UINT64_MAX;
     for (int t = 0; t < threads_; ++t) {
@@ -629,6 +865,7 @@ class Scanner {
       int shift = 0, up = 0;
       uint64_t match = 0, mask = 0;
       double lim = 0;  // Gather, Mass: the mass of |δc| > lim
+      double lo = 0;   // Gather: the bin is lo <= |δc| <= lim
     };
     std::vector<Q> qs(nq);
     for (size_t q = 0; q < nq; ++q) {
@@ -645,6 +882,7 @@ class Scanner {
         x.mode = Gather;
         x.match = s.gather_match;
         x.lim = value_of(((s.gather_match + 1) << L.shift) - 1);  // the largest key in the bin
+        x.lo = value_of(s.gather_match << L.shift);               // the smallest
       } else if (!s.have_mass) {
         x.mode = Mass;
         x.lim = value_of(s.threshold);
@@ -659,11 +897,8 @@ class Scanner {
             const Q& x = qs[q];
             if (x.mode == Gather || x.mode == Mass) above_kernel(dc, m, x.lim, blocks[size_t(bi) * nq + q]);
             if (x.mode == Gather) {
-              std::vector<uint64_t>& g = got[size_t(tid)][q];
-              for (size_t i = 0; i < m; ++i) {
-                const uint64_t k = key_of(dc[i]);
-                if ((k >> x.shift) == x.match) g.push_back(k);
-              }
+              uint64_t seen = 0;  // at most the bin's count: no cap
+              gather_kernel(dc, m, x.lo, x.lim, got[size_t(tid)][q], seen, UINT64_MAX);
             } else if (x.mode == Hist) {
               Bin* h = hist[size_t(tid)][q].data();
               for (size_t i = 0; i < m; ++i) {
@@ -734,6 +969,14 @@ class Scanner {
   int passes_ = 0;
   std::vector<Scratch> scratch_;
   std::vector<Bin> hist0_;
+  struct WindowSums {
+    Above above;         // |δc| > hi, block by block
+    uint64_t count = 0;  // in the window
+    bool over = false;   // too many distinct values in it
+    std::vector<std::pair<uint64_t, uint64_t>> keys;  // distinct, largest first, with their counts
+  };
+  std::vector<Window> windows_;
+  std::vector<WindowSums> win_;
 };
 
 }  // namespace
