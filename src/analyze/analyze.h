@@ -43,10 +43,13 @@ struct AnalyzeJob {
   std::vector<std::string> include, exclude;
   EmbeddingPolicy embeddings = EmbeddingPolicy::Auto;  // with a target, as merge
   bool transplant_special_tokens = true;
-  // Elements of one chunk: a tensor of at most this many elements is read
-  // once (its δc kept in memory, 8 bytes per element); a larger one is read
-  // in several passes of this many elements.  Rounded up to kAnalyzeBlock.
+  // Elements of one chunk: the unit of streaming (the input pages of one
+  // chunk are held, the next one asked for, then handed back).  Rounded up
+  // to kAnalyzeBlock.
   uint64_t chunk_elements = uint64_t(1) << 24;
+  // Estimate each top-fraction threshold from a sample and count a window
+  // around it in the first pass (false: radix passes only).
+  bool estimate = true;
   int threads = 0;  // 0: all cores
 };
 
@@ -100,7 +103,7 @@ struct TensorAnalysis {
   std::vector<TopMass> top;     // 1, 10, 25 %
   double share = 0;             // chat_sq / total chat_sq (0 when the total is 0)
   std::optional<RowSummary> rows;  // vocabulary tensors compared by row map
-  int passes = 1;               // reads of the inputs (1 when it fits a chunk)
+  int passes = 1;               // reads of the inputs (1 when pass 1 settled every top fraction)
 };
 
 struct LayerAnalysis {

@@ -660,7 +660,7 @@ class Scanner {
     windows_.clear();
     win_.assign(opt_.percents.size(), WindowSums{});
     const uint64_t s_elems = std::clamp<uint64_t>(n / 64, kSampleMinElements, kSampleMaxElements);
-    if (n < kWindowMinElements || s_elems * 4 > n) return;
+    if (!opt_.estimate || n < kWindowMinElements || s_elems * 4 > n) return;
     windows_.assign(opt_.percents.size(), Window{});
     const uint64_t stride = std::max<uint64_t>(1, n / s_elems);
     std::vector<double> sample;
