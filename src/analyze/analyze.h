@@ -11,9 +11,10 @@
 //                             share where sign(δc) = sign(δt)
 //   top 1/10/25 % mass        of the k = ⌈q·n⌉ elements with the largest |δc|,
 //                             their share of ‖δc‖₁ and of ‖δc‖₂² (exact: the
-//                             k-th largest |δc| is found by radix selection
-//                             over the bits of |δc|, in passes when the tensor
-//                             is larger than a chunk)
+//                             k-th largest |δc| is found in the first pass
+//                             around an estimate from a sample, or else by
+//                             radix selection over the bits of |δc|, in
+//                             further passes)
 //   share of the total        ‖δc‖₂² of the tensor / Σ over all tensors
 //
 // Tensors are paired exactly as `chatvec merge` pairs them (with a target)
@@ -21,8 +22,9 @@
 // vocabulary policy (merge/vocab_policy.h), so vocabulary tensors are
 // compared on the rows the merge would combine; rows only the chat model or
 // only the target has are reported apart.  Sums over a tensor run over fixed
-// blocks of elements, added in order: the figures do not depend on the
-// number of threads or the chunk size.  See docs/analyze.md.
+// blocks of elements, each in 8 fixed lanes, the blocks added in order: the
+// figures do not depend on the number of threads or the chunk size.  See
+// docs/analyze.md.
 #pragma once
 
 #include <cstdint>
