@@ -674,6 +674,11 @@ class Scanner {
       delta(pb, pc, m, sc.dc.data());
       for (size_t i = 0; i < m; ++i) sample.push_back(std::fabs(sc.dc[i]));
     }
+    // A NaN would break the selection's ordering; pass 1 reports it.
+    if (std::any_of(sample.begin(), sample.end(), [](double v) { return !std::isfinite(v); })) {
+      windows_.clear();
+      return;
+    }
     const double s = double(sample.size());
     auto at_rank = [&](double rank) {  // the rank-th largest of the sample (1 = largest)
       const size_t i = size_t(std::clamp(rank, 1.0, s)) - 1;
