@@ -765,9 +765,13 @@ class Scanner {
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
           Bin* h = hist[size_t(tid)].data();
-          for (size_t i = 0; i < m; ++i) {
-            const uint64_t k = key_of(dc[i]);
-            count_key(h, size_t(k >> kLevels[0].shift), k);
+          if (nw) {  // the windows decide nearly always: counts only (every bin "mixed" for the fallback)
+            for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+          } else {
+            for (size_t i = 0; i < m; ++i) {
+              const uint64_t k = key_of(dc[i]);
+              count_key(h, size_t(k >> kLevels[0].shift), k);
+            }
           }
           if (nw) {
             for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
