@@ -380,6 +380,62 @@ __attribute__((target_clones("avx2", "default"))) void window_kernel(const doubl
   }
 }
 
+// Pass 1's selection work on one block with NW windows, in one scan of δc:
+// the level-0 histogram (counts only), for each window the mass above it
+// (in lanes, exactly as above_kernel) and its values (as window_kernel).
+template <size_t NW>
+__attribute__((target_clones("avx2", "default"))) void select_kernel(const double* __restrict dc, size_t m,
+                                                                     const double* lo, const double* hi,
+                                                                     Above* above, KeyCounts* into, Bin* h) {
+  v4d vl1[NW][2] = {}, vl2[NW][2] = {};
+  v4l vcnt[NW][2] = {};
+  double wlo[NW], whi[NW];
+  for (size_t w = 0; w < NW; ++w) wlo[w] = lo[w], whi[w] = hi[w];
+  const size_t full = m / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes)
+    for (int half = 0; half < 2; ++half) {
+      const size_t at = i + 4 * size_t(half);
+      v4d x;
+      std::memcpy(&x, dc + at, sizeof x);
+      const v4d v = vabs(x);
+      v4l keys;
+      std::memcpy(&keys, &v, sizeof keys);
+      for (int j = 0; j < 4; ++j) ++h[uint64_t(keys[j]) >> kLevels[0].shift].n;
+      v4l any = {};
+      for (size_t w = 0; w < NW; ++w) {
+        const v4l up = v > whi[w];
+        const v4d kept = vkeep(v, up);
+        vcnt[w][half] += up;
+        vl1[w][half] += kept;
+        vl2[w][half] += kept * kept;
+        any |= (v >= wlo[w]) & ~up;
+      }
+      if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+      for (int j = 0; j < 4; ++j)
+        if (any[j])
+          for (size_t w = 0; w < NW; ++w)
+            if (v[j] >= wlo[w] && v[j] <= whi[w]) into[w].add(uint64_t(keys[j]));
+    }
+  for (size_t w = 0; w < NW; ++w) {
+    double l1[kLanes], l2[kLanes];
+    int64_t cnt[kLanes];
+    lanes(vl1[w], l1), lanes(vl2[w], l2), lanes(vcnt[w], cnt);
+    for (size_t i = full; i < m; ++i) {
+      const size_t j = i - full;
+      const double v = std::fabs(dc[i]);
+      const double kept = v > whi[w] ? v : 0.0;
+      cnt[j] -= v > whi[w];
+      l1[j] += kept;
+      l2[j] += kept * kept;
+      if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+    }
+    above[w].count = uint64_t(-(cnt[0] + cnt[1] + cnt[2] + cnt[3] + cnt[4] + cnt[5] + cnt[6] + cnt[7]));
+    above[w].l1 = fold(l1);
+    above[w].l2 = fold(l2);
+  }
+  for (size_t i = full; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+}
+
 // Stored values to fp64, exactly (the slow path that looks for a bad element).
 void load_f64(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst) {
   const CheckpointTensor& t = *op.tensor;
@@ -765,17 +821,19 @@ class Scanner {
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
           Bin* h = hist[size_t(tid)].data();
-          if (nw) {  // the windows decide nearly always: counts only (every bin "mixed" for the fallback)
+          // With windows (they decide nearly always) the histogram counts only:
+          // every bin "mixed" for the fallback.
+          if (nw == 3) {
+            select_kernel<3>(dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nw], wkeys[size_t(tid)].data(), h);
+          } else if (nw) {
             for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+            for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
+            window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
           } else {
             for (size_t i = 0; i < m; ++i) {
               const uint64_t k = key_of(dc[i]);
               count_key(h, size_t(k >> kLevels[0].shift), k);
             }
-          }
-          if (nw) {
-            for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
-            window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
           }
           DeltaSums s;
           s.elements = m;
