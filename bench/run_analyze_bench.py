@@ -1,11 +1,12 @@
 #!/usr/bin/python3
 """`chatvec analyze` against the I/O floor of reading its inputs once.
 
-  bench/run_analyze_bench.py --models DIR [--reps 3] [--modes warm,cold] [--build build]
+  bench/run_analyze_bench.py --models DIR [--work DIR] [--reps 3] [--modes warm,cold] [--build build]
                              [--verify] [--append docs/benchmarks.md] [--note TEXT]
 
 DIR holds base/, chat/ and target/ (e.g. the 1b shape of run_merge_bench.py:
-/tmp/chatvec-bench/merge-1b).  For each cache mode and repetition, runs in
+/tmp/chatvec-bench/merge-1b; --work: where the outputs go, by default DIR
+itself).  For each cache mode and repetition, runs in
 turn, each under /usr/bin/time -v:
 
   floor    build/bench/chatvec_io_floor --prefetch 64MB --bytes 0: reads every
@@ -37,6 +38,7 @@ REF = os.path.join(ROOT, "tests", "analyze", "reference_analyze.py")
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", required=True)
+    ap.add_argument("--work", help="directory for the outputs (default: --models)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--modes", default="warm,cold")
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
@@ -55,9 +57,11 @@ def main():
         streams += model_files(models[m])
     inputs = [f for m in ("base", "chat", "target") for f in model_files(models[m])]
     in_bytes = sum(os.path.getsize(f) for f in inputs)
-    out_json = os.path.join(a.models, "analyze.json")
+    work = a.work or a.models
+    os.makedirs(work, exist_ok=True)
+    out_json = os.path.join(work, "analyze.json")
     cmds = {
-        "floor": [floor, "--prefetch", str(64 << 20), "--out", os.path.join(a.models, "floor.out"), "--bytes", "0"] + streams,
+        "floor": [floor, "--prefetch", str(64 << 20), "--out", os.path.join(work, "floor.out"), "--bytes", "0"] + streams,
         "analyze": [chatvec, "-q", "analyze", "--base", models["base"], "--chat", models["chat"], "--target",
                     models["target"], "--json", out_json] + (["--threads", a.threads] if a.threads else []),
     }
@@ -70,11 +74,11 @@ def main():
                     read_through(inputs)
                 else:
                     drop_from_cache(inputs)
-                ok, wall, rss = timed(cmd, os.path.join(a.models, f"{tool}.time"))
+                ok, wall, rss = timed(cmd, os.path.join(work, f"{tool}.time"))
                 log(f"{mode} {tool} rep {rep + 1}: {wall:.2f} s, {rss / 2**20:.0f} MiB{'' if ok else ' FAILED'}")
                 results.setdefault((mode, tool), []).append((ok, wall, rss))
     try:
-        os.remove(os.path.join(a.models, "floor.out"))
+        os.remove(os.path.join(work, "floor.out"))
     except OSError:
         pass
     lines = ["| cache | tool | wall (median) | peak RSS | ok | walls |", "|---|---|---|---|---|---|"]

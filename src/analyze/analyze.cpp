@@ -191,6 +191,7 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
   ScanOptions so;
   so.chunk_elements = res.chunk_elements;
   so.threads = job.threads > 0 ? job.threads : omp_get_max_threads();
+  so.estimate = job.estimate;
 
   report.progress_begin("analyze");
   uint64_t done = 0;

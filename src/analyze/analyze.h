@@ -11,9 +11,10 @@
 //                             share where sign(δc) = sign(δt)
 //   top 1/10/25 % mass        of the k = ⌈q·n⌉ elements with the largest |δc|,
 //                             their share of ‖δc‖₁ and of ‖δc‖₂² (exact: the
-//                             k-th largest |δc| is found by radix selection
-//                             over the bits of |δc|, in passes when the tensor
-//                             is larger than a chunk)
+//                             k-th largest |δc| is found in the first pass
+//                             around an estimate from a sample, or else by
+//                             radix selection over the bits of |δc|, in
+//                             further passes)
 //   share of the total        ‖δc‖₂² of the tensor / Σ over all tensors
 //
 // Tensors are paired exactly as `chatvec merge` pairs them (with a target)
@@ -21,8 +22,9 @@
 // vocabulary policy (merge/vocab_policy.h), so vocabulary tensors are
 // compared on the rows the merge would combine; rows only the chat model or
 // only the target has are reported apart.  Sums over a tensor run over fixed
-// blocks of elements, added in order: the figures do not depend on the
-// number of threads or the chunk size.  See docs/analyze.md.
+// blocks of elements, each in 8 fixed lanes, the blocks added in order: the
+// figures do not depend on the number of threads or the chunk size.  See
+// docs/analyze.md.
 #pragma once
 
 #include <cstdint>
@@ -43,10 +45,13 @@ struct AnalyzeJob {
   std::vector<std::string> include, exclude;
   EmbeddingPolicy embeddings = EmbeddingPolicy::Auto;  // with a target, as merge
   bool transplant_special_tokens = true;
-  // Elements of one chunk: a tensor of at most this many elements is read
-  // once (its δc kept in memory, 8 bytes per element); a larger one is read
-  // in several passes of this many elements.  Rounded up to kAnalyzeBlock.
+  // Elements of one chunk: the unit of streaming (the input pages of one
+  // chunk are held, the next one asked for, then handed back).  Rounded up
+  // to kAnalyzeBlock.
   uint64_t chunk_elements = uint64_t(1) << 24;
+  // Estimate each top-fraction threshold from a sample and count a window
+  // around it in the first pass (false: radix passes only).
+  bool estimate = true;
   int threads = 0;  // 0: all cores
 };
 
@@ -100,7 +105,7 @@ struct TensorAnalysis {
   std::vector<TopMass> top;     // 1, 10, 25 %
   double share = 0;             // chat_sq / total chat_sq (0 when the total is 0)
   std::optional<RowSummary> rows;  // vocabulary tensors compared by row map
-  int passes = 1;               // reads of the inputs (1 when it fits a chunk)
+  int passes = 1;               // reads of the inputs (1 when pass 1 settled every top fraction)
 };
 
 struct LayerAnalysis {

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <map>
 #include <memory>
 
 #include "core/dtype.h"
@@ -17,6 +18,15 @@ namespace chatvec {
 namespace {
 
 constexpr uint64_t B = kAnalyzeBlock;
+// Every sum over a block runs in kLanes lanes: element i of the block goes
+// to lane i mod kLanes, each lane adds its elements in order, and the lanes
+// are added pairwise at the end of the block (fold() below).  The order
+// depends on the position in the block only, so it is the same for any
+// thread count and chunk size, and the compiler can keep the lanes in
+// vector registers.
+constexpr size_t kLanes = 8;
+
+inline double fold(const double* a) { return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7])); }
 
 // The radix levels over the 63 bits of a non-negative double's pattern:
 // the digit of level L is (key >> shift) & (2^width - 1); the bits above
@@ -39,31 +49,439 @@ inline double value_of(uint64_t k) {
   return d;
 }
 
-// Stored values to fp64, exactly: the 16-bit types and F32 through the
-// (vectorised) fp32 conversion, F64 directly.
-void widen(DType dt, const uint8_t* src, size_t n, double* dst, float* tmp) {
-  if (dt == DType::F64) {
-    convert_to_f64(dt, src, n, dst);
-    return;
+// A histogram bin: how many keys fell in it, and the OR of the keys and of
+// their complements.  All its keys are equal ("pure") exactly when
+// any == ~any_not: then the bin holds one value, known without another pass.
+struct Bin {
+  uint64_t n = 0, any = 0, any_not = 0;
+  bool pure() const { return n > 0 && any == ~any_not; }
+};
+inline void count_key(Bin* h, size_t d, uint64_t k) {
+  Bin& b = h[d];
+  ++b.n;
+  b.any |= k;
+  b.any_not |= ~k;
+}
+void merge_bins(std::vector<Bin>& into, const std::vector<Bin>& from) {
+  for (size_t d = 0; d < into.size(); ++d) {
+    into[d].n += from[d].n;
+    into[d].any |= from[d].any;
+    into[d].any_not |= from[d].any_not;
   }
-  convert_to_f32(dt, src, n, tmp);
-  for (size_t i = 0; i < n; ++i) dst[i] = double(tmp[i]);
 }
 
-void load(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst, float* tmp) {
+// What the kernels read: the stored values as they are (BF16, F32, F64), or
+// converted exactly to F32 (F16, and mixed 16/32-bit inputs) or to F64
+// (inputs with an F64 among them) in a staging buffer.
+enum class Repr { BF16, F32, F64 };
+
+size_t repr_size(Repr r) { return r == Repr::BF16 ? 2 : r == Repr::F32 ? 4 : 8; }
+
+template <Repr R>
+inline double ld(const uint8_t* p, size_t i) {
+  if constexpr (R == Repr::BF16) {
+    uint16_t u;
+    std::memcpy(&u, p + 2 * i, 2);
+    const uint32_t w = uint32_t(u) << 16;
+    float f;
+    std::memcpy(&f, &w, 4);
+    return double(f);
+  } else if constexpr (R == Repr::F32) {
+    float f;
+    std::memcpy(&f, p + 4 * i, 4);
+    return double(f);
+  } else {
+    double d;
+    std::memcpy(&d, p + 8 * i, 8);
+    return d;
+  }
+}
+
+// Four lanes at once (GCC vector extensions; kLanes = two of them): the
+// compiler maps them onto the machine's registers, and every operation is
+// the scalar one lane by lane, so the results are the same on every
+// instruction set.
+typedef double v4d __attribute__((vector_size(32)));
+typedef int64_t v4l __attribute__((vector_size(32)));
+typedef float v4f __attribute__((vector_size(16)));
+typedef uint32_t v4u __attribute__((vector_size(16)));
+typedef uint16_t v4h __attribute__((vector_size(8)));
+static_assert(kLanes == 8);
+
+template <Repr R>
+inline __attribute__((always_inline)) v4d ld4(const uint8_t* p, size_t i) {
+  if constexpr (R == Repr::BF16) {
+    v4h h;
+    std::memcpy(&h, p + 2 * i, sizeof h);
+    const v4u w = __builtin_convertvector(h, v4u) << 16;
+    v4f f;
+    std::memcpy(&f, &w, sizeof f);
+    return __builtin_convertvector(f, v4d);
+  } else if constexpr (R == Repr::F32) {
+    v4f f;
+    std::memcpy(&f, p + 4 * i, sizeof f);
+    return __builtin_convertvector(f, v4d);
+  } else {
+    v4d d;
+    std::memcpy(&d, p + 8 * i, sizeof d);
+    return d;
+  }
+}
+inline __attribute__((always_inline)) v4d vabs(v4d x) {
+  v4l b;
+  std::memcpy(&b, &x, sizeof b);
+  b &= INT64_MAX;
+  std::memcpy(&x, &b, sizeof b);
+  return x;
+}
+inline __attribute__((always_inline)) v4d vkeep(v4d x, v4l mask) {  // x where mask (all ones), else +0
+  v4l b;
+  std::memcpy(&b, &x, sizeof b);
+  b &= mask;
+  std::memcpy(&x, &b, sizeof b);
+  return x;
+}
+// The kLanes lanes of a pair of vectors (lanes 0-3, 4-7).
+template <class V, class T>
+inline void lanes(const V* v, T* a) {
+  std::memcpy(a, &v[0], sizeof(V));
+  std::memcpy(a + 4, &v[1], sizeof(V));
+}
+
+// The sums of pass 1 over one block, lane by lane.
+struct Sums1 {
+  double bsq = 0, csq = 0, cl1 = 0, tsq = 0, dot = 0;
+  uint64_t cnz = 0, both = 0, agree = 0;
+};
+
+// Pass 1 over one block of m elements: δc to dc[], every sum.  δc and δt
+// are computed in float64 from the exactly widened values.
+template <Repr R, bool kT>
+__attribute__((target_clones("avx2", "default"))) void pass1_kernel(const uint8_t* __restrict b,
+                                                                    const uint8_t* __restrict c,
+                                                                    const uint8_t* __restrict t, size_t m,
+                                                                    double* __restrict dc, Sums1& out) {
+  v4d vbsq[2] = {}, vcsq[2] = {}, vcl1[2] = {}, vtsq[2] = {}, vdot[2] = {};
+  v4l vcnz[2] = {}, vboth[2] = {}, vagree[2] = {};  // minus the counts (a true comparison is -1)
+  const size_t full = m / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes) {
+    for (int h = 0; h < 2; ++h) {
+      const size_t at = i + 4 * size_t(h);
+      const v4d bv = ld4<R>(b, at), d = ld4<R>(c, at) - bv;
+      std::memcpy(dc + at, &d, sizeof d);
+      vbsq[h] += bv * bv;
+      vcsq[h] += d * d;
+      vcl1[h] += vabs(d);
+      const v4l dnz = d != 0;
+      vcnz[h] += dnz;
+      if constexpr (kT) {
+        const v4d e = ld4<R>(t, at) - bv;
+        vtsq[h] += e * e;
+        vdot[h] += d * e;
+        const v4l nz = dnz & (e != 0);
+        vboth[h] += nz;
+        vagree[h] += nz & ((d > 0) == (e > 0));
+      }
+    }
+  }
+  double bsq[kLanes], csq[kLanes], cl1[kLanes], tsq[kLanes], dot[kLanes];
+  int64_t cnz[kLanes], both[kLanes], agree[kLanes];
+  lanes(vbsq, bsq), lanes(vcsq, csq), lanes(vcl1, cl1), lanes(vtsq, tsq), lanes(vdot, dot);
+  lanes(vcnz, cnz), lanes(vboth, both), lanes(vagree, agree);
+  for (size_t i = full; i < m; ++i) {  // the tail, into lanes 0, 1, ...
+    const size_t j = i - full;
+    const double bv = ld<R>(b, i), d = ld<R>(c, i) - bv;
+    dc[i] = d;
+    bsq[j] += bv * bv;
+    csq[j] += d * d;
+    cl1[j] += std::fabs(d);
+    cnz[j] -= d != 0;
+    if constexpr (kT) {
+      const double e = ld<R>(t, i) - bv;
+      tsq[j] += e * e;
+      dot[j] += d * e;
+      const bool nz = d != 0 && e != 0;
+      both[j] -= nz;
+      agree[j] -= nz && ((d > 0) == (e > 0));
+    }
+  }
+  auto count = [](const int64_t* a) { return uint64_t(-(a[0] + a[1] + a[2] + a[3] + a[4] + a[5] + a[6] + a[7])); };
+  out.bsq = fold(bsq);
+  out.csq = fold(csq);
+  out.cl1 = fold(cl1);
+  out.cnz = count(cnz);
+  if constexpr (kT) {
+    out.tsq = fold(tsq);
+    out.dot = fold(dot);
+    out.both = count(both);
+    out.agree = count(agree);
+  }
+}
+
+// δc only (the later passes).
+template <Repr R>
+__attribute__((target_clones("avx2", "default"))) void delta_kernel(const uint8_t* __restrict b,
+                                                                    const uint8_t* __restrict c, size_t m,
+                                                                    double* __restrict dc) {
+  const size_t full = m / 4 * 4;
+  for (size_t i = 0; i < full; i += 4) {
+    const v4d d = ld4<R>(c, i) - ld4<R>(b, i);
+    std::memcpy(dc + i, &d, sizeof d);
+  }
+  for (size_t i = full; i < m; ++i) dc[i] = ld<R>(c, i) - ld<R>(b, i);
+}
+
+struct Above {
+  uint64_t count = 0;
+  double l1 = 0, l2 = 0;
+};
+
+// The count, Σ|δc| and Σδc² of the block's elements with |δc| > lim, in
+// lanes (an element at or below lim adds +0).
+__attribute__((target_clones("avx2", "default"))) void above_kernel(const double* __restrict dc, size_t m,
+                                                                    double lim, Above& out) {
+  v4d vl1[2] = {}, vl2[2] = {};
+  v4l vcnt[2] = {};
+  const size_t full = m / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes)
+    for (int h = 0; h < 2; ++h) {
+      v4d x;
+      std::memcpy(&x, dc + i + 4 * size_t(h), sizeof x);
+      const v4d v = vabs(x);
+      const v4l hi = v > lim;
+      const v4d w = vkeep(v, hi);
+      vcnt[h] += hi;
+      vl1[h] += w;
+      vl2[h] += w * w;
+    }
+  double l1[kLanes], l2[kLanes];
+  int64_t cnt[kLanes];
+  lanes(vl1, l1), lanes(vl2, l2), lanes(vcnt, cnt);
+  for (size_t i = full; i < m; ++i) {
+    const size_t j = i - full;
+    const double v = std::fabs(dc[i]);
+    const double w = v > lim ? v : 0.0;
+    cnt[j] -= v > lim;
+    l1[j] += w;
+    l2[j] += w * w;
+  }
+  out.count = uint64_t(-(cnt[0] + cnt[1] + cnt[2] + cnt[3] + cnt[4] + cnt[5] + cnt[6] + cnt[7]));
+  out.l1 = fold(l1);
+  out.l2 = fold(l2);
+}
+
+// The keys of the block's elements with lo <= |δc| <= hi, appended to `out`
+// while it holds fewer than `cap`; `count` counts them all.
+__attribute__((target_clones("avx2", "default"))) void gather_kernel(const double* __restrict dc, size_t m,
+                                                                     double lo, double hi,
+                                                                     std::vector<uint64_t>& out, uint64_t& count,
+                                                                     uint64_t cap) {
+  auto take = [&](double v) {
+    ++count;
+    if (out.size() < cap) {
+      uint64_t k;
+      std::memcpy(&k, &v, 8);
+      out.push_back(k);
+    }
+  };
+  const size_t full = m / 4 * 4;
+  for (size_t i = 0; i < full; i += 4) {
+    v4d x;
+    std::memcpy(&x, dc + i, sizeof x);
+    const v4d v = vabs(x);
+    const v4l in = (v >= lo) & (v <= hi);
+    if ((in[0] | in[1] | in[2] | in[3]) == 0) continue;
+    for (int j = 0; j < 4; ++j)
+      if (in[j]) take(v[j]);
+  }
+  for (size_t i = full; i < m; ++i) {
+    const double v = std::fabs(dc[i]);
+    if (v >= lo && v <= hi) take(v);
+  }
+}
+
+// Distinct keys and how often each occurred (open addressing, grown as
+// needed); after kMaxDistinct distinct keys it stops taking new ones and
+// says it overflowed.  Counts are integers, so merging the maps of several
+// threads gives the same result in any order.
+class KeyCounts {
+ public:
+  static constexpr size_t kMaxDistinct = size_t(1) << 18;
+  void add(uint64_t k) {
+    if (slots_.empty()) rehash(10);
+    size_t i = slot_of(k);
+    for (;; i = (i + 1) & mask_) {
+      if (slots_[i].key == k) {
+        ++slots_[i].n;
+        return;
+      }
+      if (slots_[i].key == kEmpty) break;
+    }
+    if (over_) return;
+    slots_[i] = Slot{k, 1};
+    if (++used_ >= kMaxDistinct) over_ = true;
+    else if (used_ * 2 > slots_.size()) rehash(bits_ + 1);
+  }
+  bool overflowed() const { return over_; }
+  template <class Fn>
+  void each(Fn&& fn) const {
+    for (const Slot& s : slots_)
+      if (s.key != kEmpty) fn(s.key, s.n);
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = UINT64_MAX;  // no key of a finite |δc| has the top bit set
+  struct Slot {
+    uint64_t key = kEmpty, n = 0;
+  };
+  size_t slot_of(uint64_t k) const { return size_t((k * 0x9E3779B97F4A7C15ull) >> (64 - bits_)); }
+  void rehash(int bits) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    bits_ = bits;
+    slots_.assign(size_t(1) << bits, Slot{});
+    mask_ = slots_.size() - 1;
+    for (const Slot& s : old)
+      if (s.key != kEmpty) {
+        size_t i = slot_of(s.key);
+        while (slots_[i].key != kEmpty) i = (i + 1) & mask_;
+        slots_[i] = s;
+      }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, used_ = 0;
+  int bits_ = 0;
+  bool over_ = false;
+};
+
+// For each window w < nw, the keys of the block's elements with
+// lo[w] <= |δc| <= hi[w], counted in into[w]: one scan for all windows,
+// branching only on groups of four that hold a candidate.
+__attribute__((target_clones("avx2", "default"))) void window_kernel(const double* __restrict dc, size_t m,
+                                                                     const double* lo, const double* hi,
+                                                                     size_t nw, KeyCounts* into) {
+  const size_t full = m / 4 * 4;
+  for (size_t i = 0; i < full; i += 4) {
+    v4d x;
+    std::memcpy(&x, dc + i, sizeof x);
+    const v4d v = vabs(x);
+    v4l any = {};
+    for (size_t w = 0; w < nw; ++w) any |= (v >= lo[w]) & (v <= hi[w]);
+    if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+    for (int j = 0; j < 4; ++j)
+      if (any[j])
+        for (size_t w = 0; w < nw; ++w)
+          if (v[j] >= lo[w] && v[j] <= hi[w]) into[w].add(key_of(v[j]));
+  }
+  for (size_t i = full; i < m; ++i) {
+    const double v = std::fabs(dc[i]);
+    for (size_t w = 0; w < nw; ++w)
+      if (v >= lo[w] && v <= hi[w]) into[w].add(key_of(v));
+  }
+}
+
+// Pass 1's selection work on one block with NW windows, in one scan of δc:
+// the level-0 histogram (counts only), for each window the mass above it
+// (in lanes, exactly as above_kernel) and its values (as window_kernel).
+template <size_t NW>
+__attribute__((target_clones("avx2", "default"))) void select_kernel(const double* __restrict dc, size_t m,
+                                                                     const double* lo, const double* hi,
+                                                                     Above* above, KeyCounts* into, Bin* h) {
+  v4d vl1[NW][2] = {}, vl2[NW][2] = {};
+  v4l vcnt[NW][2] = {};
+  double wlo[NW], whi[NW];
+  for (size_t w = 0; w < NW; ++w) wlo[w] = lo[w], whi[w] = hi[w];
+  const size_t full = m / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes)
+    for (int half = 0; half < 2; ++half) {
+      const size_t at = i + 4 * size_t(half);
+      v4d x;
+      std::memcpy(&x, dc + at, sizeof x);
+      const v4d v = vabs(x);
+      v4l keys;
+      std::memcpy(&keys, &v, sizeof keys);
+      for (int j = 0; j < 4; ++j) ++h[uint64_t(keys[j]) >> kLevels[0].shift].n;
+      v4l any = {};
+      for (size_t w = 0; w < NW; ++w) {
+        const v4l up = v > whi[w];
+        const v4d kept = vkeep(v, up);
+        vcnt[w][half] += up;
+        vl1[w][half] += kept;
+        vl2[w][half] += kept * kept;
+        any |= (v >= wlo[w]) & ~up;
+      }
+      if ((any[0] | any[1] | any[2] | any[3]) == 0) continue;
+      for (int j = 0; j < 4; ++j)
+        if (any[j])
+          for (size_t w = 0; w < NW; ++w)
+            if (v[j] >= wlo[w] && v[j] <= whi[w]) into[w].add(uint64_t(keys[j]));
+    }
+  for (size_t w = 0; w < NW; ++w) {
+    double l1[kLanes], l2[kLanes];
+    int64_t cnt[kLanes];
+    lanes(vl1[w], l1), lanes(vl2[w], l2), lanes(vcnt[w], cnt);
+    for (size_t i = full; i < m; ++i) {
+      const size_t j = i - full;
+      const double v = std::fabs(dc[i]);
+      const double kept = v > whi[w] ? v : 0.0;
+      cnt[j] -= v > whi[w];
+      l1[j] += kept;
+      l2[j] += kept * kept;
+      if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+    }
+    above[w].count = uint64_t(-(cnt[0] + cnt[1] + cnt[2] + cnt[3] + cnt[4] + cnt[5] + cnt[6] + cnt[7]));
+    above[w].l1 = fold(l1);
+    above[w].l2 = fold(l2);
+  }
+  for (size_t i = full; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+}
+
+// Stored values to fp64, exactly (the slow path that looks for a bad element).
+void load_f64(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst) {
   const CheckpointTensor& t = *op.tensor;
   if (!op.by_rows) {
-    widen(t.dtype(), t.element(first), n, dst, tmp);
+    convert_to_f64(t.dtype(), t.element(first), n, dst);
     return;
   }
   while (n) {
     const uint64_t r = first / width, c = first % width;
     const size_t take = size_t(std::min<uint64_t>(n, width - c));
-    widen(t.dtype(), t.element(uint64_t(op.rows[size_t(r)]) * width + c), take, dst, tmp);
+    convert_to_f64(t.dtype(), t.element(uint64_t(op.rows[size_t(r)]) * width + c), take, dst);
     first += take;
     dst += take;
     n -= take;
   }
+}
+
+// Stream elements [first, first+n) of `op` in representation `r`: the
+// stored bytes themselves when they are contiguous and already `r`,
+// otherwise copied or converted into `stage`.
+const uint8_t* fetch(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, Repr r, uint8_t* stage) {
+  const CheckpointTensor& t = *op.tensor;
+  const DType dt = t.dtype();
+  const bool raw = (r == Repr::BF16 && dt == DType::BF16) || (r == Repr::F32 && dt == DType::F32) ||
+                   (r == Repr::F64 && dt == DType::F64);
+  if (raw && !op.by_rows) return t.element(first);
+  const size_t es = repr_size(r);
+  auto put = [&](const uint8_t* src, size_t take, uint8_t* dst) {
+    if (raw) std::memcpy(dst, src, take * es);
+    else if (r == Repr::F32) convert_to_f32(dt, src, take, reinterpret_cast<float*>(dst));
+    else convert_to_f64(dt, src, take, reinterpret_cast<double*>(dst));
+  };
+  if (!op.by_rows) {
+    put(t.element(first), n, stage);
+    return stage;
+  }
+  uint8_t* out = stage;
+  while (n) {
+    const uint64_t row = first / width, c = first % width;
+    const size_t take = size_t(std::min<uint64_t>(n, width - c));
+    put(t.element(uint64_t(op.rows[size_t(row)]) * width + c), take, out);
+    out += take * es;
+    first += take;
+    n -= take;
+  }
+  return stage;
 }
 
 // Hand back (or ask ahead for) the pages of stream elements [first, first+n).
@@ -104,9 +522,11 @@ struct Selection {
   enum { Histogram, Gather, Done } next = Histogram;
   uint64_t gather_match = 0;  // Gather: keys with key >> shift(level) == gather_match
   uint64_t threshold = 0;     // Done: the k-th largest key
-  // The mass of the top k, when the gather pass could compute it: the
-  // elements above the gathered bin (summed block by block) plus the
-  // gathered ones above the threshold (in descending order) plus the ties.
+  // The mass of the top k: from the level-0 histogram when every bin above
+  // the threshold is pure; else from the gather pass (the elements above
+  // the gathered bin, summed block by block, plus the gathered ones above
+  // the threshold in descending order, plus the ties); else from one pass
+  // summing the elements above the threshold block by block.
   bool have_mass = false;
   double l1 = 0, l2 = 0;
 };
@@ -116,32 +536,46 @@ struct Selection {
 // tensor takes, and so the order of every sum, depends on its data only.
 constexpr uint64_t kGatherCapacity = uint64_t(1) << 20;
 
-struct Above {
-  uint64_t count = 0;
-  double l1 = 0, l2 = 0;
+// Before pass 1, a sample of the tensor (every stride-th block, the stride
+// fixed by n) estimates each threshold; pass 1 then gathers the elements of
+// a window around the estimate and sums the mass above it, so that when
+// the k-th largest falls in the window (and it holds at most
+// kGatherCapacity elements) no second pass is needed.  The window spans
+// kWindowSigmas standard deviations of the sample rank either side, and
+// the sample is large enough for the window to hold about half the capacity.
+constexpr double kWindowSigmas = 4;
+constexpr uint64_t kSampleMinElements = uint64_t(1) << 16, kSampleMaxElements = uint64_t(1) << 20;
+constexpr uint64_t kWindowMinElements = uint64_t(1) << 20;  // smaller tensors: two passes are cheap
+struct Window {
+  bool on = false;
+  double lo = 0, hi = 0;  // gathered: lo <= |δc| <= hi; summed: |δc| > hi
 };
 
 // After the histogram of `s.level`: choose the bin holding the wanted rank.
-void choose_bin(Selection& s, const std::vector<uint64_t>& h, uint64_t capacity) {
+void choose_bin(Selection& s, const std::vector<Bin>& h, uint64_t capacity, size_t* chosen) {
   const Level L = kLevels[s.level];
   uint64_t above = 0;
   size_t d = size_t(1) << L.width;
   bool found = false;
   while (d > 0) {
     --d;
-    if (above + h[d] >= s.rank) {
+    if (above + h[d].n >= s.rank) {
       found = true;
       break;
     }
-    above += h[d];
+    above += h[d].n;
   }
   if (!found) throw std::logic_error("analyze: radix selection ran out of elements");
   s.rank -= above;
+  if (chosen) *chosen = d;
   const uint64_t prefix = (s.high << L.width) | uint64_t(d);  // key >> L.shift
-  if (L.shift == 0) {
+  if (h[d].pure()) {
+    s.threshold = h[d].any;
+    s.next = Selection::Done;
+  } else if (L.shift == 0) {
     s.threshold = prefix;
     s.next = Selection::Done;
-  } else if (h[d] <= capacity) {
+  } else if (h[d].n <= capacity) {
     s.gather_match = prefix;
     s.next = Selection::Gather;
   } else {
@@ -151,41 +585,28 @@ void choose_bin(Selection& s, const std::vector<uint64_t>& h, uint64_t capacity)
   }
 }
 
-// The δc of a tensor that fits in a chunk, kept for the later passes: one
-// buffer for the whole run, grown to the largest such tensor (not zeroed,
-// not given back between tensors).
-double* cache_buffer(size_t n) {
-  static std::unique_ptr<double[]> buf;
-  static size_t size = 0;
-  if (n > size) {
-    buf.reset();
-    buf.reset(new double[n]);
-    size = n;
-  }
-  return buf.get();
-}
-
 class Scanner {
  public:
   Scanner(const ScanInput& in, const ScanOptions& opt) : in_(in), opt_(opt) {
     threads_ = std::max(1, opt.threads);
     chunk_ = std::max<uint64_t>(B, (opt.chunk_elements + B - 1) / B * B);
-    cached_ = in.elements <= chunk_;
     has_target_ = in.target.tensor != nullptr;
+    const DType bt = in.base.tensor->dtype(), ct = in.chat.tensor->dtype();
+    const DType tt = has_target_ ? in.target.tensor->dtype() : ct;
+    if (bt == DType::BF16 && ct == DType::BF16 && tt == DType::BF16) repr_ = Repr::BF16;
+    else if (bt == DType::F64 || ct == DType::F64 || tt == DType::F64) repr_ = Repr::F64;
+    else repr_ = Repr::F32;
     scratch_.resize(size_t(threads_));
     for (auto& s : scratch_) {
-      s.b.resize(B);
-      s.c.resize(B);
-      s.t.resize(has_target_ ? B : 0);
-      s.d.resize(cached_ ? 0 : B);
-      s.f.resize(B);
+      s.dc.resize(B);
+      for (auto& st : s.stage) st.resize(B);  // 8 bytes an element: room for any Repr
     }
     if (opt.percents.size() > 8) throw std::logic_error("analyze: at most 8 top fractions");
-    if (cached_) cache_ = cache_buffer(size_t(in.elements));
   }
 
   ScanResult run() {
     ScanResult r;
+    estimate_windows();
     first_pass(r);
     const uint64_t n = r.sums.elements;
     std::vector<Selection> sel(opt_.percents.size());
@@ -200,10 +621,16 @@ class Scanner {
     }
     // Level 0 was counted by the first pass (every quantile shares it).
     const uint64_t capacity = kGatherCapacity;
-    for (auto& s : sel) choose_bin(s, hist0_, capacity);
-    while (std::any_of(sel.begin(), sel.end(), [](const Selection& s) { return s.next != Selection::Done; }))
+    for (size_t q = 0; q < sel.size(); ++q) {
+      Selection& s = sel[q];
+      if (window_hit(q, s)) continue;
+      size_t d = 0;
+      choose_bin(s, hist0_, capacity, &d);
+      if (s.next == Selection::Done) mass_from_bins(s, d);
+    }
+    while (std::any_of(sel.begin(), sel.end(),
+                       [](const Selection& s) { return s.next != Selection::Done || !s.have_mass; }))
       refine_pass(sel, capacity);
-    if (std::any_of(sel.begin(), sel.end(), [](const Selection& s) { return !s.have_mass; })) sum_pass(sel);
     for (size_t q = 0; q < sel.size(); ++q) {
       TopMass m;
       m.percent = opt_.percents[q];
@@ -219,195 +646,339 @@ class Scanner {
 
  private:
   struct Scratch {
-    std::vector<double> b, c, t, d;
-    std::vector<float> f;
+    std::vector<double> dc;
+    std::vector<double> stage[3];  // base, chat, target
   };
 
-  // Runs fn(block, dc, db, dt, n, tid) over every block of the stream,
-  // blocks of a chunk in parallel, then after(chunk_first, blocks) in order.
-  // `full`: base and target values too (the first pass); otherwise δc only,
-  // from the cache when there is one.
+  // Runs fn(block, dc, n, tid, sums) over every block of the stream, blocks
+  // of a chunk in parallel, then after(chunk_first, blocks) in order.
+  // `full` (the first pass): the sums of pass1_kernel too, with the target;
+  // otherwise δc only (sums null).
   template <class Fn, class After>
   void pass(bool full, Fn&& fn, After&& after) {
     ++passes_;
     const uint64_t n = in_.elements;
-    const bool from_cache = cached_ && !full;
+    const bool with_t = full && has_target_;
     for (uint64_t first = 0; first < n; first += chunk_) {
       check_interrupted();
       const uint64_t count = std::min(chunk_, n - first);
       const int64_t blocks = int64_t((count + B - 1) / B);
-      if (!from_cache && first + count < n) {
+      if (first + count < n) {
         const uint64_t ahead = std::min(chunk_, n - first - count);
-        for (const ScanOperand* op : {&in_.chat, &in_.base})
-          hint(*op, in_.width, first + count, ahead, false);
-        if (full && has_target_) hint(in_.target, in_.width, first + count, ahead, false);
+        for (const ScanOperand* op : {&in_.chat, &in_.base}) hint(*op, in_.width, first + count, ahead, false);
+        if (with_t) hint(in_.target, in_.width, first + count, ahead, false);
       }
       const int threads = blocks > 1 ? threads_ : 1;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1)
+#pragma omp parallel for schedule(dynamic, 4) num_threads(threads) if (threads > 1)
       for (int64_t bi = 0; bi < blocks; ++bi) {
         const int tid = threads > 1 ? omp_get_thread_num() : 0;
         const uint64_t off = first + uint64_t(bi) * B;
         const size_t m = size_t(std::min<uint64_t>(B, n - off));
-        if (from_cache) {
-          fn(bi, cache_ + off, nullptr, nullptr, m, tid);
-          continue;
-        }
         Scratch& s = scratch_[size_t(tid)];
-        load(in_.base, in_.width, off, m, s.b.data(), s.f.data());
-        load(in_.chat, in_.width, off, m, s.c.data(), s.f.data());
-        double* dc = cached_ ? cache_ + off : s.d.data();
-        for (size_t i = 0; i < m; ++i) dc[i] = s.c[i] - s.b[i];
-        double* dt = nullptr;
-        if (full && has_target_) {
-          load(in_.target, in_.width, off, m, s.t.data(), s.f.data());
-          for (size_t i = 0; i < m; ++i) s.t[i] -= s.b[i];
-          dt = s.t.data();
+        auto st = [&](int i) { return reinterpret_cast<uint8_t*>(s.stage[i].data()); };
+        const uint8_t* pb = fetch(in_.base, in_.width, off, m, repr_, st(0));
+        const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
+        double* dc = s.dc.data();
+        if (full) {
+          const uint8_t* pt = with_t ? fetch(in_.target, in_.width, off, m, repr_, st(2)) : nullptr;
+          Sums1 sums;
+          run_pass1(pb, pc, pt, m, dc, sums);
+          fn(bi, off, dc, m, tid, &sums);
+        } else {
+          delta(pb, pc, m, dc);
+          fn(bi, off, dc, m, tid, static_cast<const Sums1*>(nullptr));
         }
-        fn(bi, dc, full ? s.b.data() : nullptr, dt, m, tid);
       }
-      if (!from_cache) {
-        for (const ScanOperand* op : {&in_.chat, &in_.base}) hint(*op, in_.width, first, count, true);
-        if (full && has_target_) hint(in_.target, in_.width, first, count, true);
-      }
+      for (const ScanOperand* op : {&in_.chat, &in_.base}) hint(*op, in_.width, first, count, true);
+      if (with_t) hint(in_.target, in_.width, first, count, true);
       after(first, size_t(blocks));
     }
   }
 
+  void run_pass1(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, double* dc, Sums1& s) const {
+    if (pt) {
+      switch (repr_) {
+        case Repr::BF16: return pass1_kernel<Repr::BF16, true>(pb, pc, pt, m, dc, s);
+        case Repr::F32: return pass1_kernel<Repr::F32, true>(pb, pc, pt, m, dc, s);
+        case Repr::F64: return pass1_kernel<Repr::F64, true>(pb, pc, pt, m, dc, s);
+      }
+    }
+    switch (repr_) {
+      case Repr::BF16: return pass1_kernel<Repr::BF16, false>(pb, pc, pt, m, dc, s);
+      case Repr::F32: return pass1_kernel<Repr::F32, false>(pb, pc, pt, m, dc, s);
+      case Repr::F64: return pass1_kernel<Repr::F64, false>(pb, pc, pt, m, dc, s);
+    }
+  }
+
+  // The sample and the windows (none for a tensor smaller than the sample).
+  void estimate_windows() {
+    const uint64_t n = in_.elements, nblocks = (n + B - 1) / B;
+    windows_.clear();
+    win_.assign(opt_.percents.size(), WindowSums{});
+    const uint64_t s_elems = std::clamp<uint64_t>(n / 64, kSampleMinElements, kSampleMaxElements);
+    if (!opt_.estimate || n < kWindowMinElements || s_elems * 4 > n) return;
+    windows_.assign(opt_.percents.size(), Window{});
+    const uint64_t stride = std::max<uint64_t>(1, n / s_elems);
+    std::vector<double> sample;
+    Scratch& sc = scratch_[0];
+    auto st = [&](int i) { return reinterpret_cast<uint8_t*>(sc.stage[i].data()); };
+    for (uint64_t bi = 0; bi < nblocks; bi += stride) {
+      const uint64_t off = bi * B;
+      const size_t m = size_t(std::min<uint64_t>(B, n - off));
+      const uint8_t* pb = fetch(in_.base, in_.width, off, m, repr_, st(0));
+      const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
+      delta(pb, pc, m, sc.dc.data());
+      for (size_t i = 0; i < m; ++i) sample.push_back(std::fabs(sc.dc[i]));
+    }
+    // A NaN would break the selection's ordering; pass 1 reports it.
+    if (std::any_of(sample.begin(), sample.end(), [](double v) { return !std::isfinite(v); })) {
+      windows_.clear();
+      return;
+    }
+    const double s = double(sample.size());
+    auto at_rank = [&](double rank) {  // the rank-th largest of the sample (1 = largest)
+      const size_t i = size_t(std::clamp(rank, 1.0, s)) - 1;
+      std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.end(), std::greater<double>());
+      return sample[i];
+    };
+    for (size_t q = 0; q < windows_.size(); ++q) {
+      const double p = opt_.percents[size_t(q)] / 100.0;
+      const double r = std::ceil(p * s), w = kWindowSigmas * std::sqrt(s * p * (1 - p)) + 16;
+      Window& x = windows_[q];
+      x.on = true;
+      x.hi = r - w < 1 ? HUGE_VAL : at_rank(r - w);
+      x.lo = r + w > s ? 0.0 : at_rank(r + w);
+      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+    }
+    // All windows or none (the first pass scans for all of them at once).
+    if (std::any_of(windows_.begin(), windows_.end(), [](const Window& x) { return !x.on; })) windows_.clear();
+  }
+
+  // After pass 1: the threshold and mass of selection q from its window,
+  // when the k-th largest is in it.
+  bool window_hit(size_t q, Selection& s) {
+    if (q >= windows_.size() || !windows_[q].on) return false;
+    WindowSums& w = win_[q];
+    if (w.over || w.above.count >= s.k || w.above.count + w.count < s.k) {
+      w.keys.clear();
+      return false;
+    }
+    // The mass: above the window (block by block), then the window's
+    // values above the threshold, largest first (count · v), then the ties.
+    Above a = w.above;
+    for (const auto& [k, c] : w.keys) {
+      if (a.count + c >= s.k) {
+        s.threshold = k;
+        break;
+      }
+      const double v = value_of(k);
+      a.count += c;
+      a.l1 += double(c) * v;
+      a.l2 += double(c) * (v * v);
+    }
+    finish_mass(s, a);
+    s.next = Selection::Done;
+    std::vector<std::pair<uint64_t, uint64_t>>().swap(w.keys);
+    return true;
+  }
+
+  void delta(const uint8_t* pb, const uint8_t* pc, size_t m, double* dc) const {
+    switch (repr_) {
+      case Repr::BF16: delta_kernel<Repr::BF16>(pb, pc, m, dc); break;
+      case Repr::F32: delta_kernel<Repr::F32>(pb, pc, m, dc); break;
+      case Repr::F64: delta_kernel<Repr::F64>(pb, pc, m, dc); break;
+    }
+  }
+
+  // The first element of the block at `off` that is not finite (or whose
+  // delta is not); UINT64_MAX when none is (the sums overflowed).
+  uint64_t first_bad(uint64_t off, size_t m) const {
+    std::vector<double> b(m), c(m), t(has_target_ ? m : 0);
+    load_f64(in_.base, in_.width, off, m, b.data());
+    load_f64(in_.chat, in_.width, off, m, c.data());
+    if (has_target_) load_f64(in_.target, in_.width, off, m, t.data());
+    for (size_t i = 0; i < m; ++i)
+      if (!std::isfinite(b[i]) || !std::isfinite(c[i] - b[i]) || (has_target_ && !std::isfinite(t[i] - b[i])))
+        return off + i;
+    return UINT64_MAX;
+  }
+
   void first_pass(ScanResult& r) {
     std::vector<DeltaSums> blocks;
-    std::vector<uint64_t> bad(static_cast<size_t>(threads_), 0), bad_at(static_cast<size_t>(threads_), UINT64_MAX);
-    std::vector<std::vector<uint64_t>> hist(static_cast<size_t>(threads_), std::vector<uint64_t>(kBins, 0));
+    std::vector<uint64_t> bad(static_cast<size_t>(threads_), UINT64_MAX);
+    std::vector<uint8_t> any_bad(static_cast<size_t>(threads_), 0);
+    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
-    uint64_t chunk_first = 0;
+    const size_t nw = windows_.size();
+    std::vector<Above> wblocks(nw * blocks.size());
+    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nw));
+    std::vector<double> wlo(nw), whi(nw);
+    for (size_t q = 0; q < nw; ++q) {
+      wlo[q] = windows_[q].lo;
+      whi[q] = windows_[q].hi;
+    }
     pass(
         true,
-        [&](int64_t bi, const double* dc, const double* db, const double* dt, size_t m, int tid) {
-          DeltaSums s;
-          uint64_t* h = hist[size_t(tid)].data();
-          const uint64_t off = chunk_first + uint64_t(bi) * B;
-          double bsq = 0, csq = 0, cl1 = 0;
-          uint64_t cnz = 0;
-          for (size_t i = 0; i < m; ++i) {
-            const double c = dc[i], b = db[i];
-            bsq += b * b;
-            csq += c * c;
-            cl1 += std::fabs(c);
-            cnz += c != 0;
-            ++h[key_of(c) >> kLevels[0].shift];
-          }
-          s.base_sq = bsq;
-          s.chat_sq = csq;
-          s.chat_l1 = cl1;
-          s.chat_nonzero = cnz;
-          if (dt) {
-            double tsq = 0, dot = 0;
-            uint64_t both = 0, agree = 0;
+        [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
+          Bin* h = hist[size_t(tid)].data();
+          // With windows (they decide nearly always) the histogram counts only:
+          // every bin "mixed" for the fallback.
+          if (nw == 3) {
+            select_kernel<3>(dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nw], wkeys[size_t(tid)].data(), h);
+          } else if (nw) {
+            for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+            for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
+            window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
+          } else {
             for (size_t i = 0; i < m; ++i) {
-              const double c = dc[i], t = dt[i];
-              tsq += t * t;
-              dot += c * t;
-              const uint64_t nz = uint64_t(c != 0) & uint64_t(t != 0);
-              both += nz;
-              agree += nz & uint64_t((c > 0) == (t > 0));
+              const uint64_t k = key_of(dc[i]);
+              count_key(h, size_t(k >> kLevels[0].shift), k);
             }
-            s.target_sq = tsq;
-            s.dot = dot;
-            s.both_nonzero = both;
-            s.sign_agree = agree;
+          }
+          DeltaSums s;
+          s.elements = m;
+          s.base_sq = x->bsq;
+          s.chat_sq = x->csq;
+          s.chat_l1 = x->cl1;
+          s.chat_nonzero = x->cnz;
+          if (has_target_) {
+            s.target_sq = x->tsq;
+            s.dot = x->dot;
+            s.both_nonzero = x->both;
+            s.sign_agree = x->agree;
           }
           // A NaN or infinity anywhere makes a sum non-finite: found after the pass.
-          if (!std::isfinite(bsq + csq + (dt ? s.target_sq + s.dot : 0.0))) {
-            ++bad[size_t(tid)];
-            for (size_t i = 0; i < m; ++i)
-              if (!std::isfinite(dc[i]) || !std::isfinite(db[i]) || (dt && !std::isfinite(dt[i]))) {
-                bad_at[size_t(tid)] = std::min(bad_at[size_t(tid)], off + i);
-                break;
-              }
+          if (!std::isfinite(s.base_sq + s.chat_sq + (has_target_ ? s.target_sq + s.dot : 0.0))) {
+            any_bad[size_t(tid)] = 1;
+            bad[size_t(tid)] = std::min(bad[size_t(tid)], first_bad(off, m));
           }
-          s.elements = m;
           blocks[size_t(bi)] = s;
         },
-        [&](uint64_t first, size_t nb) {
-          for (size_t i = 0; i < nb; ++i) r.sums.add(blocks[i]);
-          chunk_first = first + chunk_;
+        [&](uint64_t, size_t nb) {
+          for (size_t i = 0; i < nb; ++i) {
+            r.sums.add(blocks[i]);
+            for (size_t q = 0; q < nw; ++q) {
+              const Above& a = wblocks[i * nw + q];
+              win_[q].above.count += a.count;
+              win_[q].above.l1 += a.l1;
+              win_[q].above.l2 += a.l2;
+            }
+          }
         });
-    uint64_t nbad = 0, first_bad = UINT64_MAX;
-    for (int t = 0; t < threads_; ++t) {
-      nbad += bad[size_t(t)];
-      first_bad = std::min(first_bad, bad_at[size_t(t)]);
+    // The windows' distinct keys and counts, whichever thread saw them.
+    for (size_t q = 0; q < nw; ++q) {
+      if (!windows_[q].on) continue;
+      WindowSums& w = win_[q];
+      std::map<uint64_t, uint64_t, std::greater<uint64_t>> all;
+      for (int t = 0; t < threads_; ++t) {
+        const KeyCounts& kc = wkeys[size_t(t)][q];
+        w.over = w.over || kc.overflowed();
+        if (!w.over) kc.each([&](uint64_t k, uint64_t c) { all[k] += c; });
+      }
+      if (w.over) continue;
+      for (const auto& [k, c] : all) {
+        w.keys.emplace_back(k, c);
+        w.count += c;
+      }
     }
-    if (nbad && first_bad == UINT64_MAX)
+    bool nbad = false;
+    uint64_t first = UINT64_MAX;
+    for (int t = 0; t < threads_; ++t) {
+      nbad = nbad || any_bad[size_t(t)];
+      first = std::min(first, bad[size_t(t)]);
+    }
+    if (nbad && first == UINT64_MAX)
       throw InputError("tensor \"" + in_.name + "\": its sums of squares overflow float64");
     if (nbad)
       throw InputError("tensor \"" + in_.name + "\": an element is not finite (NaN or infinity in an input, or "
-                       "their difference), the first at element " + std::to_string(first_bad) +
+                       "their difference), the first at element " + std::to_string(first) +
                        ": the figures would be meaningless");
-    hist0_.assign(kBins, 0);
-    for (const auto& h : hist)
-      for (size_t d = 0; d < kBins; ++d) hist0_[d] += h[d];
+    hist0_ = std::move(hist[0]);
+    for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
+  }
+
+  // A threshold the level-0 histogram fixed (its bin `d` is pure): when
+  // every bin above is pure too, the mass above is Σ count·v and
+  // Σ count·v² over those bins (largest first), without another pass.
+  void mass_from_bins(Selection& s, size_t d) const {
+    Above a;
+    for (size_t e = kBins; e-- > d + 1;) {
+      const Bin& b = hist0_[e];
+      if (b.n == 0) continue;
+      if (!b.pure()) return;
+      const double v = value_of(b.any);
+      a.count += b.n;
+      a.l1 += double(b.n) * v;
+      a.l2 += double(b.n) * (v * v);
+    }
+    finish_mass(s, a);
   }
 
   // One pass: a histogram for every selection that needs one; for every
-  // selection ready to gather, its candidates and the mass above their bin.
+  // selection ready to gather, its candidates and the mass above their bin;
+  // for every selection with a threshold but no mass, the mass above it.
   void refine_pass(std::vector<Selection>& sel, uint64_t capacity) {
     const size_t nq = sel.size();
     const size_t nt = static_cast<size_t>(threads_);
-    std::vector<std::vector<std::vector<uint64_t>>> hist(nt, std::vector<std::vector<uint64_t>>(nq));
+    std::vector<std::vector<std::vector<Bin>>> hist(nt, std::vector<std::vector<Bin>>(nq));
     std::vector<std::vector<std::vector<uint64_t>>> got(nt, std::vector<std::vector<uint64_t>>(nq));
     for (auto& per_thread : hist)
       for (size_t q = 0; q < nq; ++q)
-        if (sel[q].next == Selection::Histogram) per_thread[q].assign(kBins, 0);
+        if (sel[q].next == Selection::Histogram) per_thread[q].assign(kBins, Bin{});
+    // What each selection does in this pass, fixed before it starts.
+    enum Mode { Idle, Hist, Gather, Mass };
+    struct Q {
+      Mode mode = Idle;
+      int shift = 0, up = 0;
+      uint64_t match = 0, mask = 0;
+      double lim = 0;  // Gather, Mass: the mass of |δc| > lim
+      double lo = 0;   // Gather: the bin is lo <= |δc| <= lim
+    };
+    std::vector<Q> qs(nq);
+    for (size_t q = 0; q < nq; ++q) {
+      const Selection& s = sel[q];
+      const Level L = kLevels[s.level];
+      Q& x = qs[q];
+      x.shift = L.shift;
+      x.up = L.shift + L.width;
+      x.mask = (uint64_t(1) << L.width) - 1;
+      if (s.next == Selection::Histogram) {
+        x.mode = Hist;
+        x.match = s.high;
+      } else if (s.next == Selection::Gather) {
+        x.mode = Gather;
+        x.match = s.gather_match;
+        x.lim = value_of(((s.gather_match + 1) << L.shift) - 1);  // the largest key in the bin
+        x.lo = value_of(s.gather_match << L.shift);               // the smallest
+      } else if (!s.have_mass) {
+        x.mode = Mass;
+        x.lim = value_of(s.threshold);
+      }
+    }
     std::vector<Above> total(nq);
     std::vector<Above> blocks(nq * size_t((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B));
     pass(
         false,
-        [&](int64_t bi, const double* dc, const double*, const double*, size_t m, int tid) {
-          // One loop over the elements for every selection (at most three).
-          struct Q {
-            int mode;  // 0 idle, 1 histogram, 2 gather
-            int shift, up;
-            uint64_t match, mask;
-            uint64_t* h;
-            std::vector<uint64_t>* g;
-          };
-          Q qs[8];
-          const size_t n_q = std::min<size_t>(nq, 8);
-          Above a[8];
-          for (size_t q = 0; q < n_q; ++q) {
-            const Selection& s = sel[q];
-            const Level L = kLevels[s.level];
-            qs[q] = Q{s.next == Selection::Histogram ? 1 : s.next == Selection::Gather ? 2 : 0,
-                      L.shift,
-                      L.shift + L.width,
-                      s.next == Selection::Histogram ? s.high : s.gather_match,
-                      (uint64_t(1) << L.width) - 1,
-                      s.next == Selection::Histogram ? hist[size_t(tid)][q].data() : nullptr,
-                      &got[size_t(tid)][q]};
-          }
-          for (size_t i = 0; i < m; ++i) {
-            const uint64_t k = key_of(dc[i]);
-            const double v = std::fabs(dc[i]);
-            for (size_t q = 0; q < n_q; ++q) {
-              const Q& x = qs[q];
-              if (x.mode == 2) {
-                const uint64_t d = k >> x.shift;
-                const bool hi = d > x.match;
-                a[q].count += hi;
-                a[q].l1 += hi ? v : 0.0;
-                a[q].l2 += hi ? v * v : 0.0;
-                if (d == x.match) x.g->push_back(k);
-              } else if (x.mode == 1) {
-                if ((k >> x.up) == x.match) ++x.h[(k >> x.shift) & x.mask];
+        [&](int64_t bi, uint64_t, const double* dc, size_t m, int tid, const Sums1*) {
+          for (size_t q = 0; q < nq; ++q) {
+            const Q& x = qs[q];
+            if (x.mode == Gather || x.mode == Mass) above_kernel(dc, m, x.lim, blocks[size_t(bi) * nq + q]);
+            if (x.mode == Gather) {
+              uint64_t seen = 0;  // at most the bin's count: no cap
+              gather_kernel(dc, m, x.lo, x.lim, got[size_t(tid)][q], seen, UINT64_MAX);
+            } else if (x.mode == Hist) {
+              Bin* h = hist[size_t(tid)][q].data();
+              for (size_t i = 0; i < m; ++i) {
+                const uint64_t k = key_of(dc[i]);
+                if ((k >> x.up) == x.match) count_key(h, size_t((k >> x.shift) & x.mask), k);
               }
             }
           }
-          for (size_t q = 0; q < n_q; ++q)
-            if (qs[q].mode == 2) blocks[size_t(bi) * nq + q] = a[q];
         },
         [&](uint64_t, size_t nb) {
           for (size_t b = 0; b < nb; ++b)
             for (size_t q = 0; q < nq; ++q) {
-              if (sel[q].next != Selection::Gather) continue;
+              if (qs[q].mode != Gather && qs[q].mode != Mass) continue;
               const Above& a = blocks[b * nq + q];
               total[q].count += a.count;
               total[q].l1 += a.l1;
@@ -416,12 +987,11 @@ class Scanner {
         });
     for (size_t q = 0; q < nq; ++q) {
       Selection& s = sel[q];
-      if (s.next == Selection::Histogram) {
-        std::vector<uint64_t> h(kBins, 0);
-        for (const auto& per_thread : hist)
-          for (size_t d = 0; d < kBins; ++d) h[d] += per_thread[q][d];
-        choose_bin(s, h, capacity);
-      } else if (s.next == Selection::Gather) {
+      if (qs[q].mode == Hist) {
+        std::vector<Bin> h = std::move(hist[0][q]);
+        for (size_t t = 1; t < nt; ++t) merge_bins(h, hist[t][q]);
+        choose_bin(s, h, capacity, nullptr);
+      } else if (qs[q].mode == Gather) {
         std::vector<uint64_t> all;
         for (auto& per_thread : got) {
           all.insert(all.end(), per_thread[q].begin(), per_thread[q].end());
@@ -442,11 +1012,13 @@ class Scanner {
         }
         finish_mass(s, a);
         s.next = Selection::Done;
+      } else if (qs[q].mode == Mass) {
+        finish_mass(s, total[q]);
       }
     }
   }
 
-  void finish_mass(Selection& s, const Above& a) {
+  void finish_mass(Selection& s, const Above& a) const {
     if (a.count > s.k) throw std::logic_error("analyze: threshold of " + in_.name + " is not the k-th");
     const double t = value_of(s.threshold);
     const double ties = double(s.k - a.count);
@@ -455,52 +1027,23 @@ class Scanner {
     s.have_mass = true;
   }
 
-  // For selections whose threshold a histogram fixed (no gather): the mass
-  // above it, summed block by block.
-  void sum_pass(std::vector<Selection>& sel) {
-    const size_t nq = sel.size();
-    std::vector<Above> total(nq);
-    std::vector<Above> blocks(nq * size_t((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B));
-    pass(
-        false,
-        [&](int64_t bi, const double* dc, const double*, const double*, size_t m, int) {
-          for (size_t q = 0; q < nq; ++q) {
-            if (sel[q].have_mass) continue;
-            Above a;
-            const uint64_t t = sel[q].threshold;
-            for (size_t i = 0; i < m; ++i) {
-              const double v = std::fabs(dc[i]);
-              const bool hi = key_of(dc[i]) > t;
-              a.count += hi;
-              a.l1 += hi ? v : 0.0;
-              a.l2 += hi ? v * v : 0.0;
-            }
-            blocks[size_t(bi) * nq + q] = a;
-          }
-        },
-        [&](uint64_t, size_t nb) {
-          for (size_t b = 0; b < nb; ++b)
-            for (size_t q = 0; q < nq; ++q) {
-              if (sel[q].have_mass) continue;
-              const Above& a = blocks[b * nq + q];
-              total[q].count += a.count;
-              total[q].l1 += a.l1;
-              total[q].l2 += a.l2;
-            }
-        });
-    for (size_t q = 0; q < nq; ++q)
-      if (!sel[q].have_mass) finish_mass(sel[q], total[q]);
-  }
-
   const ScanInput& in_;
   const ScanOptions& opt_;
   int threads_ = 1;
   uint64_t chunk_ = B;
-  bool cached_ = false, has_target_ = false;
+  bool has_target_ = false;
+  Repr repr_ = Repr::F64;
   int passes_ = 0;
   std::vector<Scratch> scratch_;
-  double* cache_ = nullptr;
-  std::vector<uint64_t> hist0_;
+  std::vector<Bin> hist0_;
+  struct WindowSums {
+    Above above;         // |δc| > hi, block by block
+    uint64_t count = 0;  // in the window
+    bool over = false;   // too many distinct values in it
+    std::vector<std::pair<uint64_t, uint64_t>> keys;  // distinct, largest first, with their counts
+  };
+  std::vector<Window> windows_;
+  std::vector<WindowSums> win_;
 };
 
 }  // namespace

@@ -2,15 +2,21 @@
 // memory (analyze.h says what they mean).
 //
 // A tensor is a stream of n elements: a checkpoint tensor's own elements, or
-// (vocabulary tensors) the rows a row map selects, row after row.  Pass 1
-// computes every sum and a histogram of the top bits of |δc|; when the tensor
-// fits in one chunk its δc is kept and every later pass reads that copy,
-// otherwise later passes read the inputs again (from the page cache).  The
-// k-th largest |δc| of each top fraction is found by radix selection on the
-// bit pattern of |δc| (for non-negative doubles it orders like the value):
-// 16 bits at a time, until the candidates fit in a chunk (then selected in
-// memory) or the pattern is complete; a last pass sums the mass above each
-// threshold.
+// (vocabulary tensors) the rows a row map selects, row after row, cut into
+// blocks of kAnalyzeBlock; every sum runs over a block in 8 fixed lanes and
+// the block sums are added in order.  Pass 1 reads the inputs once: every
+// sum and a histogram of the top 16 bits of |δc| (the bit pattern of a
+// non-negative double orders like its value).  For a tensor of 2^20
+// elements or more, a sample read first (every stride-th block) estimates
+// each top fraction's threshold, and pass 1 also counts the distinct |δc|
+// in a window around each estimate and sums the mass above it: when the
+// k-th largest lies in the window (nearly always), that settles threshold
+// and mass exactly with no other pass.  Otherwise radix selection on the
+// bit pattern, 16 bits at a time, each further pass reading the inputs
+// again: a bin holding a single value, or at most 2^20 candidates
+// (gathered and selected in memory), or the complete pattern ends it; the
+// mass comes from the same pass, or from the histogram when every bin
+// above is a single value, or from one more pass.
 #pragma once
 
 #include <cstdint>
@@ -39,6 +45,7 @@ struct ScanInput {
 struct ScanOptions {
   uint64_t chunk_elements = uint64_t(1) << 24;  // a multiple of kAnalyzeBlock
   int threads = 1;
+  bool estimate = true;  // the sample and the windows (see above)
   std::vector<int> percents = {1, 10, 25};
 };
 

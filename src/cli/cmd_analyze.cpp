@@ -23,6 +23,7 @@ struct AnalyzeOptions {
   std::string special_tokens = "transplant";
   int threads = 0;
   uint64_t chunk = uint64_t(1) << 24;
+  bool no_estimate = false;
   size_t top = 10;
   std::string json, svg;
 };
@@ -45,6 +46,7 @@ int run_analyze(const AnalyzeOptions& o) {
   job.transplant_special_tokens = o.special_tokens == "transplant";
   job.threads = o.threads;
   job.chunk_elements = o.chunk;
+  job.estimate = !o.no_estimate;
   StderrReporter report;
   const AnalyzeResult r = analyze(job, report);
   const bool json_stdout = o.json == "-";
@@ -85,10 +87,13 @@ void register_analyze(CLI::App& app, std::function<int()>& run) {
   sub->add_option("-t,--threads", o->threads, "Threads (default: all cores; the figures do not depend on it)")
       ->check(CLI::Range(0, 1024));
   sub->add_option("--chunk", o->chunk,
-                  "Elements per chunk: a tensor this large or smaller is read once and held (8 bytes per element); "
-                  "larger ones are read in passes")
+                  "Elements per chunk: the inputs' pages of one chunk are held at a time (the figures do not "
+                  "depend on it)")
       ->check(CLI::Range(uint64_t(1), uint64_t(1) << 34))
       ->capture_default_str();
+  sub->add_flag("--no-estimate", o->no_estimate,
+               "Find the top-fraction thresholds by radix passes only, without estimating them from a sample "
+               "(more passes; the same figures to rounding)");
   sub->add_option("--top", o->top, "Tensors listed in the table, by share of the total |chat-base|^2")
       ->capture_default_str();
   sub->add_option("--json", o->json, "Write every figure as JSON to this file ('-': to stdout instead of the table)");

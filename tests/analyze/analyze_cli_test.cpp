@@ -40,6 +40,8 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
     }
     // 1.5 million elements in each vocabulary tensor, nine deltas in ten zero.
     gen("base_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --seed 7");
+    gen("chat_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --derive-from " +
+                        path("base_big") + " --seed 8 --noise 0.01");
     if (ok_) {
       auto s = run_command("/usr/bin/python3 " +
                            shell_quote((testing::source_dir() / "tests/analyze/make_sparse_chat.py").string()) + " " +
@@ -47,6 +49,13 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
       if (s.exit_code != 0) {
         ok_ = false;
         why_ = "make_sparse_chat.py failed: " + s.err;
+      }
+      auto p = run_command("/usr/bin/python3 " +
+                           shell_quote((testing::source_dir() / "tests/analyze/make_binned_pair.py").string()) + " " +
+                           path("base_big") + " " + path("base_binned") + " " + path("chat_binned"));
+      if (p.exit_code != 0) {
+        ok_ = false;
+        why_ = "make_binned_pair.py failed: " + p.err;
       }
     }
     gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
@@ -87,9 +96,8 @@ TEST_F(AnalyzeCli, Bf16VocabularyExtendedTargetEqualsNumpy) {
       EXPECT_EQ(rows["chat_only"].get<int>(), 32);
       EXPECT_EQ(rows["target_only"].get<int>(), 32);
     }
-    // The sums and a histogram, then one pass gathering the candidates of
-    // each top fraction (over the inputs again for tensors larger than the
-    // chunk, over the kept deltas otherwise).
+    // Tensors under 2^20 elements: the sums and a histogram, then one pass
+    // gathering the candidates of each top fraction (and the mass above).
     EXPECT_EQ(j["max_passes"].get<int>(), 2);
   }
 }
@@ -122,17 +130,40 @@ TEST_F(AnalyzeCli, ExactThresholdsWithManyTies) {
   EXPECT_EQ(j["tensors"].get<int>(), 39);
 }
 
-TEST_F(AnalyzeCli, ZeroDeltasRefineEveryRadixLevel) {
-  // More than a million zero deltas share the first bin: the selection
-  // refines through every 16-bit level down to the value 0 itself.
-  Json j = check("base_big", "chat_sparse", "", "", "sparse.json");
-  EXPECT_GE(j["max_passes"].get<int>(), 5) << j.dump();
-  Json out = read_json_file(path("sparse.json"));
-  const Json& emb = out["tensors"][0];
-  ASSERT_EQ(emb["name"], "model.embed_tokens.weight");
-  EXPECT_EQ(emb["chat_nonzero"].get<uint64_t>(), 153600u);
-  EXPECT_EQ(emb["top"][2]["threshold"].get<double>(), 0.0);
-  EXPECT_EQ(emb["top"][2]["l2_share"].get<double>(), 1.0);
+TEST_F(AnalyzeCli, ZeroDeltasTieAtZeroInOnePass) {
+  // Nine deltas in ten are exactly zero: the 25 % threshold is 0, shared by
+  // more than a million elements.  The estimate's window (or the histogram
+  // bin holding only zeros) fixes it, and the mass counts the ties, in the
+  // first pass.
+  for (const char* extra : {"", "--no-estimate"}) {
+    Json j = check("base_big", "chat_sparse", "", extra, "sparse.json");
+    EXPECT_EQ(j["max_passes"].get<int>(), 1) << extra << " " << j.dump();
+    Json out = read_json_file(path("sparse.json"));
+    const Json& emb = out["tensors"][0];
+    ASSERT_EQ(emb["name"], "model.embed_tokens.weight");
+    EXPECT_EQ(emb["chat_nonzero"].get<uint64_t>(), 153600u);
+    EXPECT_EQ(emb["top"][2]["threshold"].get<double>(), 0.0);
+    EXPECT_EQ(emb["top"][2]["l2_share"].get<double>(), 1.0);
+  }
+}
+
+TEST_F(AnalyzeCli, SharedTopBitsRefineTheRadixOrFitTheWindow) {
+  // 1.5 million deltas of 0.5 and 0.5078125 (the same top 16 bits) in each
+  // vocabulary tensor.  Without the estimate, the first level's bin is
+  // mixed and too large to gather: a histogram of the next 16 bits (pass 2)
+  // separates the two values, and one more pass sums the mass.  With it,
+  // the window holds the two values and pass 1 settles everything.
+  Json radix = check("base_binned", "chat_binned", "", "--no-estimate", "binned_radix.json");
+  EXPECT_EQ(radix["max_passes"].get<int>(), 3) << radix.dump();
+  Json window = check("base_binned", "chat_binned", "", "", "binned_window.json");
+  EXPECT_EQ(window["max_passes"].get<int>(), 1) << window.dump();
+  Json out = read_json_file(path("binned_window.json"));
+  for (const auto& t : out["tensors"])
+    if (t["name"] == "model.embed_tokens.weight") {
+      EXPECT_EQ(t["top"][0]["threshold"].get<double>(), 0.5078125);  // 17 % of the elements
+      EXPECT_EQ(t["top"][1]["threshold"].get<double>(), 0.5078125);
+      EXPECT_EQ(t["top"][2]["threshold"].get<double>(), 0.5);
+    }
 }
 
 TEST_F(AnalyzeCli, SelectionLikeMerge) {
@@ -155,6 +186,39 @@ TEST_F(AnalyzeCli, SameOutputWhateverThreadsAndChunk) {
   auto big = chatvec("-q analyze " + models("base", "chat", "target") + " --threads 2 --json -");
   ASSERT_EQ(big.exit_code, 0) << big.err;
   EXPECT_EQ(without_run_details(Json::parse(big.out)).dump(), without_run_details(Json::parse(first)).dump());
+}
+
+TEST_F(AnalyzeCli, EstimatedWindowsSameWhateverThreadsAndChunk) {
+  // Vocabulary tensors of 1.5 million elements: thresholds estimated from
+  // a sample, settled in pass 1, equal to numpy's; the same bytes for any
+  // thread count, the same figures for any chunk size (and without the
+  // estimate, the same counts and thresholds).
+  Json j = check("base_big", "chat_big", "", "", "big.json");
+  EXPECT_EQ(j["max_passes"].get<int>(), 2);  // the small layer tensors; the vocabulary ones take 1
+  Json ref = read_json_file(path("big.json"));
+  for (const auto& t : ref["tensors"])
+    if (t["elements"].get<uint64_t>() >= (uint64_t(1) << 20)) {
+      EXPECT_EQ(t["passes"].get<int>(), 1) << t["name"];
+    }
+  std::string first;
+  for (const char* args : {"--threads 1", "--threads 2", "--threads 3 --chunk 1000000", "--threads 2 --chunk 16384"}) {
+    auto r = chatvec("-q analyze " + models("base_big", "chat_big") + " " + args + " --json -");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string figures = without_run_details(Json::parse(r.out)).dump();
+    if (first.empty()) first = figures;
+    else EXPECT_EQ(figures, first) << args;
+    if (std::string(args) == "--threads 2") {
+      EXPECT_EQ(r.out, chatvec("-q analyze " + models("base_big", "chat_big") + " --threads 1 --json -").out);
+    }
+  }
+  auto radix = chatvec("-q analyze " + models("base_big", "chat_big") + " --no-estimate --json -");
+  ASSERT_EQ(radix.exit_code, 0) << radix.err;
+  Json a = Json::parse(radix.out), b = Json::parse(first);
+  for (size_t i = 0; i < a["tensors"].size(); ++i)
+    for (size_t q = 0; q < 3; ++q) {
+      EXPECT_EQ(a["tensors"][i]["top"][q]["k"], b["tensors"][i]["top"][q]["k"]);
+      EXPECT_EQ(a["tensors"][i]["top"][q]["threshold"], b["tensors"][i]["top"][q]["threshold"]);
+    }
 }
 
 TEST_F(AnalyzeCli, TableAndPlot) {

@@ -24,7 +24,9 @@ base token the chat model has is compared, the chat model's added tokens are
 "chat only", base tokens the chat model lacks "base only".
 
 Compares with CHATVEC_JSON (counts and thresholds exactly, sums to a relative
-1e-9: numpy sums pairwise, chatvec block by block) and prints a JSON summary;
+1e-9: numpy sums pairwise, chatvec block by block, each block in 8 lanes, and
+the top-fraction masses as count * value for values it counted) and prints a
+JSON summary;
 exit status 1 on any difference.
 """
 import argparse
