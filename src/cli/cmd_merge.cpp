@@ -95,7 +95,7 @@ void add_vector_options(CLI::App* sub, CommonOptions& o) {
   sub->add_option("--clip", o.clip, "Norm clipping: scale each tensor's vector so that ||delta|| <= C * ||target tensor||");
   sub->add_flag("--ties", o.ties, "TIES (apply with two or more vectors): trim each to --keep, elect the sign per "
                                   "element by total mass, add the mean of the agreeing values");
-  sub->add_option("--recipe", o.recipe, "Read the job from this recipe (JSON; an output's chatvec.json); flags given "
+  sub->add_option("--recipe", o.recipe, "Read the job from this recipe (JSON; an output's chatvec.json, or a GGUF a merge wrote); flags given "
                                         "on the command line override its keys")
       ->check(CLI::ExistingFile);
 }

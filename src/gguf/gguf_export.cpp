@@ -479,6 +479,12 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
     }
   }
   sum.vocab_size = n_vocab;
+  // A merge's resolved recipe travels in the file, so that `chatvec merge
+  // --recipe OUT.gguf` reruns it as `--recipe OUT/chatvec.json` does.
+  if (const std::string rec = (fs::path(dir) / "chatvec.json").string(); path_exists(rec)) {
+    kvs.push_back({std::string(kRecipeKey), Value::str(read_file(rec))});
+    sum.recipe = true;
+  }
 
   Writer w(out_file, kvs, decls);
   const uint64_t total = w.total_bytes();

@@ -23,6 +23,10 @@ namespace chatvec::gguf {
 // --type: f32, f16, bf16, q8_0.  nullopt for anything else.
 std::optional<TensorType> tensor_type_from_user(std::string_view s);
 
+// The metadata key that holds a merge's resolved recipe (the JSON of the
+// directory's chatvec.json), written when the exported directory has one.
+inline constexpr std::string_view kRecipeKey = "chatvec.recipe";
+
 struct ExportOptions {
   TensorType type = TensorType::F16;  // type of the 2-D weights
   std::string name;                   // general.name (default: the directory's name)
@@ -39,6 +43,7 @@ struct ExportSummary {
   size_t f16_fallbacks = 0;  // q8_0 requested but the row length is not a multiple of 32
   size_t vocab_size = 0;
   bool chat_template = false;
+  bool recipe = false;             // chatvec.recipe written (the directory had a chatvec.json)
   std::string tokenizer_model;  // "llama" / "gpt2"
   std::vector<std::string> notes;  // what was left out or changed, one line each
 };

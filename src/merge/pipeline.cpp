@@ -586,8 +586,9 @@ JobResult run_job(const MergeJob& job, JobReporter& report) {
                                         : job.dtype   ? std::string(dtype_name(*job.dtype))
                                                       : "f16";
     const gguf::ExportSummary es = gguf::export_gguf(staged.path(), gguf_out->path(), eo);
-    report.line(fmt::format("gguf: {} tensors as {}, tokenizer {}{}", es.tensors, gguf_type_label,
-                            es.tokenizer_model, es.chat_template ? ", chat template" : ""));
+    report.line(fmt::format("gguf: {} tensors as {}, tokenizer {}{}{}", es.tensors, gguf_type_label,
+                            es.tokenizer_model, es.chat_template ? ", chat template" : "",
+                            es.recipe ? ", recipe (rerun with --recipe)" : ""));
     for (const std::string& n : es.notes) report.line("gguf: " + n);
     done = gguf_out.get();
     result.bytes = es.bytes;

@@ -8,6 +8,7 @@
 #include "core/file_util.h"
 #include "formats/hf_cache.h"
 #include "gguf/gguf_export.h"
+#include "gguf/gguf_reader.h"
 
 namespace chatvec {
 
@@ -312,7 +313,24 @@ MergeJob recipe_from_json(const Json& recipe, const fs::path& relative_to) {
 MergeJob read_recipe_file(const fs::path& path) {
   const std::string p = path.string();
   if (!path_exists(p)) throw InputError(p + ": no such recipe file");
-  const Json j = read_json_file(p);
+  Json j;
+  if (gguf::looks_like_gguf(p)) {
+    // A GGUF written by `merge --format gguf` (or exported from a merge's
+    // directory) carries its recipe under chatvec.recipe.
+    const gguf::File f(p);
+    const gguf::Value* v = f.find(gguf::kRecipeKey);
+    if (!v) throw InputError(p + ": a GGUF file without a recipe (no " + std::string(gguf::kRecipeKey) +
+                             " key: it was not written by a chatvec merge)");
+    if (v->type != gguf::ValueType::STRING)
+      throw InputError(p + ": " + std::string(gguf::kRecipeKey) + " is not a string");
+    try {
+      j = Json::parse(v->s);
+    } catch (const Json::exception& e) {
+      throw InputError(p + ": " + std::string(gguf::kRecipeKey) + " is not valid JSON (" + e.what() + ")");
+    }
+  } else {
+    j = read_json_file(p);
+  }
   MergeJob job = from_json(j, fs::absolute(path).parent_path(), p);
   job.recipe_file = p;
   return job;

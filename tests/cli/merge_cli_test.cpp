@@ -5,6 +5,7 @@
 #include <fstream>
 #include <set>
 
+#include "core/file_util.h"
 #include "core/json_util.h"
 #include "test_support.h"
 
@@ -185,6 +186,17 @@ TEST_F(MergeCli, GgufInputsMergeLikeTheirDirectories) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   auto insp = chatvec("inspect " + path("g_out.gguf"));
   EXPECT_NE(insp.out.find("<|im_start|>"), std::string::npos) << insp.out.substr(0, 2000);
+  // The GGUF carries the resolved recipe: `--recipe OUT.gguf` reruns the job
+  // and gives the same file, byte for byte (same file name: general.name).
+  fs::create_directories(path("rerun"));
+  r = chatvec("-q merge --recipe " + path("g_out.gguf") + " -o " + path("rerun") + "/g_out.gguf");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_file(path("g_out.gguf")), read_file(path("rerun") + "/g_out.gguf"));
+  // A GGUF that no merge wrote is refused in one line.
+  r = chatvec("-q merge --recipe " + path("g_target.gguf") + " -o " + path("norecipe.gguf"));
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("g_target.gguf: a GGUF file without a recipe"), std::string::npos) << r.err;
+  expect_no_output(path("norecipe.gguf"));
   for (const auto& e : fs::directory_iterator(tmp_->path()))
     EXPECT_EQ(e.path().filename().string().find(".chatvec-tmp-"), std::string::npos) << e.path();
 }
