@@ -3,10 +3,14 @@
 #include <omp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <regex>
 #include <set>
+#include <unordered_map>
 
 #include "analyze/tensor_scan.h"
 #include "core/error.h"
@@ -122,6 +126,215 @@ ExtractRows extract_rows(const Checkpoint& base, const Checkpoint& chat, std::ve
   return x;
 }
 
+// The top fractions of a layer: the k = ⌈p·n/100⌉ largest |δc| among all n
+// elements of the layer's tensors together.  A sample of every member
+// estimates each threshold; pass 1 of every member counts a window around
+// each estimate (the mass above it, the distinct values in it); when the
+// k-th largest lies in the window, that settles threshold and mass
+// exactly.  Otherwise, from the members' level-0 histograms, the bin
+// holding the k-th largest, then passes over the members counting the two
+// halves of the key range, until a half holds it with few enough distinct
+// values.
+constexpr int kSetPercents[3] = {1, 10, 25};
+constexpr size_t kMaxSetKeys = size_t(1) << 21;  // distinct values kept per window of a set
+constexpr uint64_t kHistShift = 47;              // tensor_scan's level-0 bins: key >> 47
+
+uint64_t key_bits(double v) {
+  uint64_t k;
+  std::memcpy(&k, &v, 8);
+  return k;
+}
+double key_value(uint64_t k) {
+  double v;
+  std::memcpy(&v, &k, 8);
+  return v;
+}
+
+// A window's figures summed over the members scanned so far, in order.
+struct SetTally {
+  uint64_t count = 0;
+  double l1 = 0, l2 = 0;
+  bool over = false;
+  std::unordered_map<uint64_t, uint64_t> keys;
+  void add(const WindowTally& t) {
+    count += t.above_count;
+    l1 += t.above_l1;
+    l2 += t.above_l2;
+    over = over || t.over;
+    if (!over)
+      for (const auto& [k, c] : t.keys) keys[k] += c;
+    if (over || keys.size() > kMaxSetKeys) {
+      over = true;
+      std::unordered_map<uint64_t, uint64_t>().swap(keys);
+    }
+  }
+  // The k-th largest and the mass of the k largest, when the window holds it.
+  bool settle(uint64_t k, TopMass& m) const {
+    if (over || count >= k) return false;
+    std::vector<std::pair<uint64_t, uint64_t>> desc(keys.begin(), keys.end());
+    std::sort(desc.begin(), desc.end(), std::greater<>());
+    uint64_t cnt = count;
+    double a1 = l1, a2 = l2;
+    for (const auto& [key, c] : desc) {
+      const double v = key_value(key);
+      if (cnt + c >= k) {
+        const double ties = double(k - cnt);
+        m.threshold = v;
+        m.l1_share = a1 + ties * v;  // the masses; divided by the totals later
+        m.l2_share = a2 + ties * (v * v);
+        return true;
+      }
+      cnt += c;
+      a1 += double(c) * v;
+      a2 += double(c) * (v * v);
+    }
+    return false;
+  }
+};
+
+struct SetSelect {
+  std::vector<size_t> members;  // indices of the scan inputs, in the order they are scanned
+  size_t left = 0;              // members not scanned yet
+  bool started = false;
+  uint64_t n = 0;
+  std::vector<ExtraWindow> win;  // one per percent, or none
+  std::vector<SetTally> tally;
+  std::vector<uint64_t> hist;  // the members' level-0 histograms, summed
+  int passes = 0;              // further reads of the members
+};
+
+// Windows from the members' samples: each sample element stands for
+// `weight` elements of its tensor; the window spans 4 standard deviations
+// of the estimated rank either side (sampled blocks as independent draws,
+// the same rule as a tensor's own windows).
+std::vector<ExtraWindow> estimate_set(const std::vector<ScanInput>& ins, const SetSelect& set, const ScanOptions& so) {
+  struct S {
+    double v;
+    uint32_t member;
+  };
+  std::vector<S> all;
+  std::vector<double> weight, size;
+  for (size_t i = 0; i < set.members.size(); ++i) {
+    double w = 1;
+    const std::vector<double> smp = sample_abs_delta(ins[set.members[i]], so, &w);
+    for (double v : smp) {
+      if (!std::isfinite(v)) return {};  // pass 1 reports it
+      all.push_back(S{v, uint32_t(i)});
+    }
+    weight.push_back(w);
+    size.push_back(double(smp.size()));
+  }
+  if (all.empty()) return {};
+  std::sort(all.begin(), all.end(), [](const S& a, const S& b) { return a.v > b.v; });
+  std::vector<double> cum(all.size());
+  double c = 0, wmax = 0;
+  for (size_t i = 0; i < all.size(); ++i) cum[i] = c += weight[all[i].member];
+  for (size_t i = 0; i < weight.size(); ++i)
+    if (size[i] > 0 && weight[i] > 1) wmax = std::max(wmax, weight[i]);
+  auto at = [&](double r) {  // the first sample value at cumulative weight r
+    const size_t i = size_t(std::lower_bound(cum.begin(), cum.end(), r) - cum.begin());
+    return i;
+  };
+  std::vector<ExtraWindow> out;
+  for (int p : kSetPercents) {
+    const double k = double((set.n * uint64_t(p) + 99) / 100);
+    const size_t star = std::min(at(k), all.size() - 1);
+    std::vector<double> above(weight.size(), 0);
+    for (size_t i = 0; i <= star; ++i) above[all[i].member] += 1;
+    double var = 0;
+    for (size_t i = 0; i < weight.size(); ++i) {
+      if (size[i] == 0 || weight[i] <= 1) continue;  // sampled whole: counted exactly
+      const double q = above[i] / size[i];
+      var += weight[i] * weight[i] * size[i] * q * (1 - q) * (1 - 1 / weight[i]);
+    }
+    const double w = 4 * std::sqrt(var) + 16 * std::max(1.0, wmax);
+    ExtraWindow x;
+    x.hi = k - w < 1 ? HUGE_VAL : all[std::min(at(k - w), all.size() - 1)].v;
+    x.lo = k + w > cum.back() ? 0.0 : all[std::min(at(k + w), all.size() - 1)].v;
+    out.push_back(x);
+  }
+  return out;
+}
+
+// After every member's pass 1: the top fractions, from the windows or by
+// bisection passes.
+std::vector<TopMass> finish_set(const std::vector<ScanInput>& ins, SetSelect& set, const ScanOptions& so,
+                                double l1_total, double l2_total) {
+  const size_t nq = std::size(kSetPercents);
+  std::vector<TopMass> top(nq);
+  std::vector<uint64_t> klo(nq), khi(nq);
+  std::vector<bool> pending(nq, false);
+  for (size_t q = 0; q < nq; ++q) {
+    TopMass& m = top[q];
+    m.percent = kSetPercents[q];
+    m.k = (set.n * uint64_t(m.percent) + 99) / 100;
+    if (m.k == 0) continue;
+    if (!set.win.empty() && set.tally[q].settle(m.k, m)) continue;
+    // The level-0 bin holding the k-th largest.
+    uint64_t above = 0;
+    size_t d = set.hist.size();
+    while (d > 0) {
+      --d;
+      if (above + set.hist[d] >= m.k) break;
+      above += set.hist[d];
+    }
+    klo[q] = uint64_t(d) << kHistShift;
+    khi[q] = std::min((uint64_t(d + 1) << kHistShift) - 1, key_bits(HUGE_VAL));
+    pending[q] = true;
+  }
+  while (std::find(pending.begin(), pending.end(), true) != pending.end()) {
+    // Per pending fraction: the lower and upper halves of its key range
+    // (or the range itself when it is one key).
+    ScanOptions o = so;
+    o.extra.clear();
+    o.want_hist = false;
+    std::vector<size_t> first(nq);
+    std::vector<uint64_t> mid(nq);
+    for (size_t q = 0; q < nq; ++q) {
+      if (!pending[q]) continue;
+      first[q] = o.extra.size();
+      if (klo[q] == khi[q]) {
+        o.extra.push_back(ExtraWindow{key_value(klo[q]), key_value(khi[q])});
+      } else {
+        mid[q] = klo[q] + (khi[q] - klo[q]) / 2;
+        o.extra.push_back(ExtraWindow{key_value(klo[q]), key_value(mid[q])});
+        o.extra.push_back(ExtraWindow{key_value(mid[q] + 1), key_value(khi[q])});
+      }
+    }
+    std::vector<SetTally> t(o.extra.size());
+    for (size_t i : set.members) {
+      const std::vector<WindowTally> w = tally_windows(ins[i], o);
+      for (size_t x = 0; x < w.size(); ++x) t[x].add(w[x]);
+    }
+    ++set.passes;
+    for (size_t q = 0; q < nq; ++q) {
+      if (!pending[q]) continue;
+      TopMass& m = top[q];
+      if (klo[q] == khi[q]) {
+        if (!t[first[q]].settle(m.k, m)) throw std::logic_error("analyze: a layer's selection lost its rank");
+        pending[q] = false;
+        continue;
+      }
+      const bool upper = t[first[q]].count >= m.k;  // more than k above the middle
+      const SetTally& half = t[first[q] + (upper ? 1 : 0)];
+      if (half.settle(m.k, m)) {
+        pending[q] = false;
+      } else if (upper) {
+        klo[q] = mid[q] + 1;
+      } else {
+        khi[q] = mid[q];
+      }
+    }
+  }
+  for (TopMass& m : top) {
+    if (m.k == 0) continue;
+    const double l1 = *m.l1_share, l2 = *m.l2_share;
+    m.l1_share = l1_total > 0 ? std::optional<double>(l1 / l1_total) : std::nullopt;
+    m.l2_share = l2_total > 0 ? std::optional<double>(l2 / l2_total) : std::nullopt;
+  }
+  return top;
+}
+
 }  // namespace
 
 AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
@@ -193,16 +406,19 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
   so.threads = job.threads > 0 ? job.threads : omp_get_max_threads();
   so.estimate = job.estimate;
 
-  report.progress_begin("analyze");
-  uint64_t done = 0;
-  for (const TensorTask* task : work) {
+  // Every tensor's stream first (the layers' selections need their members).
+  std::vector<ScanInput> inputs_of(work.size());
+  std::vector<TensorAnalysis> pending(work.size());
+  std::map<int64_t, SetSelect> sets;
+  for (size_t wi = 0; wi < work.size(); ++wi) {
+    const TensorTask* task = work[wi];
     const TensorTerm& term = task->terms.at(0);
-    TensorAnalysis a;
+    TensorAnalysis& a = pending[wi];
     a.name = task->name;
     a.shape = term.chat->shape();
     a.dtype = std::string(dtype_name(term.chat->dtype()));
     a.group = tensor_group(a.name, layout, &a.layer);
-    ScanInput si;
+    ScanInput& si = inputs_of[wi];
     si.name = a.name;
     si.chat.tensor = term.chat;
     si.base.tensor = term.base;
@@ -238,10 +454,47 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
     } else {
       si.elements = term.chat->numel();
     }
-    const ScanResult sr = scan_tensor(si, so);
+    if (a.layer >= 0) {
+      SetSelect& set = sets[a.layer];
+      set.members.push_back(wi);
+      ++set.left;
+      set.n += si.elements;
+    }
+  }
+
+  report.progress_begin("analyze");
+  uint64_t done = 0;
+  std::map<int64_t, std::pair<std::vector<TopMass>, int>> layer_top;
+  std::map<int64_t, DeltaSums> layer_sums;
+  for (size_t wi = 0; wi < work.size(); ++wi) {
+    const TensorTask* task = work[wi];
+    TensorAnalysis a = std::move(pending[wi]);
+    SetSelect* set = a.layer >= 0 ? &sets.at(a.layer) : nullptr;
+    ScanOptions to = so;
+    if (set) {
+      if (!set->started) {
+        set->started = true;
+        if (job.estimate) set->win = estimate_set(inputs_of, *set, so);
+        set->tally.resize(set->win.size());
+        set->hist.assign(size_t(1) << (63 - kHistShift), 0);
+      }
+      to.extra = set->win;
+      to.want_hist = true;
+    }
+    const ScanResult sr = scan_tensor(inputs_of[wi], to);
     a.sums = sr.sums;
     a.top = sr.top;
     a.passes = sr.passes;
+    if (set) {
+      for (size_t q = 0; q < sr.extra.size(); ++q) set->tally[q].add(sr.extra[q]);
+      for (size_t d = 0; d < sr.hist.size(); ++d) set->hist[d] += sr.hist[d];
+      layer_sums[a.layer].add(a.sums);
+      if (--set->left == 0) {
+        const DeltaSums& ls = layer_sums[a.layer];
+        layer_top[a.layer] = {finish_set(inputs_of, *set, so, ls.chat_l1, ls.chat_sq), set->passes};
+        sets.erase(a.layer);
+      }
+    }
     res.tensors.push_back(std::move(a));
     for (const CheckpointTensor* p : task->inputs()) done += p->nbytes();
     report.progress(done, total_bytes);
@@ -261,7 +514,12 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
     }
   }
   for (TensorAnalysis& t : res.tensors) t.share = res.total.chat_sq > 0 ? t.sums.chat_sq / res.total.chat_sq : 0;
-  for (auto& [i, l] : layers) res.layers.push_back(l);
+  for (auto& [i, l] : layers) {
+    const auto& t = layer_top.at(i);
+    l.top = t.first;
+    l.passes = t.second;
+    res.layers.push_back(l);
+  }
   res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return res;
 }

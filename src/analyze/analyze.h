@@ -111,6 +111,10 @@ struct TensorAnalysis {
 struct LayerAnalysis {
   int64_t layer = 0;
   DeltaSums sums;
+  // 1, 10, 25 % of all the layer's elements together (the k largest |δc|
+  // among them; shares of the layer's Σ|δc| and Σδc²).
+  std::vector<TopMass> top;
+  int passes = 0;  // reads of the layer's tensors beyond their own scans, for `top`
   std::map<std::string, DeltaSums> groups;
 };
 

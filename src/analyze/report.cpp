@@ -41,6 +41,17 @@ std::string num(const std::optional<double>& v, const char* f = "{:.4g}") {
 std::string pct(double v) { return fmt::format("{:.1f}%", 100 * v); }
 std::string pct(const std::optional<double>& v) { return v ? pct(*v) : std::string("-"); }
 
+Json top_json(const std::vector<TopMass>& tops) {
+  Json top = Json::array();
+  for (const TopMass& m : tops)
+    top.push_back({{"percent", m.percent},
+                   {"k", m.k},
+                   {"threshold", m.threshold},
+                   {"l1_share", opt(m.l1_share)},
+                   {"l2_share", opt(m.l2_share)}});
+  return top;
+}
+
 }  // namespace
 
 Json analysis_json(const AnalyzeResult& r) {
@@ -64,6 +75,8 @@ Json analysis_json(const AnalyzeResult& r) {
     Json lg = Json::object();
     for (const auto& [name, s] : l.groups) lg[name] = sums_json(s, t);
     lj["groups"] = lg;
+    lj["top"] = top_json(l.top);
+    lj["passes"] = l.passes;
     layers.push_back(lj);
   }
   j["layers"] = layers;
@@ -77,14 +90,7 @@ Json analysis_json(const AnalyzeResult& r) {
     tj["group"] = a.group;
     tj["share"] = a.share;
     tj["passes"] = a.passes;
-    Json top = Json::array();
-    for (const TopMass& m : a.top)
-      top.push_back({{"percent", m.percent},
-                     {"k", m.k},
-                     {"threshold", m.threshold},
-                     {"l1_share", opt(m.l1_share)},
-                     {"l2_share", opt(m.l2_share)}});
-    tj["top"] = top;
+    tj["top"] = top_json(a.top);
     if (a.rows) {
       const RowSummary& s = *a.rows;
       tj["rows"] = {{"combined", s.combined},       {"chat_only", s.chat_only},
@@ -147,14 +153,18 @@ std::string analysis_table(const AnalyzeResult& r, size_t top) {
 
   if (!r.layers.empty()) {
     line("");
-    line(fmt::format("{:>5} {:>9}{} {:>7} {:>9} {:>9}", "layer", "rel chat", head_t, "share", "attn", "mlp"));
+    line("per layer (top k%: share of the layer's |chat-base|^2 in the k% largest |chat-base| of all its elements):");
+    line(fmt::format("{:>5} {:>9}{} {:>7} {:>9} {:>9} {:>6} {:>6} {:>6}", "layer", "rel chat", head_t, "share", "attn",
+                     "mlp", "top1", "top10", "top25"));
     for (const LayerAnalysis& l : r.layers) {
       auto grp = [&](const char* g) {
         auto it = l.groups.find(g);
         return it == l.groups.end() ? std::string("-") : num(it->second.rel_chat());
       };
-      line(fmt::format("{:>5} {}{:>8} {:>9} {:>9}", l.layer, stats(l.sums), share(l.sums), grp("attention"),
-                       grp("mlp")));
+      std::string tops;
+      for (const TopMass& m : l.top) tops += fmt::format(" {:>6}", pct(m.l2_share));
+      line(fmt::format("{:>5} {}{:>8} {:>9} {:>9}{}", l.layer, stats(l.sums), share(l.sums), grp("attention"),
+                       grp("mlp"), tops));
     }
   }
 

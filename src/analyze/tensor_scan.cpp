@@ -383,7 +383,7 @@ __attribute__((target_clones("avx2", "default"))) void window_kernel(const doubl
 // Pass 1's selection work on one block with NW windows, in one scan of δc:
 // the level-0 histogram (counts only), for each window the mass above it
 // (in lanes, exactly as above_kernel) and its values (as window_kernel).
-template <size_t NW>
+template <size_t NW, bool kHist = true>
 __attribute__((target_clones("avx2", "default"))) void select_kernel(const double* __restrict dc, size_t m,
                                                                      const double* lo, const double* hi,
                                                                      Above* above, KeyCounts* into, Bin* h) {
@@ -400,7 +400,8 @@ __attribute__((target_clones("avx2", "default"))) void select_kernel(const doubl
       const v4d v = vabs(x);
       v4l keys;
       std::memcpy(&keys, &v, sizeof keys);
-      for (int j = 0; j < 4; ++j) ++h[uint64_t(keys[j]) >> kLevels[0].shift].n;
+      if constexpr (kHist)
+        for (int j = 0; j < 4; ++j) ++h[uint64_t(keys[j]) >> kLevels[0].shift].n;
       v4l any = {};
       for (size_t w = 0; w < NW; ++w) {
         const v4l up = v > whi[w];
@@ -433,7 +434,26 @@ __attribute__((target_clones("avx2", "default"))) void select_kernel(const doubl
     above[w].l1 = fold(l1);
     above[w].l2 = fold(l2);
   }
-  for (size_t i = full; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+  if constexpr (kHist)
+    for (size_t i = full; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+}
+
+// select_kernel for a window count known at run time (1 to 9).
+template <bool kHist>
+void select_windows(size_t nw, const double* dc, size_t m, const double* lo, const double* hi, Above* above,
+                    KeyCounts* into, Bin* h) {
+  switch (nw) {
+    case 1: return select_kernel<1, kHist>(dc, m, lo, hi, above, into, h);
+    case 2: return select_kernel<2, kHist>(dc, m, lo, hi, above, into, h);
+    case 3: return select_kernel<3, kHist>(dc, m, lo, hi, above, into, h);
+    case 4: return select_kernel<4, kHist>(dc, m, lo, hi, above, into, h);
+    case 5: return select_kernel<5, kHist>(dc, m, lo, hi, above, into, h);
+    case 6: return select_kernel<6, kHist>(dc, m, lo, hi, above, into, h);
+    case 7: return select_kernel<7, kHist>(dc, m, lo, hi, above, into, h);
+    case 8: return select_kernel<8, kHist>(dc, m, lo, hi, above, into, h);
+    case 9: return select_kernel<9, kHist>(dc, m, lo, hi, above, into, h);
+    default: throw std::logic_error("analyze: too many windows");
+  }
 }
 
 // Stored values to fp64, exactly (the slow path that looks for a bad element).
@@ -602,6 +622,7 @@ class Scanner {
       for (auto& st : s.stage) st.resize(B);  // 8 bytes an element: room for any Repr
     }
     if (opt.percents.size() > 8) throw std::logic_error("analyze: at most 8 top fractions");
+    if (opt.extra.size() > 6) throw std::logic_error("analyze: at most 6 extra windows");
   }
 
   ScanResult run() {
@@ -809,13 +830,18 @@ class Scanner {
     std::vector<uint8_t> any_bad(static_cast<size_t>(threads_), 0);
     std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
-    const size_t nw = windows_.size();
-    std::vector<Above> wblocks(nw * blocks.size());
-    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nw));
-    std::vector<double> wlo(nw), whi(nw);
+    const size_t nw = windows_.size(), nx = opt_.extra.size(), nall = nw + nx;
+    std::vector<Above> wblocks(nall * blocks.size());
+    xabove_.assign(nx, Above{});
+    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nall));
+    std::vector<double> wlo(nall), whi(nall);
     for (size_t q = 0; q < nw; ++q) {
       wlo[q] = windows_[q].lo;
       whi[q] = windows_[q].hi;
+    }
+    for (size_t q = 0; q < nx; ++q) {
+      wlo[nw + q] = opt_.extra[q].lo;
+      whi[nw + q] = opt_.extra[q].hi;
     }
     pass(
         true,
@@ -823,17 +849,24 @@ class Scanner {
           Bin* h = hist[size_t(tid)].data();
           // With windows (they decide nearly always) the histogram counts only:
           // every bin "mixed" for the fallback.
+          // The extra windows (a layer's) after the tensor's own, in the same scan.
           if (nw == 3) {
-            select_kernel<3>(dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nw], wkeys[size_t(tid)].data(), h);
-          } else if (nw) {
-            for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
-            for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nw + q]);
-            window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
+            select_windows<true>(nall, dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nall],
+                                 wkeys[size_t(tid)].data(), h);
           } else {
-            for (size_t i = 0; i < m; ++i) {
-              const uint64_t k = key_of(dc[i]);
-              count_key(h, size_t(k >> kLevels[0].shift), k);
+            if (nw) {
+              for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+              for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nall + q]);
+              window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
+            } else {
+              for (size_t i = 0; i < m; ++i) {
+                const uint64_t k = key_of(dc[i]);
+                count_key(h, size_t(k >> kLevels[0].shift), k);
+              }
             }
+            if (nx)
+              select_windows<false>(nx, dc, m, wlo.data() + nw, whi.data() + nw, &wblocks[size_t(bi) * nall + nw],
+                                    wkeys[size_t(tid)].data() + nw, h);
           }
           DeltaSums s;
           s.elements = m;
@@ -857,11 +890,12 @@ class Scanner {
         [&](uint64_t, size_t nb) {
           for (size_t i = 0; i < nb; ++i) {
             r.sums.add(blocks[i]);
-            for (size_t q = 0; q < nw; ++q) {
-              const Above& a = wblocks[i * nw + q];
-              win_[q].above.count += a.count;
-              win_[q].above.l1 += a.l1;
-              win_[q].above.l2 += a.l2;
+            for (size_t q = 0; q < nall; ++q) {
+              const Above& a = wblocks[i * nall + q];
+              Above& into = q < nw ? win_[q].above : xabove_[q - nw];
+              into.count += a.count;
+              into.l1 += a.l1;
+              into.l2 += a.l2;
             }
           }
         });
@@ -881,6 +915,7 @@ class Scanner {
         w.count += c;
       }
     }
+    r.extra = tallies_of(wkeys, nw);
     bool nbad = false;
     uint64_t first = UINT64_MAX;
     for (int t = 0; t < threads_; ++t) {
@@ -895,8 +930,84 @@ class Scanner {
                        ": the figures would be meaningless");
     hist0_ = std::move(hist[0]);
     for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
+    if (opt_.want_hist) {
+      r.hist.resize(kBins);
+      for (size_t d = 0; d < kBins; ++d) r.hist[d] = hist0_[d].n;
+    }
   }
 
+  // The extra windows' tallies: the mass above each (xabove_), the
+  // distinct keys in it whichever thread saw them (wkeys[thread][first + w]).
+  std::vector<WindowTally> tallies_of(const std::vector<std::vector<KeyCounts>>& wkeys, size_t first) const {
+    std::vector<WindowTally> out(opt_.extra.size());
+    for (size_t w = 0; w < out.size(); ++w) {
+      WindowTally& t = out[w];
+      t.above_count = xabove_[w].count;
+      t.above_l1 = xabove_[w].l1;
+      t.above_l2 = xabove_[w].l2;
+      std::map<uint64_t, uint64_t> all;
+      for (int th = 0; th < threads_ && !t.over; ++th) {
+        const KeyCounts& kc = wkeys[size_t(th)][first + w];
+        t.over = kc.overflowed();
+        if (!t.over) kc.each([&](uint64_t k, uint64_t c) { all[k] += c; });
+      }
+      if (!t.over) t.keys.assign(all.begin(), all.end());
+    }
+    return out;
+  }
+
+ public:
+  // One pass of δc for the extra windows only.
+  std::vector<WindowTally> tally_only() {
+    const size_t nx = opt_.extra.size(), nb = size_t((std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
+    if (nx == 0) return {};
+    xabove_.assign(nx, Above{});
+    std::vector<Above> wblocks(nx * nb);
+    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nx));
+    std::vector<double> wlo(nx), whi(nx);
+    for (size_t q = 0; q < nx; ++q) {
+      wlo[q] = opt_.extra[q].lo;
+      whi[q] = opt_.extra[q].hi;
+    }
+    pass(
+        false,
+        [&](int64_t bi, uint64_t, const double* dc, size_t m, int tid, const Sums1*) {
+          select_windows<false>(nx, dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nx],
+                                wkeys[size_t(tid)].data(), nullptr);
+        },
+        [&](uint64_t, size_t n) {
+          for (size_t i = 0; i < n; ++i)
+            for (size_t q = 0; q < nx; ++q) {
+              const Above& a = wblocks[i * nx + q];
+              xabove_[q].count += a.count;
+              xabove_[q].l1 += a.l1;
+              xabove_[q].l2 += a.l2;
+            }
+        });
+    return tallies_of(wkeys, 0);
+  }
+
+  // The sample of estimate_windows (every block of a small tensor).
+  std::vector<double> sample(double* weight) {
+    const uint64_t n = in_.elements, nblocks = (n + B - 1) / B;
+    const uint64_t s_elems = std::clamp<uint64_t>(n / 64, kSampleMinElements, kSampleMaxElements);
+    const uint64_t stride = n < kWindowMinElements || s_elems * 4 > n ? 1 : std::max<uint64_t>(1, n / s_elems);
+    std::vector<double> out;
+    Scratch& sc = scratch_[0];
+    auto st = [&](int i) { return reinterpret_cast<uint8_t*>(sc.stage[i].data()); };
+    for (uint64_t bi = 0; bi < nblocks; bi += stride) {
+      const uint64_t off = bi * B;
+      const size_t m = size_t(std::min<uint64_t>(B, n - off));
+      const uint8_t* pb = fetch(in_.base, in_.width, off, m, repr_, st(0));
+      const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
+      delta(pb, pc, m, sc.dc.data());
+      for (size_t i = 0; i < m; ++i) out.push_back(std::fabs(sc.dc[i]));
+    }
+    *weight = out.empty() ? 1.0 : double(n) / double(out.size());
+    return out;
+  }
+
+ private:
   // A threshold the level-0 histogram fixed (its bin `d` is pure): when
   // every bin above is pure too, the mass above is Σ count·v and
   // Σ count·v² over those bins (largest first), without another pass.
@@ -1044,6 +1155,7 @@ class Scanner {
   };
   std::vector<Window> windows_;
   std::vector<WindowSums> win_;
+  std::vector<Above> xabove_;  // the extra windows': |δc| > hi, block by block
 };
 
 }  // namespace
@@ -1078,6 +1190,14 @@ std::optional<double> DeltaSums::sign_agreement() const {
 }
 
 ScanResult scan_tensor(const ScanInput& in, const ScanOptions& opt) { return Scanner(in, opt).run(); }
+
+std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& opt) {
+  return Scanner(in, opt).tally_only();
+}
+
+std::vector<double> sample_abs_delta(const ScanInput& in, const ScanOptions& opt, double* weight) {
+  return Scanner(in, opt).sample(weight);
+}
 
 double rows_sum_sq(const CheckpointTensor& t, const std::vector<int64_t>& rows) {
   const uint64_t w = t.row_elements();

@@ -42,21 +42,48 @@ struct ScanInput {
   ScanOperand chat, base, target;  // target.tensor null: no target
 };
 
+// A window of |δc| values counted for a set of tensors (a layer), whose
+// top fractions are selected over all of their elements together: the
+// tensor's share of the set's count and mass above `hi`, and of its
+// distinct values in [lo, hi].
+struct ExtraWindow {
+  double lo = 0, hi = 0;
+};
+struct WindowTally {
+  uint64_t above_count = 0;          // elements with |δc| > hi
+  double above_l1 = 0, above_l2 = 0;  // their Σ|δc| and Σδc², in lanes, block by block
+  bool over = false;                  // more distinct values in [lo, hi] than kept
+  std::vector<std::pair<uint64_t, uint64_t>> keys;  // the bit patterns of |δc| in [lo, hi], with counts (any order)
+};
+
 struct ScanOptions {
   uint64_t chunk_elements = uint64_t(1) << 24;  // a multiple of kAnalyzeBlock
   int threads = 1;
   bool estimate = true;  // the sample and the windows (see above)
   std::vector<int> percents = {1, 10, 25};
+  std::vector<ExtraWindow> extra;  // counted in pass 1 too (at most 6)
+  bool want_hist = false;          // return the level-0 histogram's counts
 };
 
 struct ScanResult {
   DeltaSums sums;
   std::vector<TopMass> top;
   int passes = 0;
+  std::vector<WindowTally> extra;  // one per ScanOptions::extra
+  std::vector<uint64_t> hist;      // want_hist: elements per value of (bit pattern of |δc|) >> 47
 };
 
 // InputError naming the tensor when an input element is not finite.
 ScanResult scan_tensor(const ScanInput& in, const ScanOptions& opt);
+
+// Pass 1 only for the extra windows (reading δc, no other figure): what a
+// set's selection needs when its windows missed.
+std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& opt);
+
+// |δc| of the blocks a tensor's estimate samples (every stride-th block;
+// every block of a tensor under 2^20 elements); *weight: elements of the
+// tensor per sample element.
+std::vector<double> sample_abs_delta(const ScanInput& in, const ScanOptions& opt, double* weight);
 
 // Σ x² over the given rows of `t`, rows in order, each row summed in order.
 double rows_sum_sq(const CheckpointTensor& t, const std::vector<int64_t>& rows);

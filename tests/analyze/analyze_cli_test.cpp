@@ -59,6 +59,11 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
       }
     }
     gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
+    // Layers with MLP matrices of 1.08 million elements (f32, several
+    // shards): a layer's thresholds estimated from its members' samples.
+    const std::string wide = "--shape small --vocab 512 --hidden 128 --intermediate 8448 --layers 2 --dtype f32 ";
+    gen("base_wide", wide + "--seed 21 --shard-bytes 3000000");
+    gen("chat_wide", wide + "--derive-from " + path("base_wide") + " --seed 22 --noise 0.01");
   }
 
   static testing::CommandResult chatvec(const std::string& args) {
@@ -219,6 +224,42 @@ TEST_F(AnalyzeCli, EstimatedWindowsSameWhateverThreadsAndChunk) {
       EXPECT_EQ(a["tensors"][i]["top"][q]["k"], b["tensors"][i]["top"][q]["k"]);
       EXPECT_EQ(a["tensors"][i]["top"][q]["threshold"], b["tensors"][i]["top"][q]["threshold"]);
     }
+}
+
+// The top fractions of a layer, over all of its elements together: equal to
+// numpy's (the reference checks every layer's k, threshold and shares),
+// from the windows in pass 1 or by bisection passes (--no-estimate), the
+// same for any thread count and chunk size.
+TEST_F(AnalyzeCli, LayerTopFractionsEqualNumpyWhicheverPath) {
+  Json est = check("base", "chat", "target", "--chunk 16384", "layers_est.json");
+  EXPECT_EQ(est["layers"].get<int>(), 4);
+  for (const auto& [l, p] : est["layer_passes"].items()) EXPECT_EQ(p.get<int>(), 0) << "layer " << l;
+  Json bis = check("base", "chat", "target", "--chunk 16384 --no-estimate", "layers_bis.json");
+  EXPECT_EQ(bis["layers"].get<int>(), 4);
+  for (const auto& [l, p] : bis["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
+  const Json a = read_json_file(path("layers_est.json")), b = read_json_file(path("layers_bis.json"));
+  ASSERT_EQ(a["layers"].size(), b["layers"].size());
+  for (size_t i = 0; i < a["layers"].size(); ++i)
+    for (size_t q = 0; q < 3; ++q) {
+      const Json &x = a["layers"][i]["top"][q], &y = b["layers"][i]["top"][q];
+      EXPECT_EQ(x["k"], y["k"]);
+      EXPECT_EQ(x["threshold"], y["threshold"]);
+      EXPECT_NEAR(x["l2_share"].get<double>(), y["l2_share"].get<double>(), 1e-12);
+    }
+  // Members over 2^20 elements: sampled, the windows from weighted samples.
+  Json wide = check("base_wide", "chat_wide", "", "", "wide.json");
+  EXPECT_EQ(wide["layers"].get<int>(), 2);
+  for (const auto& [l, p] : wide["layer_passes"].items()) EXPECT_EQ(p.get<int>(), 0) << "layer " << l;
+  std::string first;
+  for (const char* args : {"--threads 1", "--threads 3 --chunk 100000", "--threads 2 --chunk 16384"}) {
+    auto r = chatvec("-q analyze " + models("base_wide", "chat_wide") + " " + args + " --json -");
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+    const std::string layers = Json::parse(r.out)["layers"].dump();
+    if (first.empty()) first = layers;
+    else EXPECT_EQ(layers, first) << args;
+  }
+  Json wide_bis = check("base_wide", "chat_wide", "", "--no-estimate --chunk 65536 --threads 2", "wide_bis.json");
+  for (const auto& [l, p] : wide_bis["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
 }
 
 TEST_F(AnalyzeCli, TableAndPlot) {

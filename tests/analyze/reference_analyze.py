@@ -13,7 +13,9 @@ them:
   sign_agree = #(both non-zero and sign(dc) == sign(dt))
   top p%: k = ceil(p*n/100) largest |dc| (numpy partition): threshold = the
   k-th largest, l1_share = sum(top)/sum(|dc|), l2_share = sum(top^2)/sum(dc^2)
-  layers: sums over the tensors named model.layers.N.*; groups by name.
+  layers: sums over the tensors named model.layers.N.*; groups by name;
+  per layer, the top p% of all the layer's elements together (|dc| of its
+  tensors concatenated, then as above, with the layer's sums)
 
 Vocabulary tensors (embed_tokens, lm_head) are compared on rows paired by
 token string from tokenizer.json (by index without tokenizers): a target row
@@ -201,7 +203,7 @@ def analyse_tensor(name, B, C, T, pairs):
         add(acc, sums_of(dc, b.reshape(-1), dt))
         absd.append(np.abs(dc))
     a = np.concatenate(absd) if absd else np.zeros(0)
-    return acc, top_of(a, acc["chat_l1"], acc["chat_sq"])
+    return acc, top_of(a, acc["chat_l1"], acc["chat_sq"]), a
 
 
 def close(a, b, tol=1e-9):
@@ -234,6 +236,13 @@ def main():
     names = [n for n in (T if has_t else C) if selected(n) and (T if has_t else C)[n][0] in ("BF16", "F16", "F32", "F64")]
     errors = []
     want_t, layers, groups, total = {}, {}, {}, {}
+    # Per layer, the top fractions of all its elements together: |dc| of the
+    # layer's tensors kept until its last one is done.
+    layer_left = {}
+    for name in names:
+        if layer_of(name) is not None:
+            layer_left[layer_of(name)] = layer_left.get(layer_of(name), 0) + 1
+    layer_abs, layer_top = {}, {}
     for name in names:
         pairs, chat_only, target_only, base_only = None, [], [], 0
         if is_vocab(name):
@@ -243,7 +252,7 @@ def main():
             identity = (not chat_only and not target_only and not base_only and rb == rc and (not has_t or rt == rb)
                         and all(p[1] == p[2] == i and (not has_t or p[0] == i) for i, p in enumerate(comp)))
             pairs = None if identity else comp
-        s, top = analyse_tensor(name, B, C, T, pairs)
+        s, top, absd = analyse_tensor(name, B, C, T, pairs)
         rec = {"sums": s, "top": top}
         if pairs is not None:
             w = C[name][1][1]
@@ -256,7 +265,15 @@ def main():
         add(total, s)
         add(groups.setdefault(group_of(name), {}), s)
         if layer_of(name) is not None:
-            add(layers.setdefault(layer_of(name), {}), s)
+            li = layer_of(name)
+            add(layers.setdefault(li, {}), s)
+            layer_abs.setdefault(li, []).append(absd)
+            layer_left[li] -= 1
+            if layer_left[li] == 0:
+                la = np.concatenate(layer_abs.pop(li))
+                layer_top[li] = top_of(la, layers[li]["chat_l1"], layers[li]["chat_sq"])
+                del la
+        del absd
 
     def cmp_sums(where, want, g):
         for k, v in want.items():
@@ -280,18 +297,23 @@ def main():
     if set(got_t) != set(want_t):
         errors.append(f"tensor sets differ: chatvec only {sorted(set(got_t) - set(want_t))}, "
                       f"numpy only {sorted(set(want_t) - set(got_t))}")
+    def cmp_top(where, want, got_top):
+        if len(got_top) != len(want):
+            errors.append(f"{where}: {len(got_top)} top fractions, numpy {len(want)}")
+        for wt, gt in zip(want, got_top):
+            if wt["k"] != gt["k"] or wt["threshold"] != gt["threshold"]:
+                errors.append(f"{where} top {wt['percent']}%: k {gt['k']} threshold {gt['threshold']!r}, numpy k {wt['k']} "
+                              f"threshold {wt['threshold']!r}")
+            for f in ("l1_share", "l2_share"):
+                if not close(gt[f], wt[f]):
+                    errors.append(f"{where} top {wt['percent']}%: {f} {gt[f]}, numpy {wt[f]}")
+
     for name, rec in want_t.items():
         g = got_t.get(name)
         if g is None:
             continue
         cmp_sums(name, rec["sums"], g)
-        for wt, gt in zip(rec["top"], g["top"]):
-            if wt["k"] != gt["k"] or wt["threshold"] != gt["threshold"]:
-                errors.append(f"{name} top {wt['percent']}%: k {gt['k']} threshold {gt['threshold']!r}, numpy k {wt['k']} "
-                              f"threshold {wt['threshold']!r}")
-            for f in ("l1_share", "l2_share"):
-                if not close(gt[f], wt[f]):
-                    errors.append(f"{name} top {wt['percent']}%: {f} {gt[f]}, numpy {wt[f]}")
+        cmp_top(name, rec["top"], g["top"])
         if ("rows" in rec) != ("rows" in g):
             errors.append(f"{name}: rows reported by {'numpy' if 'rows' in rec else 'chatvec'} only")
         elif "rows" in rec:
@@ -307,6 +329,7 @@ def main():
     for i, s in layers.items():
         if i in got_l:
             cmp_sums(f"layer {i}", s, got_l[i])
+            cmp_top(f"layer {i}", layer_top[i], got_l[i].get("top", []))
     # The ranking: shares of the total.
     for name, g in got_t.items():
         if name in want_t and not close(g["share"], want_t[name]["sums"]["chat_sq"] / total["chat_sq"]):
@@ -314,7 +337,9 @@ def main():
     passes = {name: g.get("passes") for name, g in got_t.items()}
     print(json.dumps({"tensors": len(want_t), "errors": errors[:20], "error_count": len(errors),
                       "vocab_rows": {n: r["rows"] for n, r in want_t.items() if "rows" in r},
-                      "max_passes": max(passes.values()) if passes else 0}))
+                      "max_passes": max(passes.values()) if passes else 0,
+                      "layers": len(layer_top),
+                      "layer_passes": {str(l["layer"]): l.get("passes") for l in got["layers"]}}))
     sys.exit(1 if errors else 0)
 
 
