@@ -207,25 +207,51 @@ struct SetSelect {
 // `weight` elements of its tensor; the window spans 4 standard deviations
 // of the estimated rank either side (sampled blocks as independent draws,
 // the same rule as a tensor's own windows).
+// Sorts descending, by a radix sort (16-bit digits, least significant first).
+void sort_desc(std::vector<uint64_t>& a) {
+  std::vector<uint64_t> tmp(a.size());
+  std::vector<size_t> count(size_t(1) << 16);
+  for (int shift = 0; shift < 64; shift += 16) {
+    std::fill(count.begin(), count.end(), 0);
+    for (uint64_t x : a) ++count[0xFFFF - ((x >> shift) & 0xFFFF)];
+    if (std::find(count.begin(), count.end(), a.size()) != count.end()) continue;  // one digit: in order
+    size_t at = 0;
+    for (size_t& c : count) {
+      const size_t n = c;
+      c = at;
+      at += n;
+    }
+    for (uint64_t x : a) tmp[count[0xFFFF - ((x >> shift) & 0xFFFF)]++] = x;
+    a.swap(tmp);
+  }
+}
+
 std::vector<ExtraWindow> estimate_set(const std::vector<ScanInput>& ins, const SetSelect& set, const ScanOptions& so) {
+  // Each sample value as its bit pattern, the low 8 bits replaced by the
+  // member's index (an estimate: 2^-44 of the value does not matter).
   struct S {
     double v;
     uint32_t member;
   };
-  std::vector<S> all;
+  if (set.members.size() > 256) return {};
+  std::vector<uint64_t> packed;
   std::vector<double> weight, size;
   for (size_t i = 0; i < set.members.size(); ++i) {
     double w = 1;
     const std::vector<double> smp = sample_abs_delta(ins[set.members[i]], so, &w);
     for (double v : smp) {
       if (!std::isfinite(v)) return {};  // pass 1 reports it
-      all.push_back(S{v, uint32_t(i)});
+      packed.push_back((key_bits(v) & ~uint64_t(0xFF)) | uint64_t(i));
     }
     weight.push_back(w);
     size.push_back(double(smp.size()));
   }
-  if (all.empty()) return {};
-  std::sort(all.begin(), all.end(), [](const S& a, const S& b) { return a.v > b.v; });
+  if (packed.empty()) return {};
+  sort_desc(packed);
+  std::vector<S> all(packed.size());
+  for (size_t i = 0; i < packed.size(); ++i)
+    all[i] = S{key_value(packed[i] & ~uint64_t(0xFF)), uint32_t(packed[i] & 0xFF)};
+  std::vector<uint64_t>().swap(packed);
   std::vector<double> cum(all.size());
   double c = 0, wmax = 0;
   for (size_t i = 0; i < all.size(); ++i) cum[i] = c += weight[all[i].member];

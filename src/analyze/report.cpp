@@ -246,7 +246,7 @@ void panel(std::string& svg, double x0, double y0, double w, double h, int64_t l
 std::string analysis_svg(const AnalyzeResult& r) {
   const double W = 860, x0 = 60, pw = 560, ph = 200;
   const bool t = r.has_target;
-  const double H = t ? 560 : 300;
+  const double H = t ? 820 : 560;
   std::string svg = fmt::format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{:.0f}\" height=\"{:.0f}\" font-family=\"sans-serif\" "
       "font-size=\"11\">\n<rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n",
@@ -298,6 +298,21 @@ std::string analysis_svg(const AnalyzeResult& r) {
     panel(svg, x0, 50 + ph + 60, pw, ph, lmin, lmax, lo < 0 ? -1.0 : 0.0, 1.0,
           "agreement of the two deltas per layer", agree);
   }
+  // How concentrated each layer's vector is: the share of its |δc|² in its
+  // top 1/10/25 % (of all the layer's elements).
+  std::vector<Series> conc;
+  const char* colors[3] = {"#d62728", "#1f77b4", "#2ca02c"};
+  for (size_t q = 0; q < 3; ++q) {
+    Series s{"", colors[q], false, {}};
+    for (const LayerAnalysis& l : r.layers)
+      if (q < l.top.size()) {
+        s.label = fmt::format("top {} % of the layer's elements", l.top[q].percent);
+        if (l.top[q].l2_share) s.points.emplace_back(l.layer, *l.top[q].l2_share);
+      }
+    conc.push_back(s);
+  }
+  panel(svg, x0, 50 + (t ? 2 : 1) * (ph + 60), pw, ph, lmin, lmax, 0.0, 1.0,
+        "share of |chat-base|^2 in the largest |chat-base| per layer", conc);
   svg += fmt::format("<text x=\"{:.0f}\" y=\"{:.0f}\" text-anchor=\"middle\">layer</text>\n", x0 + pw / 2, H - 8);
   svg += "</svg>\n";
   return svg;

@@ -273,12 +273,14 @@ TEST_F(AnalyzeCli, TableAndPlot) {
   const std::string svg = read_file(path("plot.svg"));
   EXPECT_EQ(svg.rfind("<svg xmlns=\"http://www.w3.org/2000/svg\"", 0), 0u);
   EXPECT_NE(svg.find("</svg>"), std::string::npos);
-  // 10 series (6 norms, 4 agreement) of 4 layers each.
+  // 13 series (6 norms, 4 agreement, 3 top fractions) of 4 layers each.
+  EXPECT_NE(r.out.find("top1  top10  top25"), r.out.rfind("top1  top10  top25")) << r.out;  // tensors and layers
+  EXPECT_NE(svg.find("top 10 % of the layer's elements"), std::string::npos);
   size_t polylines = 0, circles = 0;
   for (size_t p = 0; (p = svg.find("<polyline", p)) != std::string::npos; ++p) ++polylines;
   for (size_t p = 0; (p = svg.find("<circle", p)) != std::string::npos; ++p) ++circles;
-  EXPECT_EQ(polylines, 10u);
-  EXPECT_EQ(circles, 40u);
+  EXPECT_EQ(polylines, 13u);
+  EXPECT_EQ(circles, 52u);
 }
 
 TEST_F(AnalyzeCli, TheReferenceNoticesAWrongFigure) {
