@@ -831,9 +831,6 @@ class Scanner {
     std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
     const size_t nw = windows_.size(), nx = opt_.extra.size(), nall = nw + nx;
-    std::vector<Above> wblocks(nall * blocks.size());
-    xabove_.assign(nx, Above{});
-    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nall));
     std::vector<double> wlo(nall), whi(nall);
     for (size_t q = 0; q < nw; ++q) {
       wlo[q] = windows_[q].lo;
@@ -843,29 +840,55 @@ class Scanner {
       wlo[nw + q] = opt_.extra[q].lo;
       whi[nw + q] = opt_.extra[q].hi;
     }
+    // The windows scanned: with the tensor's own windows, overlapping ones
+    // (a layer's window near the tensor's) merged into one, their figures
+    // derived after the pass from the union's values (the union holds each
+    // of them whole).
+    std::vector<size_t> unit(nall);
+    std::vector<double> ulo, uhi;
+    if (nw == 3) {
+      std::vector<size_t> order(nall);
+      for (size_t j = 0; j < nall; ++j) order[j] = j;
+      std::stable_sort(order.begin(), order.end(), [&](size_t x, size_t y) { return wlo[x] < wlo[y]; });
+      for (size_t j : order) {
+        if (!ulo.empty() && wlo[j] <= uhi.back()) {
+          uhi.back() = std::max(uhi.back(), whi[j]);
+        } else {
+          ulo.push_back(wlo[j]);
+          uhi.push_back(whi[j]);
+        }
+        unit[j] = ulo.size() - 1;
+      }
+    } else {
+      ulo = wlo;
+      uhi = whi;
+      for (size_t j = 0; j < nall; ++j) unit[j] = j;
+    }
+    const size_t nu = ulo.size();
+    std::vector<Above> wblocks(nu * blocks.size()), uabove(nu);
+    std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nu));
     pass(
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
           Bin* h = hist[size_t(tid)].data();
           // With windows (they decide nearly always) the histogram counts only:
           // every bin "mixed" for the fallback.
-          // The extra windows (a layer's) after the tensor's own, in the same scan.
           if (nw == 3) {
-            select_windows<true>(nall, dc, m, wlo.data(), whi.data(), &wblocks[size_t(bi) * nall],
+            select_windows<true>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
                                  wkeys[size_t(tid)].data(), h);
           } else {
             if (nw) {
               for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
-              for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nall + q]);
-              window_kernel(dc, m, wlo.data(), whi.data(), nw, wkeys[size_t(tid)].data());
+              for (size_t q = 0; q < nw; ++q) above_kernel(dc, m, windows_[q].hi, wblocks[size_t(bi) * nu + q]);
+              window_kernel(dc, m, ulo.data(), uhi.data(), nw, wkeys[size_t(tid)].data());
             } else {
               for (size_t i = 0; i < m; ++i) {
                 const uint64_t k = key_of(dc[i]);
                 count_key(h, size_t(k >> kLevels[0].shift), k);
               }
             }
-            if (nx)
-              select_windows<false>(nx, dc, m, wlo.data() + nw, whi.data() + nw, &wblocks[size_t(bi) * nall + nw],
+            if (nx)  // the extra windows (a layer's) after the tensor's own
+              select_windows<false>(nx, dc, m, ulo.data() + nw, uhi.data() + nw, &wblocks[size_t(bi) * nu + nw],
                                     wkeys[size_t(tid)].data() + nw, h);
           }
           DeltaSums s;
@@ -890,32 +913,62 @@ class Scanner {
         [&](uint64_t, size_t nb) {
           for (size_t i = 0; i < nb; ++i) {
             r.sums.add(blocks[i]);
-            for (size_t q = 0; q < nall; ++q) {
-              const Above& a = wblocks[i * nall + q];
-              Above& into = q < nw ? win_[q].above : xabove_[q - nw];
-              into.count += a.count;
-              into.l1 += a.l1;
-              into.l2 += a.l2;
+            for (size_t u = 0; u < nu; ++u) {
+              const Above& a = wblocks[i * nu + u];
+              uabove[u].count += a.count;
+              uabove[u].l1 += a.l1;
+              uabove[u].l2 += a.l2;
             }
           }
         });
-    // The windows' distinct keys and counts, whichever thread saw them.
-    for (size_t q = 0; q < nw; ++q) {
-      if (!windows_[q].on) continue;
-      WindowSums& w = win_[q];
+    // The scanned windows' distinct keys and counts, whichever thread saw them.
+    std::vector<std::vector<std::pair<uint64_t, uint64_t>>> ukeys(nu);
+    std::vector<uint8_t> uover(nu, 0);
+    for (size_t u = 0; u < nu; ++u) {
       std::map<uint64_t, uint64_t, std::greater<uint64_t>> all;
-      for (int t = 0; t < threads_; ++t) {
-        const KeyCounts& kc = wkeys[size_t(t)][q];
-        w.over = w.over || kc.overflowed();
-        if (!w.over) kc.each([&](uint64_t k, uint64_t c) { all[k] += c; });
+      for (int t = 0; t < threads_ && !uover[u]; ++t) {
+        const KeyCounts& kc = wkeys[size_t(t)][u];
+        uover[u] = kc.overflowed();
+        if (!uover[u]) kc.each([&](uint64_t k, uint64_t c) { all[k] += c; });
       }
-      if (w.over) continue;
-      for (const auto& [k, c] : all) {
-        w.keys.emplace_back(k, c);
-        w.count += c;
-      }
+      if (!uover[u]) ukeys[u].assign(all.begin(), all.end());
     }
-    r.extra = tallies_of(wkeys, nw);
+    // Each window from its union: the mass above the union, plus the
+    // union's values above the window (largest first); the values inside.
+    auto derive = [&](size_t j, Above& a, bool& over, std::vector<std::pair<uint64_t, uint64_t>>& keys,
+                      uint64_t& count) {
+      const size_t u = unit[j];
+      a = uabove[u];
+      over = uover[u];
+      count = 0;
+      keys.clear();
+      if (over) return;
+      for (const auto& [k, c] : ukeys[u]) {
+        const double v = value_of(k);
+        if (v > whi[j]) {
+          a.count += c;
+          a.l1 += double(c) * v;
+          a.l2 += double(c) * (v * v);
+        } else if (v >= wlo[j]) {
+          keys.emplace_back(k, c);
+          count += c;
+        }
+      }
+    };
+    for (size_t q = 0; q < nw; ++q) {
+      WindowSums& w = win_[q];
+      derive(q, w.above, w.over, w.keys, w.count);
+    }
+    r.extra.assign(nx, WindowTally{});
+    for (size_t x = 0; x < nx; ++x) {
+      WindowTally& t = r.extra[x];
+      Above a;
+      uint64_t count = 0;
+      derive(nw + x, a, t.over, t.keys, count);
+      t.above_count = a.count;
+      t.above_l1 = a.l1;
+      t.above_l2 = a.l2;
+    }
     bool nbad = false;
     uint64_t first = UINT64_MAX;
     for (int t = 0; t < threads_; ++t) {
