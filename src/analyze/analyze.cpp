@@ -248,10 +248,11 @@ std::vector<ExtraWindow> estimate_set(const std::vector<ScanInput>& ins, const S
   }
   if (packed.empty()) return {};
   sort_desc(packed);
-  std::vector<S> all(packed.size());
-  for (size_t i = 0; i < packed.size(); ++i)
-    all[i] = S{key_value(packed[i] & ~uint64_t(0xFF)), uint32_t(packed[i] & 0xFF)};
-  std::vector<uint64_t>().swap(packed);
+  struct View {  // the sorted sample as (value, member)
+    const std::vector<uint64_t>& p;
+    size_t size() const { return p.size(); }
+    S operator[](size_t i) const { return S{key_value(p[i] & ~uint64_t(0xFF)), uint32_t(p[i] & 0xFF)}; }
+  } all{packed};
   std::vector<double> cum(all.size());
   double c = 0, wmax = 0;
   for (size_t i = 0; i < all.size(); ++i) cum[i] = c += weight[all[i].member];
