@@ -92,8 +92,8 @@ void register_analyze(CLI::App& app, std::function<int()>& run) {
       ->check(CLI::Range(uint64_t(1), uint64_t(1) << 34))
       ->capture_default_str();
   sub->add_flag("--no-estimate", o->no_estimate,
-               "Find the top-fraction thresholds by radix passes only, without estimating them from a sample "
-               "(more passes; the same figures to rounding)");
+               "Find the top-fraction thresholds by radix passes only (per layer: by bisection passes), without "
+               "estimating them from a sample (more passes; the same figures to rounding)");
   sub->add_option("--top", o->top, "Tensors listed in the table, by share of the total |chat-base|^2")
       ->capture_default_str();
   sub->add_option("--json", o->json, "Write every figure as JSON to this file ('-': to stdout instead of the table)");
