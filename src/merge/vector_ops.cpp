@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -83,6 +84,7 @@ __attribute__((target_clones("avx2", "default"))) void prune_block(float* __rest
 // Test hooks (vector_ops.h).
 bool g_fast_paths = true;
 bool g_force_window_miss = false;
+std::atomic<uint64_t> g_fused_calls{0};
 
 // The common case of the output pass in one loop: one term (chat - base, no
 // TIES), every operand and the output bf16.  The same float operations in the
@@ -156,6 +158,7 @@ bool try_fused_bf16(const TensorTask& task, const OpsState& state, void* out, ui
   fn(term.chat->element(begin), term.base->element(begin), task.target->element(begin),
      static_cast<uint8_t*>(out) + (begin - out_first) * 2, size_t(end - begin), begin, st.dare_state,
      st.dare_threshold, st.dare_scale, st.keep_bits, st.factor, r);
+  g_fused_calls.fetch_add(1, std::memory_order_relaxed);
   return true;
 }
 
@@ -321,6 +324,7 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
 
 void set_vector_ops_fast_paths(bool on) { g_fast_paths = on; }
 void set_vector_ops_force_window_miss(bool on) { g_force_window_miss = on; }
+uint64_t vector_ops_fused_calls() { return g_fused_calls.load(); }
 
 OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int threads) {
   const VectorOps& ops = task.ops;

@@ -71,5 +71,6 @@ void combine_ops_range(const TensorTask& task, const OpsState& state, void* out,
 // window is made to miss (the fallback passes run).
 void set_vector_ops_fast_paths(bool on);
 void set_vector_ops_force_window_miss(bool on);
+uint64_t vector_ops_fused_calls();  // how often the fused loop ran
 
 }  // namespace chatvec
