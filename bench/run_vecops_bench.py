@@ -13,6 +13,7 @@ into the page cache first (warm) and each under /usr/bin/time -v:
   dare       chatvec merge --ratio 0.5 --dare 0.5 --seed 1
   magnitude  chatvec merge --ratio 0.5 --keep 0.25
   mag+l2     chatvec merge --ratio 0.5 --keep 0.25 --keep-rescale l2
+  clip       chatvec merge --ratio 0.5 --clip 0.05
 
 and prints medians of wall time and peak RSS with the ratios to plain.
 """
@@ -32,6 +33,7 @@ VARIANTS = [
     ("dare", ["--dare", "0.5", "--seed", "1"]),
     ("magnitude", ["--keep", "0.25"]),
     ("mag+l2", ["--keep", "0.25", "--keep-rescale", "l2"]),
+    ("clip", ["--clip", "0.05"]),
 ]
 
 

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -80,6 +81,87 @@ __attribute__((target_clones("avx2", "default"))) void prune_block(float* __rest
   }
 }
 
+// Test hooks (vector_ops.h).
+bool g_fast_paths = true;
+bool g_force_window_miss = false;
+std::atomic<uint64_t> g_fused_calls{0};
+
+// The common case of the output pass in one loop: one term (chat - base, no
+// TIES), every operand and the output bf16.  The same float operations in the
+// same order as term_delta + combine_ops_range's general path (c - b; DARE:
+// times s, bits masked; pruning: bits masked; times the factor unless 1;
+// times the ratio unless 1; target + that), so the bits are the same; simple
+// enough for the compiler to vectorise, the 64-bit hash included (AVX-512DQ).
+template <bool kDare, bool kPrune, bool kFactor, bool kRatio>
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void fused_bf16_1term(
+    const uint8_t* __restrict c, const uint8_t* __restrict b, const uint8_t* __restrict t, uint8_t* __restrict out,
+    size_t n, uint64_t g, uint64_t state, uint64_t threshold, float s, uint32_t keep_bits, float factor, float r) {
+  auto at = [](const uint8_t* q, size_t i) {
+    uint16_t h;
+    std::memcpy(&h, q + 2 * i, 2);
+    return bf16_to_f32(h);
+  };
+  for (size_t i = 0; i < n; ++i) {
+    float d = at(c, i) - at(b, i);
+    if constexpr (kDare) {
+      uint64_t z = state + (g + i + 1) * 0x9E3779B97F4A7C15ull;
+      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+      z ^= z >> 31;
+      const uint32_t keep = (z >> 11) >= threshold ? 0xffffffffu : 0u;
+      const float v = d * s;
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      bits &= keep;
+      std::memcpy(&d, &bits, 4);
+    }
+    if constexpr (kPrune) {
+      uint32_t bits;
+      std::memcpy(&bits, &d, 4);
+      bits &= (bits & 0x7fffffffu) >= keep_bits ? 0xffffffffu : 0u;
+      std::memcpy(&d, &bits, 4);
+    }
+    if constexpr (kFactor) d = d * factor;
+    if constexpr (kRatio) d = r * d;
+    const float acc = at(t, i) + d;
+    const uint16_t o = f32_to_bf16(acc);
+    std::memcpy(out + 2 * i, &o, 2);
+  }
+}
+
+using FusedFn = void (*)(const uint8_t*, const uint8_t*, const uint8_t*, uint8_t*, size_t, uint64_t, uint64_t,
+                         uint64_t, float, uint32_t, float, float);
+template <bool D, bool P, bool F>
+FusedFn fused_pick_r(bool r) {
+  return r ? &fused_bf16_1term<D, P, F, true> : &fused_bf16_1term<D, P, F, false>;
+}
+template <bool D, bool P>
+FusedFn fused_pick_f(bool f, bool r) {
+  return f ? fused_pick_r<D, P, true>(r) : fused_pick_r<D, P, false>(r);
+}
+template <bool D>
+FusedFn fused_pick_p(bool p, bool f, bool r) {
+  return p ? fused_pick_f<D, true>(f, r) : fused_pick_f<D, false>(f, r);
+}
+
+bool try_fused_bf16(const TensorTask& task, const OpsState& state, void* out, uint64_t out_first, uint64_t begin,
+                    uint64_t end) {
+  if (!g_fast_paths || task.ops.ties || task.terms.size() != 1 || task.dtype != DType::BF16) return false;
+  const TensorTerm& term = task.terms[0];
+  if (term.vector || !term.chat || !term.base || !task.target) return false;
+  for (const CheckpointTensor* in : {term.chat, term.base, task.target})
+    if (in->dtype() != DType::BF16 || in->fp8_block_scales()) return false;
+  const TermOpsState& st = state.terms[0];
+  const float r = float(term.ratio);
+  const FusedFn fn = st.dare_threshold ? fused_pick_p<true>(st.prune, st.factor != 1.0f, r != 1.0f)
+                                       : fused_pick_p<false>(st.prune, st.factor != 1.0f, r != 1.0f);
+  fn(term.chat->element(begin), term.base->element(begin), task.target->element(begin),
+     static_cast<uint8_t*>(out) + (begin - out_first) * 2, size_t(end - begin), begin, st.dare_state,
+     st.dare_threshold, st.dare_scale, st.keep_bits, st.factor, r);
+  g_fused_calls.fetch_add(1, std::memory_order_relaxed);
+  return true;
+}
+
 // delta of `term` for elements [g, g + n) into d, DARE applied: the same
 // float operations as the plain kernel (plus - minus), then the mask.
 void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size_t n, float* d, float* scratch) {
@@ -92,26 +174,31 @@ void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size
   if (st.dare_threshold) dare_block(d, n, st.dare_state, g, st.dare_threshold, st.dare_scale);
 }
 
-enum PassKind { kFirst, kLowBits, kKept };
+enum PassKind { kFirst, kLowBits, kKept, kWindow };
 
 struct PassResult {
-  std::vector<uint64_t> hist;            // kFirst: by the top 16 bits; kLowBits: by the low 16 bits
+  std::vector<uint64_t> hist;            // kFirst: by the top 16 bits; kLowBits: by the low 16 bits;
+                                         // kWindow: by the bits minus top_bin << 16 (bins top_bin..top_bin_hi)
+  uint64_t above = 0;                    // kWindow: elements whose top 16 bits exceed top_bin_hi
   std::vector<double> l1, l2, tl2;       // per statistics block
 };
 
 // One pass over term `ti` of `task` (and the target for its norm).
 PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, PassKind kind, uint32_t top_bin,
-                    bool want_hist, bool want_target, bool want_sums, uint64_t step, int threads) {
+                    bool want_hist, bool want_target, bool want_sums, uint64_t step, int threads,
+                    uint32_t top_bin_hi = 0) {
   const uint64_t n = task.numel();
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   PassResult r;
   r.l1.assign(blocks, 0);
   r.l2.assign(blocks, 0);
   if (want_target) r.tl2.assign(blocks, 0);
-  if (want_hist) r.hist.assign(1u << 16, 0);
+  const size_t hist_size = kind == kWindow ? size_t(top_bin_hi - top_bin + 1) << 16 : size_t(1) << 16;
+  if (want_hist) r.hist.assign(hist_size, 0);
   const TensorTerm& term = task.terms[ti];
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
+  std::vector<uint64_t> above(static_cast<size_t>(nt), 0);
   for (uint64_t first = 0; first < n; first += step) {
     check_interrupted();
     const uint64_t count = std::min(step, n - first);
@@ -120,7 +207,8 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     {
       const int me = omp_get_thread_num();
       std::vector<uint64_t>& h = local[size_t(me)];
-      if (want_hist && h.empty()) h.assign(1u << 16, 0);
+      if (want_hist && h.empty()) h.assign(hist_size, 0);
+      uint64_t my_above = 0;
       std::vector<float> d(kStatBlock), scratch(kStatBlock);
 #pragma omp for schedule(static)
       for (int64_t b = b0; b < b1; ++b) {
@@ -130,13 +218,25 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
         double s1 = 0, s2 = 0;
         if (kind == kFirst && want_hist)
           for (size_t i = 0; i < m; ++i) ++h[abs_bits(d[i]) >> 16];
+        if (kind == kWindow) {
+          // Those above the window only counted (a loop the compiler
+          // vectorises); the few inside it into their exact bins.
+          const uint32_t lo = top_bin << 16, hi = ((top_bin_hi + 1) << 16) - 1;
+          uint64_t up = 0;
+          for (size_t i = 0; i < m; ++i) up += abs_bits(d[i]) > hi;
+          my_above += up;
+          for (size_t i = 0; i < m; ++i) {
+            const uint32_t a = abs_bits(d[i]);
+            if (a >= lo && a <= hi) ++h[a - lo];
+          }
+        }
         if (kind == kLowBits)
           for (size_t i = 0; i < m; ++i) {
             const uint32_t a = abs_bits(d[i]);
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
           }
         if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
-        if (want_sums && kind != kLowBits)
+        if (want_sums && kind != kLowBits)  // (kWindow: the sums of all, as kFirst)
           for (size_t i = 0; i < m; ++i) {
             const double v = double(d[i]);
             s1 += std::fabs(v);
@@ -151,9 +251,11 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
           r.tl2[size_t(b)] = t2;
         }
       }
+      above[size_t(me)] += my_above;
     }
     for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
   }
+  for (uint64_t a : above) r.above += a;
   if (want_hist)
     for (const auto& h : local)
       if (!h.empty())
@@ -177,7 +279,52 @@ std::pair<uint32_t, uint64_t> find_rank(const std::vector<uint64_t>& hist, uint6
   throw std::logic_error("find_rank: rank beyond the histogram");
 }
 
+// Where the rank-th largest |delta| (of n) probably is, from a sample of
+// whole statistics blocks spread evenly over the tensor (DARE applied): the
+// top-16-bit bins [lo, hi] holding the sample's order statistics a few
+// standard deviations either side of the same fraction.  Only a guess: the
+// windowed pass counts exactly and says whether the rank fell inside.
+// Returns false when the window would be too wide to be worth it.
+bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, uint64_t rank, uint32_t* lo,
+                   uint32_t* hi) {
+  const uint64_t n = task.numel();
+  const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
+  constexpr uint64_t kSampleBlocks = 16;
+  const uint64_t take = std::min(blocks, kSampleBlocks);
+  std::vector<uint32_t> sample;
+  sample.reserve(take * kStatBlock);
+  std::vector<float> d(kStatBlock), scratch(kStatBlock);
+  for (uint64_t i = 0; i < take; ++i) {
+    const uint64_t b = i * blocks / take;
+    const uint64_t g = b * kStatBlock;
+    const size_t m = size_t(std::min(kStatBlock, n - g));
+    term_delta(task.terms[ti], st, g, m, d.data(), scratch.data());
+    for (size_t j = 0; j < m; ++j) sample.push_back(abs_bits(d[j]));
+    for (const CheckpointTensor* in : task.inputs()) in->release(g, m);
+  }
+  const double s = double(sample.size());
+  const double q = double(rank) / double(n);  // fraction from the top
+  const double margin = 6 * std::sqrt(s * q * (1 - q)) + 32;
+  auto at_rank = [&](double from_top) {  // the value with this rank from the top, clamped
+    const double k = std::clamp(from_top, 1.0, s);
+    const size_t idx = size_t(s - k);
+    std::nth_element(sample.begin(), sample.begin() + idx, sample.end());
+    return sample[idx];
+  };
+  const uint32_t a_hi = at_rank(q * s - margin), a_lo = at_rank(q * s + margin);
+  *lo = a_lo >> 16;
+  *hi = a_hi >> 16;
+  if (g_force_window_miss) {  // test hook: a window that cannot hold the rank (just above the largest)
+    *lo = *hi = std::min<uint32_t>(0x7fffu, (at_rank(1) >> 16) + 1);
+  }
+  return *hi - *lo < 16;
+}
+
 }  // namespace
+
+void set_vector_ops_fast_paths(bool on) { g_fast_paths = on; }
+void set_vector_ops_force_window_miss(bool on) { g_force_window_miss = on; }
+uint64_t vector_ops_fused_calls() { return g_fused_calls.load(); }
 
 OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int threads) {
   const VectorOps& ops = task.ops;
@@ -199,7 +346,30 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
   if (!prune && !clip) return s;
   for (size_t ti = 0; ti < task.terms.size(); ++ti) {
     TermOpsState& st = s.terms[ti];
-    PassResult first = run_pass(task, st, ti, kFirst, 0, prune, clip, rescale || clip, step, threads);
+    const uint64_t rank = prune ? std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n) : 0;
+    // Pruning: first one pass that counts exactly inside a window guessed
+    // from a sample (hit: that pass gives the threshold); on a miss, the two
+    // histogram passes (top 16 bits, then low 16 bits in the right bin).
+    uint32_t w_lo = 0, w_hi = 0;
+    bool have_window = prune && sample_window(task, st, ti, rank, &w_lo, &w_hi);
+    bool found = false;
+    uint32_t window_bits = 0;
+    PassResult first;
+    if (have_window) {
+      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, rescale || clip, step, threads, w_hi);
+      uint64_t inside = 0;
+      for (uint64_t c : first.hist) inside += c;
+      if (first.above < rank && first.above + inside >= rank) {
+        const auto [pos, unused] = find_rank(first.hist, rank - first.above);
+        (void)unused;
+        window_bits = (w_lo << 16) + pos;
+        found = true;
+      }
+    }
+    if (!have_window || (!found && (rescale || clip)))  // (a hit has the sums already)
+      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, rescale || clip, step, threads);
+    else if (!found)
+      first = run_pass(task, st, ti, kFirst, 0, true, false, false, step, threads);
     st.l1_all = ordered_sum(first.l1);
     st.l2sq_all = ordered_sum(first.l2);
     st.l1_kept = st.l1_all;
@@ -207,14 +377,18 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
     if (clip) st.target_l2sq = ordered_sum(first.tl2);
     double rescale_factor = 1;
     if (prune) {
-      const uint64_t rank = std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n);
       st.kept_threshold_rank = rank;
-      const auto [bin, in_bin] = find_rank(first.hist, rank);
-      PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, false, step, threads);
-      const auto [lo, unused] = find_rank(low.hist, in_bin);
-      (void)unused;
+      if (found) {
+        st.keep_bits = window_bits;
+      } else {
+        const auto [bin, in_bin] = find_rank(first.hist, rank);
+        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, false, step, threads);
+        const auto [lo, unused] = find_rank(low.hist, in_bin);
+        (void)unused;
+        st.keep_bits = (bin << 16) | lo;
+      }
       st.prune = true;
-      st.keep_bits = (bin << 16) | lo;
+      st.window_hit = found;
       if (rescale || clip) {
         PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, true, step, threads);
         st.l1_kept = ordered_sum(kept.l1);
@@ -236,6 +410,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
 
 void combine_ops_range(const TensorTask& task, const OpsState& state, void* out, uint64_t out_first, uint64_t begin,
                        uint64_t end) {
+  if (try_fused_bf16(task, state, out, out_first, begin, end)) return;
   const size_t terms = task.terms.size();
   const bool ties = task.ops.ties;
   std::vector<float> buf((terms + 2) * kBlock);

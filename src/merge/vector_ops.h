@@ -50,6 +50,7 @@ struct TermOpsState {
   float factor = 1;        // float(rescale * clip), applied when != 1
   // The statistics, for messages and tests.
   uint64_t kept_threshold_rank = 0;  // ceil(keep * n)
+  bool window_hit = false;           // the threshold came from the sampled window's pass
   double l1_all = 0, l2sq_all = 0, l1_kept = 0, l2sq_kept = 0, target_l2sq = 0;
 };
 
@@ -64,5 +65,12 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
 // holds elements from `out_first` on.
 void combine_ops_range(const TensorTask& task, const OpsState& state, void* out, uint64_t out_first, uint64_t begin,
                        uint64_t end);
+
+// Test hooks: off, the output pass takes the general path only (the fused
+// bf16 loop is bit for bit the same); on, the pruning threshold's sampled
+// window is made to miss (the fallback passes run).
+void set_vector_ops_fast_paths(bool on);
+void set_vector_ops_force_window_miss(bool on);
+uint64_t vector_ops_fused_calls();  // how often the fused loop ran
 
 }  // namespace chatvec

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 
 #include "core/error.h"
 #include "core/file_util.h"
@@ -134,7 +135,8 @@ TEST(Recipe, RoundTripUnknownKeysAndRelativePaths) {
 
 // A model of one tensor, written by the library's own writer (the values do
 // not matter here, only that two ways of computing give the same bits).
-void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t rows, uint64_t cols, uint32_t seed) {
+void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t rows, uint64_t cols, uint32_t seed,
+               bool specials = false) {
   fs::create_directories(dir);
   std::vector<float> v(rows * cols);
   uint64_t s = seed;
@@ -144,6 +146,14 @@ void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t 
   }
   // Ties in |delta|: every 7th value repeated.
   for (size_t i = 7; i < v.size(); i += 7) v[i] = v[i - 7];
+  if (specials) {  // NaN, infinities, zeros, a subnormal, near the tail too
+    const float inf = std::numeric_limits<float>::infinity();
+    const float vals[] = {std::numeric_limits<float>::quiet_NaN(), inf, -inf, 0.0f, -0.0f, 1e-40f};
+    for (size_t k = 0; k < 6; ++k) {
+      v[(seed * 131 + k * 977) % v.size()] = vals[k];
+      v[v.size() - 1 - (seed + k * 3) % 13] = vals[(k + seed) % 6];
+    }
+  }
   std::vector<uint8_t> bytes(v.size() * dtype_bits(dt) / 8);
   convert_from_f32(v.data(), v.size(), dt, bytes.data());
   SafetensorsWriter w(dir.string(), {{name, dt, {rows, cols}}}, 1u << 30, {{"format", "pt"}});
@@ -197,6 +207,128 @@ TEST(VectorOps, StatisticsAndElementsDoNotDependOnThreadsOrSplits) {
     b = e;
   }
   EXPECT_EQ(std::memcmp(whole.data(), pieces.data(), n * sizeof(float)), 0);
+}
+
+// The fused bf16 output loop against the general path (the same float
+// operations in the same order): every combination of its operations and
+// ratios, a length that is no multiple of the vector width, NaN, infinities,
+// zeros and subnormals in the inputs, split anywhere.
+TEST(VectorOps, FusedBf16LoopIsBitForBitTheGeneralPath) {
+  testing::TempDir tmp;
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  struct Case {
+    double ratio, dare, keep;
+    PruneRescale rescale;
+    double clip;
+  };
+  const Case cases[] = {{0.5, 0.5, 1, PruneRescale::None, 0},    {1, 0.3, 1, PruneRescale::None, 0},
+                        {-0.7, 0, 0.3, PruneRescale::None, 0},   {0.5, 0, 0.25, PruneRescale::L2, 0},
+                        {1, 0.25, 0.3, PruneRescale::L1, 0.5},   {0.5, 0, 1, PruneRescale::None, 1e-3},
+                        {2, 0.9, 0.01, PruneRescale::L2, 0}};
+  NullReporter rep;
+  // Clean inputs (no NaN: the factor stays finite) and the special ones.
+  for (bool specials : {false, true}) {
+    const fs::path dir = tmp.path() / (specials ? "s" : "c");
+    write_one(dir / "base", name, DType::BF16, 97, 61, 1, specials);
+    write_one(dir / "chat", name, DType::BF16, 97, 61, 2, specials);
+    write_one(dir / "target", name, DType::BF16, 97, 61, 3, specials);
+    for (const Case& c : cases) {
+      MergeJob job;
+      job.base = (dir / "base").string();
+      job.chat = (dir / "chat").string();
+      job.target = (dir / "target").string();
+      job.output = (dir / "out").string();
+      job.ratio = RatioSchedule(c.ratio);
+      job.ops.dare = c.dare;
+      job.ops.seed = 7;
+      job.ops.keep = c.keep;
+      job.ops.rescale = c.rescale;
+      job.ops.clip = c.clip;
+      PreparedJob p = prepare_job(job, rep);
+      ASSERT_EQ(p.plan.tasks.size(), 1u);
+      const TensorTask& task = p.plan.tasks[0];
+      ASSERT_EQ(task.dtype, DType::BF16);
+      const uint64_t n = task.numel();
+      const OpsState st = prepare_vector_ops(task, 4096, 1);
+      std::vector<uint16_t> fused(n), general(n);
+      const uint64_t calls = vector_ops_fused_calls();
+      for (uint64_t b = 0; b < n;) {
+        const uint64_t e = std::min(n, b + 1 + (b * 7919) % 1500);
+        combine_ops_range(task, st, fused.data() + b, b, b, e);
+        b = e;
+      }
+      EXPECT_GT(vector_ops_fused_calls(), calls);
+      set_vector_ops_fast_paths(false);
+      combine_ops_range(task, st, general.data(), 0, 0, n);
+      set_vector_ops_fast_paths(true);
+      size_t differ = 0;
+      for (uint64_t i = 0; i < n; ++i) differ += fused[i] != general[i];
+      EXPECT_EQ(differ, 0u) << "ratio " << c.ratio << " dare " << c.dare << " keep " << c.keep << " specials "
+                            << specials;
+    }
+  }
+}
+
+// The pruning threshold from the sampled window's one pass (hit) and from
+// the fallback histogram passes (a forced miss): the same threshold and
+// sums, whatever the chunk and the threads; and the threshold is the exact
+// rank-th largest |delta|, counted here by brute force.
+TEST(VectorOps, ThresholdWindowHitAndMissAgree) {
+  testing::TempDir tmp;
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  write_one(tmp.path() / "base", name, DType::BF16, 400, 129, 4);
+  write_one(tmp.path() / "chat", name, DType::BF16, 400, 129, 5);
+  write_one(tmp.path() / "target", name, DType::BF16, 400, 129, 6);
+  NullReporter rep;
+  for (double keep : {0.3, 0.01, 0.999}) {
+    MergeJob job;
+    job.base = (tmp.path() / "base").string();
+    job.chat = (tmp.path() / "chat").string();
+    job.target = (tmp.path() / "target").string();
+    job.output = (tmp.path() / "out").string();
+    job.ops.dare = 0.2;
+    job.ops.keep = keep;
+    job.ops.rescale = PruneRescale::L2;
+    job.ops.clip = 0.5;
+    PreparedJob p = prepare_job(job, rep);
+    const TensorTask& task = p.plan.tasks[0];
+    const uint64_t n = task.numel();
+    const OpsState hit = prepare_vector_ops(task, 4096, 1);
+    EXPECT_TRUE(hit.terms[0].window_hit) << keep;
+    // Brute force: |delta| after DARE (the documented function), sorted.
+    std::vector<float> d(n), scratch(n);
+    task.terms[0].chat->read_f32(0, n, d.data());
+    task.terms[0].base->read_f32(0, n, scratch.data());
+    std::vector<uint32_t> bits(n);
+    for (uint64_t i = 0; i < n; ++i) {
+      float v = d[i] - scratch[i];
+      const uint64_t z = dare_bits(hit.terms[0].dare_state, i);
+      v = (z >> 11) < hit.terms[0].dare_threshold ? 0.0f : v * hit.terms[0].dare_scale;
+      uint32_t b;
+      std::memcpy(&b, &v, 4);
+      bits[i] = b & 0x7fffffffu;
+    }
+    std::sort(bits.begin(), bits.end());
+    const uint64_t rank = uint64_t(std::ceil(keep * double(n)));
+    EXPECT_EQ(hit.terms[0].keep_bits, bits[n - rank]) << keep;
+    set_vector_ops_force_window_miss(true);
+    for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 1}, {5000, 3}, {n, 2}}) {
+      const OpsState miss = prepare_vector_ops(task, chunk, threads);
+      EXPECT_FALSE(miss.terms[0].window_hit);
+      EXPECT_EQ(miss.terms[0].keep_bits, hit.terms[0].keep_bits) << keep << " " << chunk;
+      EXPECT_EQ(std::memcmp(&miss.terms[0].l2sq_kept, &hit.terms[0].l2sq_kept, sizeof(double)), 0);
+      EXPECT_EQ(std::memcmp(&miss.terms[0].l2sq_all, &hit.terms[0].l2sq_all, sizeof(double)), 0);
+      EXPECT_EQ(std::memcmp(&miss.terms[0].target_l2sq, &hit.terms[0].target_l2sq, sizeof(double)), 0);
+      EXPECT_EQ(miss.terms[0].factor, hit.terms[0].factor);
+    }
+    set_vector_ops_force_window_miss(false);
+    for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 3}, {12345, 2}}) {
+      const OpsState again = prepare_vector_ops(task, chunk, threads);
+      EXPECT_TRUE(again.terms[0].window_hit);
+      EXPECT_EQ(again.terms[0].keep_bits, hit.terms[0].keep_bits);
+      EXPECT_EQ(again.terms[0].factor, hit.terms[0].factor);
+    }
+  }
 }
 
 }  // namespace
