@@ -1055,6 +1055,9 @@ class Scanner {
       const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
       delta(pb, pc, m, sc.dc.data());
       for (size_t i = 0; i < m; ++i) out.push_back(std::fabs(sc.dc[i]));
+      // Hand the sampled pages back: the layer's other tensors are sampled
+      // before this one's passes map them again.
+      for (const ScanOperand* op : {&in_.chat, &in_.base}) hint(*op, in_.width, off, m, true);
     }
     *weight = out.empty() ? 1.0 : double(n) / double(out.size());
     return out;
