@@ -162,16 +162,83 @@ bool try_fused_bf16(const TensorTask& task, const OpsState& state, void* out, ui
   return true;
 }
 
+// d[i] = bf16 c[i] - bf16 b[i] in fp32 (read_f32 of each, then the
+// subtraction, in one loop).
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void bf16_delta(const uint8_t* __restrict c,
+                                                                               const uint8_t* __restrict b, size_t n,
+                                                                               float* __restrict d) {
+  for (size_t i = 0; i < n; ++i) {
+    uint16_t hc, hb;
+    std::memcpy(&hc, c + 2 * i, 2);
+    std::memcpy(&hb, b + 2 * i, 2);
+    d[i] = bf16_to_f32(hc) - bf16_to_f32(hb);
+  }
+}
+
 // delta of `term` for elements [g, g + n) into d, DARE applied: the same
 // float operations as the plain kernel (plus - minus), then the mask.
 void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size_t n, float* d, float* scratch) {
   const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
-  plus->read_f32(g, n, d);
-  if (!term.vector) {
-    term.base->read_f32(g, n, scratch);
-    for (size_t i = 0; i < n; ++i) d[i] = d[i] - scratch[i];
+  const bool bf16_pair = g_fast_paths && !term.vector && plus->dtype() == DType::BF16 &&
+                         term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() &&
+                         !term.base->fp8_block_scales();
+  if (bf16_pair) {
+    bf16_delta(plus->element(g), term.base->element(g), n, d);  // the same c - b, in one loop
+  } else {
+    plus->read_f32(g, n, d);
+    if (!term.vector) {
+      term.base->read_f32(g, n, scratch);
+      for (size_t i = 0; i < n; ++i) d[i] = d[i] - scratch[i];
+    }
   }
   if (st.dare_threshold) dare_block(d, n, st.dare_state, g, st.dare_threshold, st.dare_scale);
+}
+
+// The sum of a statistics block in fp64, deterministic: element i of the
+// block goes to lane i mod 8, each lane summed in index order, then the lanes
+// as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).  Eight independent
+// chains (one AVX-512 register) instead of one: the adds' latency no longer
+// bounds the pass.
+inline double reduce_lanes(const double* l) {
+  return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
+}
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_abs(const float* d, size_t m) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= m; i += 8)
+    for (size_t j = 0; j < 8; ++j) l[j] += std::fabs(double(d[i + j]));
+  for (size_t j = 0; i + j < m; ++j) l[j] += std::fabs(double(d[i + j]));
+  return reduce_lanes(l);
+}
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_sq(const float* d, size_t m) {
+  double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  size_t i = 0;
+  for (; i + 8 <= m; i += 8)
+    for (size_t j = 0; j < 8; ++j) l[j] += double(d[i + j]) * double(d[i + j]);
+  for (size_t j = 0; i + j < m; ++j) l[j] += double(d[i + j]) * double(d[i + j]);
+  return reduce_lanes(l);
+}
+
+// The windowed count of a block: returns how many |d| (as bits) lie above
+// [lo, lo + width) and counts those inside into hist[bits - lo].  One
+// unsigned compare per element, so the branch is taken only inside the
+// window (a few per cent of the elements) and predicts well.
+__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) uint64_t window_count(
+    const float* d, size_t m, uint32_t lo, uint32_t width, uint64_t* hist) {
+  const uint32_t hi = lo + (width - 1);
+  uint32_t up = 0;
+  for (size_t i = 0; i < m; ++i) {
+    uint32_t a;
+    std::memcpy(&a, &d[i], 4);
+    up += (a & 0x7fffffffu) > hi;
+  }
+  for (size_t i = 0; i < m; ++i) {
+    uint32_t a;
+    std::memcpy(&a, &d[i], 4);
+    const uint32_t idx = (a & 0x7fffffffu) - lo;
+    if (idx < width) ++hist[idx];
+  }
+  return up;
 }
 
 enum PassKind { kFirst, kLowBits, kKept, kWindow };
@@ -221,14 +288,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
         if (kind == kWindow) {
           // Those above the window only counted (a loop the compiler
           // vectorises); the few inside it into their exact bins.
-          const uint32_t lo = top_bin << 16, hi = ((top_bin_hi + 1) << 16) - 1;
-          uint64_t up = 0;
-          for (size_t i = 0; i < m; ++i) up += abs_bits(d[i]) > hi;
-          my_above += up;
-          for (size_t i = 0; i < m; ++i) {
-            const uint32_t a = abs_bits(d[i]);
-            if (a >= lo && a <= hi) ++h[a - lo];
-          }
+          my_above += window_count(d.data(), m, top_bin << 16, uint32_t(hist_size), h.data());
         }
         if (kind == kLowBits)
           for (size_t i = 0; i < m; ++i) {
@@ -236,19 +296,15 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
           }
         if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
-        if (want_sums && kind != kLowBits)  // (kWindow: the sums of all, as kFirst)
-          for (size_t i = 0; i < m; ++i) {
-            const double v = double(d[i]);
-            s1 += std::fabs(v);
-            s2 += v * v;
-          }
+        if (want_sums && kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
+          s1 = lane_sum_abs(d.data(), m);
+          s2 = lane_sum_sq(d.data(), m);
+        }
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
         if (want_target) {
           task.target->read_f32(g, m, d.data());
-          double t2 = 0;
-          for (size_t i = 0; i < m; ++i) t2 += double(d[i]) * double(d[i]);
-          r.tl2[size_t(b)] = t2;
+          r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
         }
       }
       above[size_t(me)] += my_above;
@@ -256,7 +312,9 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
   }
   for (uint64_t a : above) r.above += a;
-  if (want_hist)
+  if (want_hist && nt == 1 && !local[0].empty())
+    r.hist = std::move(local[0]);
+  else if (want_hist)
     for (const auto& h : local)
       if (!h.empty())
         for (size_t i = 0; i < h.size(); ++i) r.hist[i] += h[i];
@@ -289,7 +347,7 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
                    uint32_t* hi) {
   const uint64_t n = task.numel();
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
-  constexpr uint64_t kSampleBlocks = 16;
+  constexpr uint64_t kSampleBlocks = 64;
   const uint64_t take = std::min(blocks, kSampleBlocks);
   std::vector<uint32_t> sample;
   sample.reserve(take * kStatBlock);
@@ -304,7 +362,7 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
   }
   const double s = double(sample.size());
   const double q = double(rank) / double(n);  // fraction from the top
-  const double margin = 6 * std::sqrt(s * q * (1 - q)) + 32;
+  const double margin = 4 * std::sqrt(s * q * (1 - q)) + 32;
   auto at_rank = [&](double from_top) {  // the value with this rank from the top, clamped
     const double k = std::clamp(from_top, 1.0, s);
     const size_t idx = size_t(s - k);
@@ -314,10 +372,11 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
   const uint32_t a_hi = at_rank(q * s - margin), a_lo = at_rank(q * s + margin);
   *lo = a_lo >> 16;
   *hi = a_hi >> 16;
+  if (take == blocks) *lo = *hi = at_rank(double(rank)) >> 16;  // the sample is the tensor: the exact bin
   if (g_force_window_miss) {  // test hook: a window that cannot hold the rank (just above the largest)
     *lo = *hi = std::min<uint32_t>(0x7fffu, (at_rank(1) >> 16) + 1);
   }
-  return *hi - *lo < 16;
+  return *hi - *lo < 12;  // at most 12 x 65536 counters
 }
 
 }  // namespace

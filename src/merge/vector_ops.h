@@ -2,20 +2,24 @@
 // them on one Combine tensor:
 //
 //   prepare_vector_ops()  the statistics passes over the tensor (only those
-//                         its operations need): a 65536-bin histogram of the
-//                         top 16 bits of |delta| and then of the low 16 bits
-//                         inside the bin that holds the k-th largest (the
-//                         exact threshold), L1/L2 norms of the vector (all
-//                         and kept) and the L2 norm of the target.  Each
-//                         pass walks the tensor in steps no larger than the
+//                         its operations need).  Pruning: a sample of 64
+//                         blocks guesses a window of top-16-bit bins around
+//                         the k-th largest |delta|; one pass counts the
+//                         elements above it and the exact bit patterns in it
+//                         (with the L1/L2 norms of the vector and the L2 norm
+//                         of the target); on a miss, a 65536-bin histogram of
+//                         the top 16 bits and then of the low 16 bits inside
+//                         the bin that holds the k-th largest.  Then, for a
+//                         rescale or clip, the norms of the kept elements.
+//                         Each pass walks the tensor in steps no larger than the
 //                         executor's chunk, handing the inputs' pages back
 //                         after each, so memory stays what a plain merge uses.
 //   combine_ops_range()   the output elements, from the inputs and those
 //                         statistics.
 //
 // Everything is a function of the element index and of sums in a fixed order
-// (blocks of 4096 elements summed in index order in fp64, then the block
-// sums in block order), so the result is the same whatever --threads and the
+// (blocks of 4096 elements, element i in lane i mod 8, lanes summed in index
+// order in fp64 and added pairwise, then the block sums in block order), so the result is the same whatever --threads and the
 // chunk size.  docs/operations.md states every formula.
 #pragma once
 

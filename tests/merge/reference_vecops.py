@@ -123,11 +123,18 @@ def ratio_for(name, points, overrides, layers):
 
 # --- statistics in the documented order --------------------------------------
 def ordered_sum(values):
-    """Blocks of BLOCK elements summed in index order in float64, then the
-    block sums in block order (np.cumsum is sequential)."""
+    """Blocks of BLOCK elements; in a block, element i goes to lane i mod 8,
+    each lane summed in index order in float64 (np.cumsum is sequential), the
+    lanes added as ((l0+l1)+(l2+l3))+((l4+l5)+(l6+l7)); then the block sums
+    in block order."""
     total = 0.0
     for b in range(0, len(values), BLOCK):
-        total += float(np.cumsum(values[b : b + BLOCK], dtype=np.float64)[-1])
+        x = np.asarray(values[b : b + BLOCK], dtype=np.float64)
+        pad = (-len(x)) % 8
+        if pad:
+            x = np.concatenate([x, np.zeros(pad)])  # +0.0 leaves a lane's sum of non-negatives as it is
+        lanes = [float(v) for v in np.cumsum(x.reshape(-1, 8), axis=0, dtype=np.float64)[-1]]
+        total += ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]))
     return total
 
 

@@ -259,6 +259,11 @@ TEST(VectorOps, FusedBf16LoopIsBitForBitTheGeneralPath) {
       }
       EXPECT_GT(vector_ops_fused_calls(), calls);
       set_vector_ops_fast_paths(false);
+      const OpsState slow = prepare_vector_ops(task, 4096, 1);  // statistics from read_f32 and a subtraction
+      EXPECT_EQ(slow.terms[0].keep_bits, st.terms[0].keep_bits);
+      EXPECT_EQ(std::memcmp(&slow.terms[0].l1_all, &st.terms[0].l1_all, sizeof(double)), 0);
+      EXPECT_EQ(std::memcmp(&slow.terms[0].l2sq_kept, &st.terms[0].l2sq_kept, sizeof(double)), 0);
+      EXPECT_EQ(std::memcmp(&slow.terms[0].factor, &st.terms[0].factor, sizeof(float)), 0);
       combine_ops_range(task, st, general.data(), 0, 0, n);
       set_vector_ops_fast_paths(true);
       size_t differ = 0;
