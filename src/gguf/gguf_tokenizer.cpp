@@ -122,6 +122,16 @@ std::optional<std::string> gguf_chat_template(const File& f) {
   return f.get_string("tokenizer.chat_template");
 }
 
+std::pair<std::string, std::string> gguf_bos_eos_text(const File& f) {
+  const Value* toks = array_of(f, "tokenizer.ggml.tokens", ValueType::STRING, true);
+  const size_t n = toks->strings.size();
+  auto text = [&](const char* key) {
+    const std::optional<int> id = id_of(f, key, n);
+    return id ? toks->strings[size_t(*id)] : std::string();
+  };
+  return {text("tokenizer.ggml.bos_token_id"), text("tokenizer.ggml.eos_token_id")};
+}
+
 std::vector<int64_t> gguf_stop_ids(const File& f) {
   const Value* toks = f.find("tokenizer.ggml.tokens");
   const size_t n = toks && toks->type == ValueType::ARRAY ? size_t(toks->count) : 0;

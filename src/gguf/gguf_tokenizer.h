@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
@@ -36,6 +37,10 @@ Tokenizer load_gguf_tokenizer(const std::string& path);
 
 // tokenizer.chat_template, when present (a string).
 std::optional<std::string> gguf_chat_template(const File& f);
+
+// The text of the BOS and EOS tokens ("" when absent), for a chat
+// template's bos_token / eos_token.
+std::pair<std::string, std::string> gguf_bos_eos_text(const File& f);
 
 // The ids that end a turn: EOS, EOT and EOM (tokenizer.ggml.*_token_id), in
 // that order, without repeats.
