@@ -214,9 +214,13 @@ void GgufArchitectures::gguf_tokenizer_equals_llama_cpp() {
         EXPECT_TRUE(slash_s && ours == dir) << m.name << " text " << i << " \"" << texts[i] << "\": ours "
                                             << join(ours64) << " vs llama.cpp " << join(r.tokenized[i]);
       }
-      // Decoding gives the text back where the directory's tokenizer does.
-      if (ours == dir) EXPECT_EQ(g.decode(ours, false), d.decode(dir, false)) << m.name << " text " << i;
-      else if (m.tokenizer != std::string("qwen3") || unicode::nfc(texts[i]) == texts[i])
+      // Decoding gives the directory's text (but for the unknown token,
+      // which SentencePiece, decoding a GGUF "llama" vocabulary, writes as
+      // " \u2047 " and tokenizer.json skips as special).
+      if (ours == dir) {
+        if (texts[i].find("<unk>") == std::string::npos)
+          EXPECT_EQ(g.decode(ours), d.decode(dir)) << m.name << " text " << i;
+      } else if (m.tokenizer != std::string("qwen3") || unicode::nfc(texts[i]) == texts[i])
         EXPECT_TRUE(r.slash_s.size() == 1 && texts[i].find("</s>") != std::string::npos)
             << m.name << " text " << i << ": GGUF " << join(ours64) << " vs directory "
             << join(std::vector<int64_t>(dir.begin(), dir.end()));
