@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <optional>
 #include <iostream>
 #include <unistd.h>
 #include <cstdio>
@@ -20,6 +22,7 @@
 #include "engine/sampler.h"
 #include "gguf/gguf_model.h"
 #include "gguf/gguf_reader.h"
+#include "gguf/gguf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace chatvec::cli {
@@ -65,10 +68,14 @@ std::unique_ptr<LlamaModel> open_model(const std::string& path, int64_t context)
   return LlamaModel::open(path, {context});
 }
 
-// The model directory's tokenizer, or null when it has none (ids mode; GGUF
-// files: their tokenizer metadata is not read yet).
+// The model directory's tokenizer (a GGUF file's: from its tokenizer.ggml
+// metadata), or null when it has none (ids mode).
 std::unique_ptr<Tokenizer> open_tokenizer(const std::string& dir) {
-  if (is_gguf_file(dir)) return nullptr;
+  if (is_gguf_file(dir)) {
+    const gguf::File f(dir);
+    if (!gguf::has_gguf_tokenizer(f)) return nullptr;
+    return std::make_unique<Tokenizer>(Tokenizer::from_parts(gguf::gguf_tokenizer_parts(f)));
+  }
   if (!path_exists(dir + "/tokenizer.json") && !path_exists(dir + "/tokenizer.model")) return nullptr;
   return std::make_unique<Tokenizer>(Tokenizer::load(dir));
 }
@@ -94,7 +101,7 @@ std::vector<int64_t> ids_field(const Json& j, const char* key, const std::string
 }
 SpecialIds special_ids(const LlamaModel& m) {
   SpecialIds s{m.config().bos_token_ids, m.config().eos_token_ids};
-  if (!m.checkpoint_or_null()) return s;  // a GGUF file: its tokenizer.ggml ids, in the config
+  if (!m.checkpoint_or_null()) return s;  // a GGUF file: see gguf_special_ids
   const std::string gen = m.checkpoint().dir() + "/generation_config.json";
   if (path_exists(gen)) {
     Json g = read_json_file(gen);
@@ -102,6 +109,34 @@ SpecialIds special_ids(const LlamaModel& m) {
     if (auto e = ids_field(g, "eos_token_id", gen); !e.empty()) s.eos = e;
   }
   return s;
+}
+
+// A model directory's or GGUF file's BOS and stop ids (a GGUF file: EOS, EOT
+// and EOM from tokenizer.ggml).
+SpecialIds model_special_ids(const LlamaModel& m, const std::string& path) {
+  SpecialIds s = special_ids(m);
+  if (is_gguf_file(path)) {
+    const std::vector<int64_t> stop = gguf::gguf_stop_ids(gguf::File(path));
+    if (!stop.empty()) s.eos = stop;
+  }
+  return s;
+}
+
+// The chat template of a model directory or of a GGUF file's metadata.
+ChatTemplate open_chat_template(const std::string& path) {
+  if (!is_gguf_file(path)) return ChatTemplate::from_model_dir(path);
+  const gguf::File f(path);
+  std::optional<std::string> t = gguf::gguf_chat_template(f);
+  if (!t) throw InputError(path + ": no tokenizer.chat_template in the GGUF metadata");
+  ChatTemplate tpl(std::move(*t), path + ": tokenizer.chat_template");
+  auto [bos, eos] = gguf::gguf_bos_eos_text(f);
+  tpl.set_special_tokens(std::move(bos), std::move(eos));
+  return tpl;
+}
+
+// -t/--threads: the engine's pool reads CHATVEC_THREADS when it starts.
+void set_engine_threads(int threads) {
+  if (threads > 0) setenv("CHATVEC_THREADS", std::to_string(threads).c_str(), 1);
 }
 
 std::vector<int64_t> parse_ids(const std::string& s) {
@@ -172,11 +207,13 @@ struct GenerateOptions {
   uint64_t seed = 0;
   int64_t context = 0;
   bool no_bos = false;
+  int threads = 0;
 };
 
 int do_generate(const GenerateOptions& o) {
+  set_engine_threads(o.threads);
   auto model = open_model(o.dir, o.context);
-  const SpecialIds sp = special_ids(*model);
+  const SpecialIds sp = model_special_ids(*model, o.dir);
   Sampler sampler({o.temperature, o.top_p, o.seed});
   // Ids in, ids out: no tokenizer to load.
   std::unique_ptr<Tokenizer> tok = o.prompt_ids.empty() ? open_tokenizer(o.dir) : nullptr;
@@ -184,7 +221,7 @@ int do_generate(const GenerateOptions& o) {
   if (!o.prompt_ids.empty()) {
     prompt = parse_ids(o.prompt_ids);
   } else {
-    if (!tok) throw InputError(o.dir + (is_gguf_file(o.dir) ? ": the engine does not read GGUF tokenizers yet: use --prompt-ids"
+    if (!tok) throw InputError(o.dir + (is_gguf_file(o.dir) ? ": no tokenizer.ggml metadata for --prompt (use --prompt-ids)"
                                                            : ": no tokenizer.json or tokenizer.model for --prompt (use --prompt-ids)"));
     prompt = to_ids64(tok->encode(o.prompt, !o.no_bos));
   }
@@ -219,8 +256,7 @@ void register_generate(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* g = app.add_subcommand("generate", "Continue a prompt with a model (CPU inference), streaming to stdout");
   g->add_option("model", o->dir,
-                 "Hugging Face model directory, GGUF file (with --prompt-ids), or id org/name[@revision] in the local "
-                 "cache")->required();
+                 "Hugging Face model directory, GGUF file, or id org/name[@revision] in the local cache")->required();
   auto* p = g->add_option("--prompt", o->prompt, "Prompt text (BOS first when the tokenizer config says so)");
   g->add_option("--prompt-ids", o->prompt_ids, "Prompt as token ids (\"1,403,407\"); prints ids instead of text")
       ->excludes(p);
@@ -230,6 +266,7 @@ void register_generate(CLI::App& app, std::function<int()>& run) {
   g->add_option("--seed", o->seed, "Random seed")->capture_default_str();
   g->add_option("--context", o->context, "KV cache length (default min(max_position_embeddings, 4096))");
   g->add_flag("--no-bos", o->no_bos, "Do not start the prompt with BOS");
+  g->add_option("-t,--threads", o->threads, "Engine threads (default: CHATVEC_THREADS, OMP_NUM_THREADS or all cores)");
   g->callback([&run, o] { run = [o] {
     o->dir = model_path(o->dir);
     return do_generate(*o);
@@ -244,6 +281,7 @@ struct ChatOptions {
   double temperature = 0.7, top_p = 0.9;
   uint64_t seed = 0;
   int64_t context = 0;
+  int threads = 0;
 };
 
 // A conversation held in the model's KV cache: each turn renders the whole
@@ -253,12 +291,14 @@ class ChatSession {
  public:
   ChatSession(const ChatOptions& o)
       : model_(open_model(o.dir, o.context)),
-        tpl_(ChatTemplate::from_model_dir(o.dir)),
+        tpl_(open_chat_template(o.dir)),
         tok_(open_tokenizer(o.dir)),
         sampler_({o.temperature, o.top_p, o.seed}),
         steps_(o.steps) {
-    if (!tok_) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model for chat");
-    const SpecialIds sp = special_ids(*model_);
+    if (!tok_)
+      throw InputError(o.dir + (is_gguf_file(o.dir) ? ": no tokenizer.ggml metadata for chat"
+                                                   : ": no tokenizer.json or tokenizer.model for chat"));
+    const SpecialIds sp = model_special_ids(*model_, o.dir);
     stop_ = sp.eos;
     if (stop_.empty()) throw InputError(o.dir + ": no eos_token_id in generation_config.json or config.json");
   }
@@ -302,9 +342,7 @@ class ChatSession {
 };
 
 int do_chat(const ChatOptions& o) {
-  if (is_gguf_file(o.dir))
-    throw InputError(o.dir + ": chat needs the tokenizer and chat template, which the engine does not read from GGUF "
-                     "metadata yet (chatvec export safetensors makes a directory)");
+  set_engine_threads(o.threads);
   ChatSession chat(o);
   Json messages = Json::array();
   if (!o.system.empty()) messages.push_back({{"role", "system"}, {"content", o.system}});
@@ -352,7 +390,9 @@ int do_chat(const ChatOptions& o) {
 void register_chat(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<ChatOptions>();
   CLI::App* c = app.add_subcommand("chat", "Talk with a model through its chat template (stdin lines are user turns)");
-  c->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
+  c->add_option("model", o->dir, "Hugging Face model directory, GGUF file, or id org/name[@revision] in the local cache")
+      ->required();
+  c->add_option("-t,--threads", o->threads, "Engine threads (default: CHATVEC_THREADS, OMP_NUM_THREADS or all cores)");
   c->add_option("--system", o->system, "System message");
   c->add_option("--messages", o->messages_file,
                 "JSON array of messages: answer each unanswered user turn, print {replies, messages} as JSON");
@@ -376,11 +416,11 @@ struct PerplexityOptions {
 };
 
 int do_perplexity(const PerplexityOptions& o) {
-  if (is_gguf_file(o.dir))
-    throw InputError(o.dir + ": perplexity needs the tokenizer, which the engine does not read from GGUF metadata yet");
   auto model = open_model(o.dir, o.context);
   std::unique_ptr<Tokenizer> tok = open_tokenizer(o.dir);
-  if (!tok) throw InputError(o.dir + ": no tokenizer.json or tokenizer.model to encode --file");
+  if (!tok)
+    throw InputError(o.dir + (is_gguf_file(o.dir) ? ": no tokenizer.ggml metadata to encode --file"
+                                                 : ": no tokenizer.json or tokenizer.model to encode --file"));
   // The special tokens the tokenizer puts before a sequence (BOS), found by
   // encoding an empty text.
   const std::vector<int64_t> bos = to_ids64(tok->encode("", true));
@@ -433,7 +473,8 @@ int do_perplexity(const PerplexityOptions& o) {
 void register_perplexity(CLI::App& app, std::function<int()>& run) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* c = app.add_subcommand("perplexity", "Perplexity of a model on a text file (JSON on stdout)");
-  c->add_option("model", o->dir, "Hugging Face model directory, or id org/name[@revision] in the local cache")->required();
+  c->add_option("model", o->dir, "Hugging Face model directory, GGUF file, or id org/name[@revision] in the local cache")
+      ->required();
   c->add_option("--file", o->file, "UTF-8 text file")->required();
   c->add_flag("--lines", o->lines, "Score each non-empty line as its own sequence (BOS first)");
   c->add_option("--context", o->context, "Window length (default min(max_position_embeddings, 4096))");

@@ -13,6 +13,9 @@
 #include "engine/generation.h"
 #include "engine/llama_model.h"
 #include "engine/sampler.h"
+#include "gguf/gguf_model.h"
+#include "gguf/gguf_reader.h"
+#include "gguf/gguf_tokenizer.h"
 #include "tokenizer/tokenizer.h"
 
 namespace chatvec::eval {
@@ -272,17 +275,43 @@ Json heldout_of(LlamaModel& model, const Tokenizer& tok, const EvalData& d) {
 
 }  // namespace
 
+// A model directory, or a GGUF file with its tokenizer, chat template and
+// stop ids (EOS, EOT, EOM) from its metadata.
+bool is_gguf(const std::string& path) { return !is_directory(path) && gguf::looks_like_gguf(path); }
+std::unique_ptr<LlamaModel> open_any(const std::string& path) {
+  return is_gguf(path) ? gguf::open_gguf_model(path) : LlamaModel::open(path);
+}
+Tokenizer tokenizer_of(const std::string& path) {
+  return is_gguf(path) ? gguf::load_gguf_tokenizer(path) : Tokenizer::load(path);
+}
+ChatTemplate template_of(const std::string& path) {
+  if (!is_gguf(path)) return ChatTemplate::from_model_dir(path);
+  const gguf::File f(path);
+  std::optional<std::string> t = gguf::gguf_chat_template(f);
+  if (!t) throw InputError(path + ": no tokenizer.chat_template in the GGUF metadata");
+  ChatTemplate tpl(std::move(*t), path + ": tokenizer.chat_template");
+  auto [bos, eos] = gguf::gguf_bos_eos_text(f);
+  tpl.set_special_tokens(std::move(bos), std::move(eos));
+  return tpl;
+}
+std::vector<int64_t> stops_of(const LlamaModel& model, const std::string& path) {
+  if (!is_gguf(path)) return stop_ids(model, path);
+  std::vector<int64_t> stop = gguf::gguf_stop_ids(gguf::File(path));
+  if (stop.empty()) throw InputError(path + ": no tokenizer.ggml.eos_token_id");
+  return stop;
+}
+
 Json heldout_scores(const std::string& model_dir, const EvalData& d) {
-  auto model = LlamaModel::open(model_dir);
-  const Tokenizer tok = Tokenizer::load(model_dir);
+  auto model = open_any(model_dir);
+  const Tokenizer tok = tokenizer_of(model_dir);
   return heldout_of(*model, tok, d);
 }
 
 Json evaluate_model(const std::string& model_dir, const EvalData& d, const EvalOptions& o) {
-  auto model = LlamaModel::open(model_dir);
-  const Tokenizer tok = Tokenizer::load(model_dir);
-  const ChatTemplate tpl = ChatTemplate::from_model_dir(model_dir);
-  const std::vector<int64_t> stop = stop_ids(*model, model_dir);
+  auto model = open_any(model_dir);
+  const Tokenizer tok = tokenizer_of(model_dir);
+  const ChatTemplate tpl = template_of(model_dir);
+  const std::vector<int64_t> stop = stops_of(*model, model_dir);
 
   Json per_task = Json::array();
   struct Acc {

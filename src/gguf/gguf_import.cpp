@@ -133,10 +133,10 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
   std::vector<Item> items;
   std::vector<TensorSpec> specs;
   for (const TensorEntry& t : f.tensors()) {
-    if (t.name == "rope_freqs.weight") {
-      sum.notes.push_back("rope_freqs.weight dropped (llama3 rope scaling is not carried into config.json)");
-      continue;
-    }
+    if (t.name == "rope_freqs.weight")
+      throw InputError(fmt::format("{}: tensor rope_freqs.weight (llama3 rotary scaling) cannot be carried into "
+                                   "config.json; the imported model would run without it",
+                                   path));
     const auto hf = gguf_to_hf_name(t.name, info->layout);
     if (!hf) throw InputError(fmt::format("{}: tensor {} has no Hugging Face name", path, t.name));
     const DType dt = dtype_for(t.type);

@@ -157,4 +157,37 @@ std::string serialize_sp_piece(const SpPiece& p) {
   return out;
 }
 
+namespace {
+void put_field_varint(std::string& out, uint32_t field, uint64_t v) {
+  put_varint(out, uint64_t(field) << 3);
+  put_varint(out, v);
+}
+void put_field_bytes(std::string& out, uint32_t field, std::string_view b) {
+  put_varint(out, (uint64_t(field) << 3) | 2);
+  put_varint(out, b.size());
+  out.append(b);
+}
+}  // namespace
+
+std::string serialize_sp_model(const SpModelInfo& m) {
+  std::string out;
+  for (const auto& p : m.pieces) out += serialize_sp_piece(p);
+  std::string trainer;
+  put_field_varint(trainer, 3, uint64_t(m.model_type));
+  put_field_varint(trainer, 35, m.byte_fallback ? 1 : 0);
+  // int32 fields: negative values are sign-extended to 64 bits.
+  put_field_varint(trainer, 40, uint64_t(int64_t(m.unk_id)));
+  put_field_varint(trainer, 41, uint64_t(int64_t(m.bos_id)));
+  put_field_varint(trainer, 42, uint64_t(int64_t(m.eos_id)));
+  put_field_varint(trainer, 43, uint64_t(int64_t(m.pad_id)));
+  put_field_bytes(out, 2, trainer);
+  std::string norm;
+  put_field_bytes(norm, 1, "identity");
+  put_field_varint(norm, 3, m.add_dummy_prefix ? 1 : 0);
+  put_field_varint(norm, 4, 0);  // remove_extra_whitespaces
+  put_field_varint(norm, 5, 1);  // escape_whitespaces
+  put_field_bytes(out, 3, norm);
+  return out;
+}
+
 }  // namespace chatvec::detail

@@ -34,5 +34,9 @@ SpModelInfo parse_sp_model(std::string_view bytes, const std::string& what);
 // One ModelProto `pieces` record; appending it to a serialized ModelProto
 // appends the piece (repeated fields concatenate in wire order).
 std::string serialize_sp_piece(const SpPiece& p);
+// A whole ModelProto: the pieces, a TrainerSpec (model type, byte fallback,
+// special ids) and an identity NormalizerSpec (spaces escaped to U+2581,
+// add_dummy_prefix as given, extra whitespace kept).
+std::string serialize_sp_model(const SpModelInfo& m);
 
 }  // namespace chatvec::detail

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "tokenizer/pretokenize.h"
+#include "tokenizer/sp_proto.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/vocab_internal.h"
 
@@ -141,7 +142,27 @@ class HfTokenizer : public Tokenizer::Impl {
     if (auto p = j.find("pre_tokenizer"); p != j.end() && !p->is_null()) parse_pretokenizer(*p, what);
     if (auto p = j.find("post_processor"); p != j.end() && !p->is_null()) parse_post(*p, what);
     if (auto d = j.find("decoder"); d != j.end() && !d->is_null()) parse_decoder(*d, what);
+    init();
+  }
 
+  // A byte-level BPE from parts: the pre-tokenizer regex, then the byte
+  // alphabet (as tokenizer.json's Split + ByteLevel(use_regex=false)).
+  HfTokenizer(Vocabulary v, const TokenizerParts& p) : Impl(std::move(v)) {
+    byte_level_ = true;
+    ignore_merges_ = p.ignore_merges;
+    unk_id_ = vocab.unk_id().value_or(-1);
+    PreStep split(PreStep::Split);
+    split.pattern = p.pre;
+    pre_.push_back(split);
+    PreStep bl(PreStep::ByteLevel);
+    bl.use_regex = false;
+    pre_.push_back(bl);
+    if (p.add_bos && vocab.bos_id()) prefix_.push_back(*vocab.bos_id());
+    if (p.add_eos && vocab.eos_id()) suffix_.push_back(*vocab.eos_id());
+    init();
+  }
+
+  void init() {
     // Merges: (left id, right id) -> (rank, merged id).
     const auto& merges = vocab.merges();
     merges_.reserve(merges.size() * 2);
@@ -606,6 +627,20 @@ class SpTokenizer : public Tokenizer::Impl {
   SpTokenizer(Vocabulary v) : Impl(std::move(v)) {
     auto st = sp_.Load(vocab.source());
     if (!st.ok()) throw InputError(vocab.source() + ": cannot load SentencePiece model: " + std::string(st.message()));
+    add_bos_ = vocab.bos_id().has_value();
+    init();
+  }
+  // From a serialized ModelProto built from parts.
+  SpTokenizer(Vocabulary v, std::string_view proto, bool add_bos, bool add_eos) : Impl(std::move(v)) {
+    auto st = sp_.LoadFromSerializedProto(proto);
+    if (!st.ok()) throw InputError(vocab.source() + ": cannot build a SentencePiece model from the tokenizer: " +
+                                   std::string(st.message()));
+    add_bos_ = add_bos && vocab.bos_id().has_value();
+    add_eos_ = add_eos && vocab.eos_id().has_value();
+    init();
+  }
+
+  void init() {
     if (static_cast<size_t>(sp_.GetPieceSize()) != vocab.base_size())
       throw InputError(vocab.source() + ": SentencePiece reports " + std::to_string(sp_.GetPieceSize()) +
                        " pieces but the file lists " + std::to_string(vocab.base_size()));
@@ -624,11 +659,17 @@ class SpTokenizer : public Tokenizer::Impl {
               [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
   }
 
-  bool adds_bos() const override { return vocab.bos_id().has_value(); }
+  bool adds_bos() const override { return add_bos_ || add_eos_; }
 
   std::vector<int> encode(std::string_view text, bool add_bos) const override {
+    std::vector<int> ids = encode_text(text);
+    if (add_bos && add_bos_) ids.insert(ids.begin(), *vocab.bos_id());
+    if (add_bos && add_eos_) ids.push_back(*vocab.eos_id());
+    return ids;
+  }
+
+  std::vector<int> encode_text(std::string_view text) const {
     std::vector<int> ids;
-    if (add_bos && vocab.bos_id()) ids.push_back(*vocab.bos_id());
     size_t start = 0, i = 0;
     while (i < text.size()) {
       int hit = -1;
@@ -705,6 +746,8 @@ class SpTokenizer : public Tokenizer::Impl {
   }
 
   sentencepiece::SentencePieceProcessor sp_;
+  bool add_bos_ = false;  // a tokenizer.model: BOS when it has one
+  bool add_eos_ = false;
   std::vector<std::pair<std::string, int>> specials_;  // control and unknown pieces, longest first
   std::array<bool, 256> special_first_{};
 };
@@ -727,6 +770,36 @@ Tokenizer Tokenizer::load(const std::string& path) {
     }
   }
   return Tokenizer(std::make_unique<SpTokenizer>(std::move(v)));
+}
+
+Tokenizer Tokenizer::from_parts(const TokenizerParts& p) {
+  if (p.kind == ModelKind::SentencePieceUnigram)
+    throw InputError(p.source + ": a SentencePiece unigram tokenizer cannot be built from parts");
+  Vocabulary v = detail::vocabulary_from_parts(p);
+  if (p.kind == ModelKind::ByteLevelBpe) return Tokenizer(std::make_unique<HfTokenizer>(std::move(v), p));
+  detail::SpModelInfo m;
+  m.model_type = 2;  // BPE
+  m.byte_fallback = v.byte_fallback();
+  m.add_dummy_prefix = p.add_space_prefix;
+  m.pieces.reserve(v.size());
+  std::optional<int> unk = v.unk_id();
+  for (size_t i = 0; i < v.size(); ++i) {
+    detail::SpPiece piece;
+    piece.piece = v.token(int(i));
+    piece.score = v.score(int(i));
+    piece.type = int(v.type(int(i)));
+    if (!unk && v.type(int(i)) == TokenType::Unknown) unk = int(i);
+    m.pieces.push_back(std::move(piece));
+  }
+  if (!unk) throw InputError(p.source + ": a SentencePiece-style tokenizer needs an unknown token");
+  // SentencePiece requires its unknown piece to be typed so.
+  m.pieces[size_t(*unk)].type = int(TokenType::Unknown);
+  m.unk_id = *unk;
+  m.bos_id = v.bos_id().value_or(-1);
+  m.eos_id = v.eos_id().value_or(-1);
+  m.pad_id = v.pad_id().value_or(-1);
+  const std::string proto = detail::serialize_sp_model(m);
+  return Tokenizer(std::make_unique<SpTokenizer>(std::move(v), proto, p.add_bos, p.add_eos));
 }
 
 const Vocabulary& Tokenizer::vocab() const { return impl_->vocab; }

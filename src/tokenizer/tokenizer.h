@@ -24,6 +24,9 @@ class Tokenizer {
   // A model directory (tokenizer.json preferred, else tokenizer.model) or a
   // tokenizer file.  Throws InputError for malformed or unsupported files.
   static Tokenizer load(const std::string& path);
+  // A tokenizer from its parts (see TokenizerParts); InputError naming
+  // parts.source when they are inconsistent.
+  static Tokenizer from_parts(const TokenizerParts& parts);
 
   Tokenizer(Tokenizer&&) noexcept;
   Tokenizer& operator=(Tokenizer&&) noexcept;

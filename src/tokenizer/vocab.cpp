@@ -454,6 +454,65 @@ class VocabularyBuilder {
     }
   }
 
+  void load_parts(const TokenizerParts& p) {
+    const std::string& what = p.source;
+    v_.source_ = what;
+    v_.format_ = TokenizerFormat::HfJson;
+    v_.kind_ = p.kind;
+    const size_t n = p.tokens.size();
+    if (n == 0) throw InputError(what + ": the tokenizer has no tokens");
+    if (n >= size_t(kMaxId)) throw InputError(what + ": too many tokens (" + std::to_string(n) + ")");
+    if (!p.scores.empty() && p.scores.size() != n)
+      throw InputError(what + ": " + std::to_string(p.scores.size()) + " token scores for " + std::to_string(n) + " tokens");
+    if (!p.types.empty() && p.types.size() != n)
+      throw InputError(what + ": " + std::to_string(p.types.size()) + " token types for " + std::to_string(n) + " tokens");
+    if (p.kind == ModelKind::SentencePieceBpe && p.scores.empty())
+      throw InputError(what + ": a SentencePiece-style tokenizer needs token scores");
+    id_limit_ = int64_t(n);
+    v_.tokens_.reserve(n);
+    v_.ids_.reserve(n);
+    bool any_byte = false;
+    for (size_t i = 0; i < n; ++i) {
+      const TokenType t = p.types.empty() ? TokenType::Normal : p.types[i];
+      if (uint8_t(t) < 1 || uint8_t(t) > 6)
+        throw InputError(what + ": token " + std::to_string(i) + " has unknown token type " + std::to_string(int(t)));
+      if (p.tokens[i].empty() && t != TokenType::Unused)
+        throw InputError(what + ": token " + std::to_string(i) + " is empty");
+      if (t == TokenType::Byte) any_byte = true;
+      set_token(int64_t(i), p.tokens[i], p.scores.empty() ? 0.0f : p.scores[i], t, what);
+    }
+    v_.base_size_ = n;
+    v_.byte_fallback_ = p.kind == ModelKind::SentencePieceBpe && any_byte;
+    v_.adds_space_prefix_ = p.kind == ModelKind::SentencePieceBpe && p.add_space_prefix;
+    if (p.kind == ModelKind::ByteLevelBpe) {
+      v_.pre_tokenizer_ = p.pre == SplitPattern::Llama3 ? "llama3" : p.pre == SplitPattern::Qwen2 ? "qwen2" : "gpt2";
+      v_.merges_ = p.merges;
+    }
+    auto check = [&](const std::optional<int>& id, const char* name) -> std::optional<int> {
+      if (id && (*id < 0 || size_t(*id) >= n))
+        throw InputError(what + ": " + name + " token id " + std::to_string(*id) + " is out of range (" +
+                         std::to_string(n) + " tokens)");
+      return id;
+    };
+    v_.bos_id_ = check(p.bos, "bos");
+    v_.eos_id_ = check(p.eos, "eos");
+    v_.unk_id_ = check(p.unk, "unknown");
+    v_.pad_id_ = check(p.pad, "padding");
+    v_.add_bos_default_ = p.add_bos && v_.bos_id_.has_value();
+    for (size_t i = 0; i < n; ++i) {
+      const TokenType t = v_.types_[i];
+      if (t != TokenType::Control && t != TokenType::UserDefined) continue;
+      if (v_.tokens_[i].empty()) continue;
+      AddedToken a;
+      a.id = int(i);
+      a.content = v_.tokens_[i];
+      a.special = t == TokenType::Control;
+      a.normalized = false;
+      v_.added_.push_back(a);
+      v_.flags_[i] |= a.special ? 3 : 1;
+    }
+  }
+
   void finish() {
     for (size_t i = 0; i < v_.tokens_.size(); ++i)
       if (v_.tokens_[i].empty() && v_.types_[i] != TokenType::Unused)
@@ -487,6 +546,14 @@ Vocabulary detail::load_vocabulary(const std::string& path, Json* tokenizer_json
   }
   if (dir.empty()) dir = ".";
   b.apply_configs(dir);
+  b.finish();
+  return v;
+}
+
+Vocabulary detail::vocabulary_from_parts(const TokenizerParts& parts) {
+  Vocabulary v;
+  VocabularyBuilder b(v);
+  b.load_parts(parts);
   b.finish();
   return v;
 }

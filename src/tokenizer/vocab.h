@@ -15,6 +15,8 @@
 #include <utility>
 #include <vector>
 
+#include "tokenizer/pretokenize.h"
+
 namespace chatvec {
 
 // Same meaning and numbering as SentencePiece's ModelProto piece types.
@@ -47,6 +49,28 @@ struct AddedToken {
   bool rstrip = false;
   bool normalized = false;
   bool single_word = false;
+};
+
+// A tokenizer given by its parts rather than by a file (GGUF metadata is
+// read into this by src/gguf; the tokenizer knows nothing of GGUF bytes).
+//   SentencePieceBpe  tokens + scores + types: SentencePiece BPE (merge the
+//                     adjacent pair whose result scores highest), <0xNN>
+//                     byte fallback when Byte tokens exist, ▁ for spaces
+//   ByteLevelBpe      tokens + types + merges (rank order) + pre-tokenizer
+// Control and UserDefined tokens are split out of the text as added tokens
+// (Control ones special: skipped when decoding).
+struct TokenizerParts {
+  ModelKind kind = ModelKind::SentencePieceBpe;
+  std::vector<std::string> tokens;
+  std::vector<float> scores;     // one per token (SentencePieceBpe; else may be empty)
+  std::vector<TokenType> types;  // one per token (empty: all Normal)
+  std::vector<std::pair<std::string, std::string>> merges;  // ByteLevelBpe
+  SplitPattern pre = SplitPattern::Llama3;                  // ByteLevelBpe
+  bool ignore_merges = false;  // ByteLevelBpe: a word that is a token is not merged (Llama-3)
+  bool add_space_prefix = true;  // SentencePieceBpe
+  std::optional<int> bos, eos, unk, pad;
+  bool add_bos = false, add_eos = false;
+  std::string source;  // names the origin in errors (e.g. the GGUF file)
 };
 
 class Vocabulary {

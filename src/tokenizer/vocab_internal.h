@@ -13,4 +13,8 @@ namespace chatvec::detail {
 // model.merges (normalizer, pre_tokenizer, post_processor, decoder, ...).
 Vocabulary load_vocabulary(const std::string& path, Json* tokenizer_json);
 
+// A vocabulary from parts (InputError naming parts.source when they do not
+// fit together: sizes, ids out of range, unknown token types).
+Vocabulary vocabulary_from_parts(const TokenizerParts& parts);
+
 }  // namespace chatvec::detail

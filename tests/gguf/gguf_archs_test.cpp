@@ -17,7 +17,10 @@
 #include "core/file_util.h"
 #include "core/json_util.h"
 #include "formats/checkpoint.h"
+#include "chat_template/chat_template.h"
 #include "gguf/gguf_reader.h"
+#include "gguf/gguf_tokenizer.h"
+#include "tokenizer/tokenizer.h"
 #include "test_support.h"
 #include "tokenizer/unicode.h"
 #include "tokenizer/tokenizer_test_util.h"
@@ -164,6 +167,7 @@ class GgufArchitectures : public SharedDirSuite<GgufArchitectures> {
   static void tokenizer_equals_transformers_js();
   static void metadata_as_llama_cpp_expects_it();
   static void qwen3_round_trip();
+  static void gguf_tokenizer_equals_llama_cpp();
 
   static void fail(const std::string& why) {
     ok_ = false;
@@ -180,6 +184,67 @@ TEST_F(GgufArchitectures, ExportAgreesWithLlamaCpp) {
   tokenizer_equals_transformers_js();
   metadata_as_llama_cpp_expects_it();
   qwen3_round_trip();
+  gguf_tokenizer_equals_llama_cpp();
+}
+
+// Our tokenizer built from the exported metadata (tokenizer.ggml.*) gives
+// llama.cpp's ids on every sample; where llama.cpp differs from
+// transformers.js (see above: Qwen's NFC, "</s>" as a control token) ours
+// follows the metadata as llama.cpp does for NFC, and gives the directory's
+// ids for "</s>" (the file does not mark it a control token).  The chat
+// template from the file renders byte for byte as the directory's.
+void GgufArchitectures::gguf_tokenizer_equals_llama_cpp() {
+  const std::vector<std::string>& texts = sample_texts();
+  const size_t n = texts.size();
+  for (const Model& m : kModels) {
+    const Run& r = runs_.at(m.name);
+    const std::string gguf = path(std::string(m.name) + ".gguf");
+    const Tokenizer g = load_gguf_tokenizer(gguf);
+    const Tokenizer d = Tokenizer::load(path(m.name));
+    EXPECT_EQ(g.adds_bos(), r.add_bos) << m.name;
+    int as_llama = 0, as_dir = 0;
+    for (size_t i = 0; i < n; ++i) {
+      const std::vector<int> ours = g.encode(texts[i], false);
+      const std::vector<int64_t> ours64(ours.begin(), ours.end());
+      if (ours64 == r.tokenized[i]) ++as_llama;
+      const std::vector<int> dir = d.encode(texts[i], false);
+      if (ours == dir) ++as_dir;
+      if (ours64 != r.tokenized[i]) {
+        const bool slash_s = r.slash_s.size() == 1 && texts[i].find("</s>") != std::string::npos;
+        EXPECT_TRUE(slash_s && ours == dir) << m.name << " text " << i << " \"" << texts[i] << "\": ours "
+                                            << join(ours64) << " vs llama.cpp " << join(r.tokenized[i]);
+      }
+      // Decoding gives the directory's text (but for the unknown token,
+      // which SentencePiece, decoding a GGUF "llama" vocabulary, writes as
+      // " \u2047 " and tokenizer.json skips as special).
+      if (ours == dir) {
+        if (texts[i].find("<unk>") == std::string::npos)
+          EXPECT_EQ(g.decode(ours), d.decode(dir)) << m.name << " text " << i;
+      } else if (m.tokenizer != std::string("qwen3") || unicode::nfc(texts[i]) == texts[i])
+        EXPECT_TRUE(r.slash_s.size() == 1 && texts[i].find("</s>") != std::string::npos)
+            << m.name << " text " << i << ": GGUF " << join(ours64) << " vs directory "
+            << join(std::vector<int64_t>(dir.begin(), dir.end()));
+    }
+    std::printf("[ %s GGUF tokenizer ] = llama.cpp on %d of %zu samples, = the directory's on %d\n", m.name, as_llama, n,
+                as_dir);
+    // BOS, EOS and the stop ids from the metadata.
+    EXPECT_EQ(g.vocab().bos_id(), d.vocab().bos_id()) << m.name;
+    if (r.bos >= 0) EXPECT_EQ(g.vocab().bos_id().value_or(-1), r.bos) << m.name;
+    const std::vector<int64_t> stop = gguf_stop_ids(File(gguf));
+    ASSERT_FALSE(stop.empty()) << m.name;
+    // The chat template.
+    const std::optional<std::string> tpl = gguf_chat_template(File(gguf));
+    if (!tpl) continue;
+    const Json msgs = Json::parse(R"([{"role":"system","content":"Sé breve."},{"role":"user","content":"¿Qué hora es?"},
+                                      {"role":"assistant","content":"Las diez."},{"role":"user","content":"Gracias"}])");
+    ChatTemplate from_file(*tpl, gguf);
+    const auto [bos, eos] = gguf_bos_eos_text(File(gguf));
+    from_file.set_special_tokens(bos, eos);
+    const std::string a = render_chat(from_file, msgs, true);
+    const std::string b = render_chat(ChatTemplate::from_model_dir(path(m.name)), msgs, true);
+    EXPECT_EQ(a, b) << m.name;
+    EXPECT_EQ(g.encode(a, false), d.encode(b, false)) << m.name;
+  }
 }
 
 void GgufArchitectures::greedy_tokens_equal_engine() {

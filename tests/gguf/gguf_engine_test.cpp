@@ -135,10 +135,12 @@ TEST(GgufEngineCli, GeneratesFromTheFileAsFromTheDirectory) {
   ASSERT_EQ(a.exit_code, 0) << a.err;
   ASSERT_EQ(b.exit_code, 0) << b.err;
   EXPECT_EQ(a.out, b.out);
-  // Text needs the tokenizer: one line saying so.
+  // Text needs the tokenizer, and this file's gpt2 metadata has no merges:
+  // one line naming the file and the key.
   const CommandResult t = run_command(cv() + " -q generate " + shell_quote(file) + " --prompt hello");
   EXPECT_EQ(t.exit_code, 2);
-  EXPECT_NE(t.err.find("--prompt-ids"), std::string::npos) << t.err;
+  EXPECT_NE(t.err.find(file + ": GGUF metadata has no tokenizer.ggml.merges"), std::string::npos) << t.err;
+  EXPECT_EQ(t.err.find('\n'), t.err.size() - 1) << t.err;
 }
 
 TEST(GgufEngineCli, TruncatedOrMalformedFileIsOneLineExit2) {

@@ -15,8 +15,12 @@
 #include "gguf/gguf_import.h"
 #include "gguf/gguf_names.h"
 #include "gguf/gguf_reader.h"
+#include "gguf/gguf_tokenizer.h"
 #include "gguf/gguf_writer.h"
 #include "test_support.h"
+#include "core/file_util.h"
+#include "tokenizer/tokenizer.h"
+#include "tokenizer/tokenizer_test_util.h"
 
 using namespace chatvec;
 using namespace chatvec::gguf;
@@ -466,4 +470,180 @@ TEST(GgufMerge, MergeFormatGgufLoadsInLlamaCpp) {
                   " x 4 --chat Hello");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(nlohmann::json::parse(r.out)["wrapper"], "JinjaTemplate") << r.out;
+}
+
+namespace {
+
+// Runs of spaces, or spaces at the start or end: SentencePiece's
+// remove_extra_whitespaces (on in tok512.model) changes them, llama.cpp
+// (and so a GGUF tokenizer) keeps them.
+bool spaces_normalised_away(const std::string& t) {
+  return t.find("  ") != std::string::npos || (!t.empty() && (t.front() == ' ' || t.back() == ' ')) ||
+         t.find(" <") != std::string::npos || t.find("> ") != std::string::npos;
+}
+
+}  // namespace
+
+// The tokenizer of the exported stories260K file: the ids of llama.cpp's
+// tokenizer on the same file (every sample), and of the SentencePiece model
+// it came from wherever SentencePiece's whitespace normalisation (which the
+// GGUF metadata cannot carry) leaves the text as it is.
+TEST_F(GgufStories, GgufTokenizerEqualsSentencePieceAndLlamaCpp) {
+  const std::string gguf = export_type("f32");
+  const Tokenizer g = load_gguf_tokenizer(gguf);
+  const Tokenizer d = Tokenizer::load(dir_);
+  std::vector<std::string> texts = sample_texts();
+  texts.push_back("Once upon a time, Lily met a dog");
+  texts.push_back("<s>Once</s><s> upon<unk>a time");
+  EXPECT_EQ(g.adds_bos(), d.adds_bos());
+  EXPECT_EQ(g.vocab().bos_id(), d.vocab().bos_id());
+  EXPECT_EQ(g.vocab().eos_id(), d.vocab().eos_id());
+  EXPECT_EQ(g.encode("Once upon a time, Lily met a dog", true),
+            (std::vector<int>{1, 403, 407, 261, 378, 432, 317, 284, 316, 261, 400, 428}));
+  int same = 0, compared = 0;
+  for (const std::string& t : texts) {
+    if (spaces_normalised_away(t)) continue;
+    ++compared;
+    const std::vector<int> a = g.encode(t, true), b = d.encode(t, true);
+    if (a == b) ++same;
+    EXPECT_EQ(a, b) << "\"" << t << "\"";
+    EXPECT_EQ(g.decode(a), d.decode(b)) << "\"" << t << "\"";
+  }
+  std::printf("[ stories260K GGUF tokenizer ] = SentencePiece on %d of %d samples\n", same, compared);
+  EXPECT_GE(compared, 15);
+  if (!peers_installed()) GTEST_SKIP() << "needs the npm peers for llama.cpp's tokenizer";
+  Json jobs = Json::array({{{"model", gguf}, {"prompt", Json::array()}, {"n", 0}, {"texts", texts}}});
+  write_file((tmp_ / "jobs.json").string(), jobs.dump());
+  CommandResult r = run_command("cd " + shell_quote(peers_dir().string()) + " && node gguf_llama_batch.mjs " +
+                                shell_quote((tmp_ / "jobs.json").string()));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const auto res = nlohmann::json::parse(r.out).at(0);
+  EXPECT_EQ(res["add_bos"].get<bool>(), g.adds_bos());
+  ASSERT_EQ(res["tokenized"].size(), texts.size());
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const std::vector<int> ours = g.encode(texts[i], false);
+    EXPECT_EQ(std::vector<int64_t>(ours.begin(), ours.end()), res["tokenized"][i].get<std::vector<int64_t>>())
+        << "\"" << texts[i] << "\"";
+  }
+}
+
+// perplexity, generate --prompt and eval on the .gguf report what they
+// report on the directory (the f32 file's logits are the directory's).
+TEST_F(GgufStories, PerplexityGenerateEvalOnTheGgufEqualTheDirectory) {
+  // A chat template, carried into the GGUF by export.
+  fs::remove(fs::path(dir_) / "tokenizer_config.json");
+  write_file((fs::path(dir_) / "tokenizer_config.json").string(),
+             R"({"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": )"
+             R"("{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}{% if add_generation_prompt %}</s>{% endif %}"})");
+  const std::string gguf = export_type("f32");
+  ASSERT_TRUE(gguf_chat_template(File(gguf)).has_value());
+  const std::string text = (tmp_ / "t.txt").string();
+  write_file(text, "Once upon a time, there was a little girl.\nShe liked to play with\ther dog. Caf\xC3\xA9 \xE6\x97\xA5\n");
+  for (const char* flags : {"", " --lines"}) {
+    CommandResult a = run_command(cv() + " -q perplexity " + shell_quote(dir_) + " --file " + shell_quote(text) + flags);
+    CommandResult b = run_command(cv() + " -q perplexity " + shell_quote(gguf) + " --file " + shell_quote(text) + flags);
+    ASSERT_EQ(a.exit_code, 0) << a.err;
+    ASSERT_EQ(b.exit_code, 0) << b.err;
+    EXPECT_EQ(a.out, b.out) << flags;
+  }
+  CommandResult a = run_command(cv() + " -q generate " + shell_quote(dir_) + " --prompt 'Once upon a time' -n 24 --temperature 0");
+  CommandResult b = run_command(cv() + " -q generate " + shell_quote(gguf) + " --prompt 'Once upon a time' -n 24 --temperature 0 -t 1");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(a.out, b.out);
+  EXPECT_GT(a.out.size(), 30u);
+  // eval: every answer and metric equal (timings aside).
+  const std::string tasks = (tmp_ / "tasks.jsonl").string();
+  write_file(tasks,
+             R"({"id": "a", "lang": "en", "type": "dialogue", "messages": [{"role": "user", "content": "Lily had a dog."}], "expected": "dog"})"
+             "\n"
+             R"({"id": "b", "lang": "en", "type": "dialogue", "messages": [{"role": "user", "content": "Tom was sad."}]})"
+             "\n");
+  write_file((tmp_ / "held.txt").string(), "Once upon a time, there was a cat.\nThe cat liked the sun.\n");
+  auto eval = [&](const std::string& model, const std::string& out) {
+    CommandResult r = run_command(cv() + " -q eval " + shell_quote(model) + " --tasks " + shell_quote(tasks) +
+                                  " --max-new 16 --heldout en=" + shell_quote((tmp_ / "held.txt").string()) +
+                                  " --lang-data en=" + shell_quote((tmp_ / "held.txt").string()) + " --json " +
+                                  shell_quote(out));
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    Json j = read_json_file(out);
+    std::function<void(Json&)> strip = [&](Json& x) {
+      if (x.is_object()) {
+        for (const char* k : {"seconds", "model", "tokens_per_second", "elapsed_s", "wall_seconds"}) x.erase(k);
+        for (auto& [k, v] : x.items()) strip(v);
+      } else if (x.is_array()) {
+        for (auto& v : x) strip(v);
+      }
+    };
+    strip(j);
+    return j;
+  };
+  const Json ja = eval(dir_, (tmp_ / "a.json").string()), jb = eval(gguf, (tmp_ / "b.json").string());
+  EXPECT_EQ(ja.dump(1), jb.dump(1));
+}
+
+// Malformed tokenizer metadata: one InputError naming the file and the key.
+TEST(GgufTokenizer, MalformedMetadataIsOneLineNamingTheKey) {
+  TempDir tmp;
+  auto base = [] {
+    std::vector<KeyValue> kv;
+    kv.push_back({"general.architecture", Value::str("llama")});
+    kv.push_back({"tokenizer.ggml.model", Value::str("gpt2")});
+    kv.push_back({"tokenizer.ggml.pre", Value::str("qwen2")});
+    kv.push_back({"tokenizer.ggml.tokens", Value::str_array({"a", "b", "ab", "<|end|>"})});
+    kv.push_back({"tokenizer.ggml.token_type", Value::i32_array({1, 1, 1, 3})});
+    kv.push_back({"tokenizer.ggml.merges", Value::str_array({"a b"})});
+    kv.push_back({"tokenizer.ggml.eos_token_id", Value::u32(3)});
+    return kv;
+  };
+  auto write = [&](const std::vector<KeyValue>& kv, const std::string& name) {
+    const std::string p = (tmp / name).string();
+    Writer w(p, kv, {});
+    w.finish();
+    return p;
+  };
+  {
+    const Tokenizer t = load_gguf_tokenizer(write(base(), "ok.gguf"));
+    EXPECT_EQ(t.encode("abab<|end|>a", false), (std::vector<int>{2, 2, 3, 0}));
+    EXPECT_EQ(gguf_stop_ids(File((tmp / "ok.gguf").string())), std::vector<int64_t>{3});
+  }
+  auto set = [](std::vector<KeyValue> kv, const std::string& key, std::optional<Value> v) {
+    for (auto it = kv.begin(); it != kv.end(); ++it)
+      if (it->key == key) {
+        if (v) it->value = *v;
+        else kv.erase(it);
+        return kv;
+      }
+    if (v) kv.push_back({key, *v});
+    return kv;
+  };
+  const struct {
+    const char* name;
+    std::vector<KeyValue> kv;
+    const char* needle;
+  } cases[] = {
+      {"no-tokens", set(base(), "tokenizer.ggml.tokens", std::nullopt), "no tokenizer.ggml.tokens"},
+      {"tokens-type", set(base(), "tokenizer.ggml.tokens", Value::i32_array({1, 2, 3, 4})), "tokenizer.ggml.tokens is not an array of str"},
+      {"model-name", set(base(), "tokenizer.ggml.model", Value::str("t5")), "tokenizer.ggml.model \"t5\""},
+      {"pre-name", set(base(), "tokenizer.ggml.pre", Value::str("falcon")), "tokenizer.ggml.pre \"falcon\""},
+      {"eos-range", set(base(), "tokenizer.ggml.eos_token_id", Value::u32(4)), "tokenizer.ggml.eos_token_id = 4 is out of range"},
+      {"eot-range", set(base(), "tokenizer.ggml.eot_token_id", Value::u32(99)), "tokenizer.ggml.eot_token_id = 99"},
+      {"types-count", set(base(), "tokenizer.ggml.token_type", Value::i32_array({1, 1})), "token_type has 2 entries for 4 tokens"},
+      {"types-value", set(base(), "tokenizer.ggml.token_type", Value::i32_array({1, 1, 9, 1})), "token_type of token 2 is 9"},
+      {"merge", set(base(), "tokenizer.ggml.merges", Value::str_array({"ab"})), "merges entry 0"},
+      {"no-scores", set(base(), "tokenizer.ggml.model", Value::str("llama")), "no tokenizer.ggml.scores"},
+      {"bool", set(base(), "tokenizer.ggml.add_bos_token", Value::u32(1)), "tokenizer.ggml.add_bos_token is not a bool"},
+  };
+  for (const auto& c : cases) {
+    const std::string p = write(c.kv, std::string(c.name) + ".gguf");
+    try {
+      (void)load_gguf_tokenizer(p);
+      ADD_FAILURE() << c.name << ": accepted";
+    } catch (const InputError& e) {
+      const std::string m = e.what();
+      EXPECT_NE(m.find(p), std::string::npos) << c.name << ": " << m;
+      EXPECT_NE(m.find(c.needle), std::string::npos) << c.name << ": " << m;
+      EXPECT_EQ(m.find('\n'), std::string::npos) << c.name << ": " << m;
+    }
+  }
 }
