@@ -82,7 +82,7 @@ class LlamaModel {
   // of the last token, or with `all_logits` (n <= kMaxBatch) those of every
   // token as [n, vocab_size].  Results are bit-identical to n forward() calls.
   const float* forward_batch(const int64_t* tokens, int64_t n, int64_t pos, bool all_logits = false);
-  static constexpr int64_t kMaxBatch = 32;
+  static constexpr int64_t kMaxBatch = 64;
 
  private:
   struct Layer {
