@@ -262,6 +262,115 @@ def pytorch():
         put(tp, "stack_global.pkl", mtf.EVIL["stack_global"]("/nonexistent/chatvec-fuzz-marker"))
 
 
+# --- GGUF files the engine and the import read (a 1-layer llama of hidden
+# size 32, made here; no model data) ---------------------------------------
+def gguf_bytes(kvs, tensors, align=32, bad_offset=None):
+    """kvs: [(key, type, value)], type "u32" | "f32" | "str" | "strs";
+    tensors: [(name, ggml_type, ne, data_bytes)]."""
+    def gstr(b):
+        b = b.encode() if isinstance(b, str) else b
+        return struct.pack("<Q", len(b)) + b
+    out = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs))
+    for k, t, v in kvs:
+        out += gstr(k)
+        if t == "u32": out += struct.pack("<II", 4, v)
+        elif t == "f32": out += struct.pack("<If", 6, v)
+        elif t == "str": out += struct.pack("<I", 8) + gstr(v)
+        elif t == "strs": out += struct.pack("<IIQ", 9, 8, len(v)) + b"".join(gstr(x) for x in v)
+    off, data = 0, b""
+    for i, (name, ty, ne, d) in enumerate(tensors):
+        out += gstr(name) + struct.pack("<I", len(ne)) + b"".join(struct.pack("<q", n) for n in ne)
+        out += struct.pack("<IQ", ty, off if bad_offset is None or i != 0 else bad_offset)
+        pad = (-len(d)) % align
+        data += d + b"\0" * pad
+        off += len(d) + pad
+    out += b"\0" * ((-len(out)) % align)
+    return out + data
+
+
+def tensor_data(ty, n, seed):
+    vals = [((i * 7 + seed * 13) % 17 - 8) / 16.0 for i in range(n)]
+    if ty == 0: return struct.pack(f"<{n}f", *vals)
+    if ty == 1: return struct.pack(f"<{n}e", *vals)
+    if ty == 30: return b"".join(struct.pack("<f", v)[2:] for v in vals)
+    if ty == 8:  # q8_0: f16 scale + 32 int8
+        out = b""
+        for b in range(0, n, 32):
+            blk = vals[b:b + 32]
+            d = max(abs(v) for v in blk) / 127 or 1.0
+            out += struct.pack("<e", d) + bytes((round(v / d) & 0xFF) for v in blk)
+        return out
+
+
+def tiny_llama(ty=0, norm_ty=0, template="{% for m in messages %}{{ m.content }}{% endfor %}", extra_kvs=(),
+               drop=None, ne_override=None):
+    H, F, V, HEADS, KV = 32, 32, 8, 2, 1
+    kvs = [("general.architecture", "str", "llama"), ("llama.embedding_length", "u32", H),
+           ("llama.feed_forward_length", "u32", F), ("llama.block_count", "u32", 1),
+           ("llama.attention.head_count", "u32", HEADS), ("llama.attention.head_count_kv", "u32", KV),
+           ("llama.attention.layer_norm_rms_epsilon", "f32", 1e-5), ("llama.context_length", "u32", 64),
+           ("tokenizer.ggml.model", "str", "llama"),
+           ("tokenizer.ggml.tokens", "strs", ["<unk>", "<s>", "</s>", "a", "b", "c", "d", "e"])]
+    if template is not None:
+        kvs.append(("tokenizer.chat_template", "str", template))
+    kvs += list(extra_kvs)
+    kv_dim = H // HEADS * KV
+    shapes = [("token_embd.weight", ty, [H, V]), ("blk.0.attn_norm.weight", norm_ty, [H]),
+              ("blk.0.attn_q.weight", ty, [H, H]), ("blk.0.attn_k.weight", ty, [H, kv_dim]),
+              ("blk.0.attn_v.weight", ty, [H, kv_dim]), ("blk.0.attn_output.weight", ty, [H, H]),
+              ("blk.0.ffn_norm.weight", norm_ty, [H]), ("blk.0.ffn_gate.weight", ty, [H, F]),
+              ("blk.0.ffn_up.weight", ty, [H, F]), ("blk.0.ffn_down.weight", ty, [F, H]),
+              ("output_norm.weight", norm_ty, [H])]
+    tensors = []
+    for i, (name, t, ne) in enumerate(shapes):
+        if name == drop: continue
+        n = 1
+        for x in ne: n *= x
+        d = tensor_data(t, n, i)
+        if ne_override and name == ne_override[0]: ne = ne_override[1]
+        tensors.append((name, t, ne, d))
+    return gguf_bytes(kvs, tensors)
+
+
+def gguf_files():
+    for t in ("gguf_model", "gguf_import"):
+        put(t, "llama_f32.gguf", tiny_llama(0))
+        put(t, "llama_f16.gguf", tiny_llama(1))
+        put(t, "llama_bf16.gguf", tiny_llama(30, 30))
+        put(t, "llama_q8_0.gguf", tiny_llama(8))
+        put(t, "bad_missing_tensor.gguf", tiny_llama(0, drop="blk.0.ffn_up.weight"))
+        put(t, "bad_shape.gguf", tiny_llama(0, ne_override=("blk.0.attn_q.weight", [32, 16, 2])))
+        put(t, "bad_type_q4_0.gguf", gguf_bytes([("general.architecture", "str", "llama")], [("token_embd.weight", 2, [32, 8], b"\0" * 144)]))
+        put(t, "bad_no_arch.gguf", gguf_bytes([], [("token_embd.weight", 0, [4], b"\0" * 16)]))
+        # n_elements x type size wraps around 2^64: 2^62 f32 elements "take" 0 bytes.
+        put(t, "bad_size_overflow.gguf", gguf_bytes([("general.architecture", "str", "llama")],
+                                                    [("token_embd.weight", 0, [2**31, 2**31], b"")]))
+        put(t, "qwen3.gguf", tiny_llama(0).replace(b"llama", b"qwen3"))
+    put("gguf_import", "bad_template_utf8.gguf", tiny_llama(0, template=b"{{ \xff\xfe }}"))
+
+
+# --- recipes and --ratio / --ratio-for lines ------------------------------
+def recipes():
+    t = "recipe"
+    put(t, "ratio_const.txt", "0.5\n--\nmodel.layers.1.mlp.up_proj.weight\n")
+    put(t, "ratio_points.txt", "0.2,1.0,0.5\nembed_tokens|lm_head=0\nlayers\\.[0-2]\\.=0.75\n--\nmodel.layers.2.x\n")
+    put(t, "ratio_bad.txt", "1,,2\n(unclosed=1\n=3\nx=nan\n--\n")
+    put(t, "ratio_backref.txt", "1\n(a)\\1=0.5\n--\naa\n")
+    put(t, "ratio_nested.txt", "1\n((((((((((a*)*)*)*)*)*)*)*)*)*)*b=0.5\n--\n" + "a" * 200 + "\n")
+    put(t, "ratio_long_name.txt", "1\n(.)*x=0.5\n--\n" + "model." * 2000 + "\n")
+    put(t, "recipe_merge.json", json.dumps({
+        "chatvec_recipe": 1, "kind": "merge", "base": "base", "chat": "chat", "target": "target",
+        "ratio": [0.2, 1.0, 0.5], "ratio_for": [{"pattern": "lm_head", "ratio": 0}],
+        "operations": {"dare": {"p": 0.1, "seed": 3}, "magnitude": {"keep": 0.5, "rescale": "l2"}, "clip": 0.5,
+                       "ties": True},
+        "include": ["layers"], "exclude": ["norm"], "dtype": "bf16", "embeddings": "shared"}))
+    put(t, "recipe_apply.json", json.dumps({"kind": "apply", "target": "/t", "vectors": [
+        {"path": "v1", "ratio": 0.5, "ratio_for": [{"pattern": "(a|b)*c", "ratio": 1}]}, {"path": "/v2"}]}))
+    put(t, "recipe_const.json", json.dumps({"kind": "merge", "base": "/b", "chat": "/c", "target": "/t", "ratio": 0.5}))
+    put(t, "recipe_bad_key.json", json.dumps({"base": "b", "chat": "c", "target": "t", "nosuch": 1}))
+    put(t, "recipe_bad_type.json", json.dumps({"base": 1, "chat": "c", "target": "t", "ratio": "x"}))
+
+
 if __name__ == "__main__":
     safetensors()
     checkpoint_index()
@@ -270,6 +379,8 @@ if __name__ == "__main__":
     sp_model()
     chat_template()
     pytorch()
+    gguf_files()
+    recipes()
     for d in sorted(os.listdir(OUT)):
         files = os.listdir(os.path.join(OUT, d))
         print(d, len(files), "files", sum(os.path.getsize(os.path.join(OUT, d, f)) for f in files), "bytes")

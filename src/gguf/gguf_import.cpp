@@ -15,6 +15,7 @@
 #include "gguf/gguf_names.h"
 #include "gguf/gguf_reader.h"
 #include "gguf/gguf_writer.h"
+#include "tokenizer/unicode.h"
 
 namespace chatvec::gguf {
 
@@ -158,6 +159,13 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
     std::vector<uint64_t> shape = t.ne.size() == 1 ? std::vector<uint64_t>{t.ne[0]} : std::vector<uint64_t>{t.ne[1], t.ne[0]};
     specs.push_back({*hf, dt, shape});
     items.push_back(it);
+  }
+
+  // The chat template goes into tokenizer_config.json, which JSON requires
+  // to be UTF-8: checked before anything is written.
+  if (const Value* tpl = f.find("tokenizer.chat_template"); tpl && tpl->type == ValueType::STRING) {
+    if (!unicode::is_valid_utf8(tpl->s))
+      throw InputError(fmt::format("{}: tokenizer.chat_template is not valid UTF-8", path));
   }
 
   // config.json

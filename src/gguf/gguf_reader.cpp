@@ -168,7 +168,11 @@ Header parse_header(const uint8_t* bytes, uint64_t size, const std::string& what
     if (row % tt.block != 0)
       c.fail(fmt::format("tensor {} of type {}: row length {} is not a multiple of the block size {}", t.name, tt.name,
                          row, tt.block));
-    t.nbytes = numel / tt.block * tt.bytes;  // cannot overflow: bytes/block < 2^9 * block
+    // numel < 2^63 but numel / block * bytes can exceed 2^64 (an F32 tensor
+    // of 2^62 elements would wrap to 0 bytes): bound it by the file first.
+    if (numel / tt.block > c.left() / tt.bytes)
+      c.fail(fmt::format("tensor {}: {} elements of {} take more bytes than the file holds", t.name, numel, tt.name));
+    t.nbytes = numel / tt.block * tt.bytes;
     t.offset = c.get<uint64_t>("tensor offset");
     if (t.offset != expected_offset)
       c.fail(fmt::format("tensor {} has offset {}, expected {} (tensors back to back, aligned to {})", t.name, t.offset,

@@ -68,6 +68,14 @@ void combine_typed(const CombineArgs& a, size_t begin, size_t end) {
   }
 }
 
+// clang (the fuzz build) has no target_clones on function templates: the
+// default code there.
+#ifdef __clang__
+#define CHATVEC_TEMPLATE_CLONES
+#else
+#define CHATVEC_TEMPLATE_CLONES __attribute__((target_clones("avx2", "default")))
+#endif
+
 // The common case in one pass, without the float blocks: every operand and
 // the output are bf16, one term with a minus (a merge or an extract of a
 // bf16 model).  The same float operations in the same order as
@@ -75,7 +83,7 @@ void combine_typed(const CombineArgs& a, size_t begin, size_t end) {
 // or no s), so the bits are the same; the loop is simple enough for the
 // compiler to vectorise.
 template <bool kHasSource, bool kScale>
-__attribute__((target_clones("avx2", "default"))) void combine_bf16_1term(const uint8_t* __restrict s,
+CHATVEC_TEMPLATE_CLONES void combine_bf16_1term(const uint8_t* __restrict s,
                                                                           const uint8_t* __restrict p,
                                                                           const uint8_t* __restrict m,
                                                                           uint8_t* __restrict out, float r, size_t n) {
@@ -120,7 +128,7 @@ bool try_fast_path(const CombineArgs& a, size_t begin, size_t end) {
 // stay in L1, then the float operations of combine_typed<float> in the same
 // order in one pass, then narrowed.  Bit for bit the general path.
 template <bool kHasSource, bool kScale>
-__attribute__((target_clones("avx2", "default"))) void combine_f32_1term(const float* __restrict s, float* __restrict p,
+CHATVEC_TEMPLATE_CLONES void combine_f32_1term(const float* __restrict s, float* __restrict p,
                                                                         const float* __restrict m, float r, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     float d = p[i] - m[i];

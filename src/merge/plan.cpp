@@ -8,25 +8,19 @@ namespace chatvec {
 bool TensorSelection::selected(const std::string& name) const {
   if (!include.empty()) {
     bool any = false;
-    for (const auto& r : include)
-      if (std::regex_search(name, r)) any = true;
+    for (size_t i = 0; i < include.size() && !any; ++i)
+      if (name_matches(name, include[i], include_src[i], "--include")) any = true;
     if (!any) return false;
   }
-  for (const auto& r : exclude)
-    if (std::regex_search(name, r)) return false;
+  for (size_t i = 0; i < exclude.size(); ++i)
+    if (name_matches(name, exclude[i], exclude_src[i], "--exclude")) return false;
   return true;
 }
 
 TensorSelection make_selection(const std::vector<std::string>& include, const std::vector<std::string>& exclude) {
   auto compile = [](const std::vector<std::string>& srcs, const char* flag) {
     std::vector<std::regex> r;
-    for (const auto& s : srcs) {
-      try {
-        r.emplace_back(s, std::regex::ECMAScript);
-      } catch (const std::regex_error& e) {
-        throw InputError(std::string(flag) + " \"" + s + "\": invalid regular expression: " + e.what());
-      }
-    }
+    for (const auto& s : srcs) r.push_back(compile_name_pattern(s, flag));
     return r;
   };
   TensorSelection sel;

@@ -74,6 +74,33 @@ std::string RatioSchedule::to_string() const {
   return s;
 }
 
+std::regex compile_name_pattern(const std::string& pattern, const std::string& what) {
+  if (pattern.size() > kMaxNamePattern)
+    throw InputError(fmt::format("{} \"{}...\": a pattern of {} bytes (at most {})", what, pattern.substr(0, 40),
+                                 pattern.size(), kMaxNamePattern));
+  try {
+#ifdef __GLIBCXX__
+    return std::regex(pattern, std::regex::ECMAScript | std::regex_constants::__polynomial);
+#else
+    return std::regex(pattern, std::regex::ECMAScript);
+#endif
+  } catch (const std::regex_error& e) {
+    throw InputError(what + " \"" + pattern + "\": invalid regular expression: " + e.what() +
+                     (e.code() == std::regex_constants::error_complexity ? " (back-references are not supported)" : ""));
+  }
+}
+
+bool name_matches(const std::string& name, const std::regex& re, const std::string& pattern, const std::string& what) {
+  if (name.size() > kMaxMatchedName)
+    throw InputError(fmt::format("tensor \"{}...\": a name of {} bytes is longer than {} {} can match", name.substr(0, 40),
+                                 name.size(), kMaxMatchedName, what));
+  try {
+    return std::regex_search(name, re);
+  } catch (const std::regex_error& e) {
+    throw InputError(what + " \"" + pattern + "\" on tensor " + name + ": " + e.what());
+  }
+}
+
 int64_t layer_of(const std::string& name) {
   // "model.layers.N." (and any prefix before "layers.N.").
   size_t pos = 0;
@@ -98,11 +125,7 @@ ResolvedSchedule::ResolvedSchedule(const RatioSchedule& s, int64_t layers, const
                                  s.points_string(), s.points.size(), layers));
   for (const auto& o : s.overrides) {
     if (!std::isfinite(o.value)) throw InputError(what + " override \"" + o.pattern + "\": not a finite number");
-    try {
-      re_.emplace_back(o.pattern, std::regex::ECMAScript);
-    } catch (const std::regex_error& e) {
-      throw InputError("--ratio-for \"" + o.pattern + "\": invalid regular expression: " + e.what());
-    }
+    re_.push_back(compile_name_pattern(o.pattern, "--ratio-for"));
   }
   matched_.assign(re_.size(), false);
 }
@@ -126,7 +149,7 @@ bool is_input_embedding(const std::string& name) {
 
 double ResolvedSchedule::ratio_for(const std::string& name) const {
   for (size_t i = 0; i < re_.size(); ++i)
-    if (std::regex_search(name, re_[i])) {
+    if (name_matches(name, re_[i], s_.overrides[i].pattern, "--ratio-for")) {
       matched_[i] = true;
       return s_.overrides[i].value;
     }
@@ -137,7 +160,7 @@ double ResolvedSchedule::ratio_for(const std::string& name) const {
 
 std::string ResolvedSchedule::reason_for(const std::string& name) const {
   for (size_t i = 0; i < re_.size(); ++i)
-    if (std::regex_search(name, re_[i])) return "--ratio-for " + s_.overrides[i].pattern;
+    if (name_matches(name, re_[i], s_.overrides[i].pattern, "--ratio-for")) return "--ratio-for " + s_.overrides[i].pattern;
   if (s_.points.size() == 1) return "ratio";
   const int64_t l = layer_of(name);
   if (l >= 0) return "layer " + std::to_string(l);

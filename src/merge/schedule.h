@@ -55,6 +55,17 @@ std::vector<double> parse_ratio_points(const std::string& text, const std::strin
 // "REGEX=VALUE", split at the last '='.  InputError naming `what`.
 RatioOverride parse_ratio_override(const std::string& text, const std::string& what);
 
+// The regexes of --ratio-for, --include and --exclude (and of recipes) are
+// matched against tensor names with bounded time and stack: a pattern is at
+// most kMaxNamePattern bytes and, with libstdc++, runs on its polynomial
+// (Thompson NFA) executor, which has no back-references; a name matched is at
+// most kMaxMatchedName bytes.  InputError, one line naming `what` and the
+// pattern (or the tensor), for anything else or an error while matching.
+constexpr size_t kMaxNamePattern = 256;
+constexpr size_t kMaxMatchedName = 1024;
+std::regex compile_name_pattern(const std::string& pattern, const std::string& what);
+bool name_matches(const std::string& name, const std::regex& re, const std::string& pattern, const std::string& what);
+
 // The layer index of a Hugging Face tensor name ("model.layers.3.mlp..." ->
 // 3), or -1 outside the layers.
 int64_t layer_of(const std::string& name);

@@ -18,6 +18,9 @@ extern "C" int fuzz_entry_chat_template(const uint8_t*, size_t);
 extern "C" int fuzz_entry_gguf(const uint8_t*, size_t);
 extern "C" int fuzz_entry_pytorch_bin(const uint8_t*, size_t);
 extern "C" int fuzz_entry_pytorch_pickle(const uint8_t*, size_t);
+extern "C" int fuzz_entry_gguf_model(const uint8_t*, size_t);
+extern "C" int fuzz_entry_gguf_import(const uint8_t*, size_t);
+extern "C" int fuzz_entry_recipe(const uint8_t*, size_t);
 
 namespace chatvec {
 namespace {
@@ -64,7 +67,10 @@ INSTANTIATE_TEST_SUITE_P(Targets, FuzzReplay,
                                            Target{"chat_template", fuzz_entry_chat_template},
                                            Target{"gguf", fuzz_entry_gguf},
                                            Target{"pytorch_bin", fuzz_entry_pytorch_bin},
-                                           Target{"pytorch_pickle", fuzz_entry_pytorch_pickle}),
+                                           Target{"pytorch_pickle", fuzz_entry_pytorch_pickle},
+                                           Target{"gguf_model", fuzz_entry_gguf_model},
+                                           Target{"gguf_import", fuzz_entry_gguf_import},
+                                           Target{"recipe", fuzz_entry_recipe}),
                          [](const auto& info) { return std::string(info.param.name); });
 
 }  // namespace

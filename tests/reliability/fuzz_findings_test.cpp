@@ -1,0 +1,110 @@
+// The findings of the GGUF, GGUF import and recipe fuzz targets
+// (fuzz/fuzz_gguf_model.cpp, fuzz_gguf_import.cpp, fuzz_recipe.cpp), each
+// checked for its one-line error (the inputs are also replayed through the
+// targets by fuzz_replay_test).
+#include <chrono>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/file_util.h"
+#include "gguf/gguf_import.h"
+#include "gguf/gguf_reader.h"
+#include "merge/plan.h"
+#include "merge/schedule.h"
+#include "test_support.h"
+
+namespace chatvec {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string seed(const std::string& target, const std::string& name) {
+  const fs::path p = testing::source_dir() / "fuzz" / "corpus" / target / name;
+  std::ifstream in(p, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  EXPECT_FALSE(ss.str().empty()) << p << " missing (fuzz/make_corpus.py writes it)";
+  return ss.str();
+}
+
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
+
+// n_elements x type size wrapped around 2^64: an F32 tensor of 2^62
+// elements "took" 0 bytes, passed the within-the-file check and was read
+// far past the end of the map.
+TEST(FuzzFindings, GgufTensorByteSizeOverflow) {
+  const std::string b = seed("gguf_model", "bad_size_overflow.gguf");
+  const std::string e = error_of([&] {
+    (void)gguf::parse_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "x.gguf");
+  });
+  EXPECT_NE(e.find("x.gguf: invalid GGUF: tensor token_embd.weight: 4611686018427387904 elements of F32 take more "
+                   "bytes than the file holds"),
+            std::string::npos)
+      << e;
+}
+
+// A chat template that is not UTF-8 made nlohmann::json throw type_error 316
+// while writing tokenizer_config.json (not an InputError; config.json was
+// already written).
+TEST(FuzzFindings, GgufImportNonUtf8ChatTemplate) {
+  testing::TempDir tmp;
+  const std::string in = (tmp.path() / "t.gguf").string();
+  write_file(in, seed("gguf_import", "bad_template_utf8.gguf"));
+  const fs::path out = tmp.path() / "out";
+  fs::create_directory(out);
+  const std::string e = error_of([&] { (void)gguf::import_gguf(in, out.string()); });
+  EXPECT_EQ(e, in + ": tokenizer.chat_template is not valid UTF-8");
+  EXPECT_TRUE(fs::is_empty(out)) << "written before the error";
+  // The same file with a UTF-8 template imports.
+  const std::string good = (tmp.path() / "good.gguf").string();
+  write_file(good, seed("gguf_import", "llama_f32.gguf"));
+  EXPECT_NO_THROW((void)gguf::import_gguf(good, out.string()));
+  EXPECT_TRUE(fs::exists(out / "tokenizer_config.json"));
+}
+
+// std::regex's backtracking executor recursed once per character of the
+// name (a stack overflow for a long name) and took exponential time on
+// nested repetitions.
+TEST(FuzzFindings, RatioForRegexBoundedTimeAndStack) {
+  RatioSchedule s;
+  s.overrides = {{"(.)*x", 0.5}};
+  {
+    ResolvedSchedule r(s, 4, "--ratio");
+    EXPECT_EQ(r.ratio_for("model.layers.0.x"), 0.5);
+    const std::string huge(200000, 'a');
+    EXPECT_EQ(error_of([&] { (void)r.ratio_for(huge); }),
+              "tensor \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\": a name of 200000 bytes is longer than 1024 "
+              "--ratio-for can match");
+  }
+  // Nested repetitions on a name at the length bound: polynomial time.
+  s.overrides = {{"((a*)*)*b", 0.25}};
+  ResolvedSchedule r(s, 4, "--ratio");
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(r.ratio_for(std::string(kMaxMatchedName, 'a')), 1.0);  // no match: the schedule's ratio
+  EXPECT_EQ(r.ratio_for(std::string(100, 'a') + "b"), 0.25);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+
+  s.overrides = {{std::string(300, 'a'), 1}};
+  EXPECT_EQ(error_of([&] { ResolvedSchedule(s, 4, "--ratio"); }),
+            "--ratio-for \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa...\": a pattern of 300 bytes (at most 256)");
+  s.overrides = {{"(a", 1}};
+  EXPECT_NE(error_of([&] { ResolvedSchedule(s, 4, "--ratio"); }).find("--ratio-for \"(a\": invalid regular expression"),
+            std::string::npos);
+  // The same bounds for --include / --exclude.
+  const TensorSelection sel = make_selection({"(.)*x"}, {});
+  EXPECT_TRUE(sel.selected("model.x"));
+  EXPECT_NE(error_of([&] { (void)sel.selected(std::string(5000, 'x')); }).find("longer than 1024 --include"),
+            std::string::npos);
+}
+
+}  // namespace
+}  // namespace chatvec
