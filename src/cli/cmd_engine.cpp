@@ -124,14 +124,7 @@ SpecialIds model_special_ids(const LlamaModel& m, const std::string& path) {
 
 // The chat template of a model directory or of a GGUF file's metadata.
 ChatTemplate open_chat_template(const std::string& path) {
-  if (!is_gguf_file(path)) return ChatTemplate::from_model_dir(path);
-  const gguf::File f(path);
-  std::optional<std::string> t = gguf::gguf_chat_template(f);
-  if (!t) throw InputError(path + ": no tokenizer.chat_template in the GGUF metadata");
-  ChatTemplate tpl(std::move(*t), path + ": tokenizer.chat_template");
-  auto [bos, eos] = gguf::gguf_bos_eos_text(f);
-  tpl.set_special_tokens(std::move(bos), std::move(eos));
-  return tpl;
+  return is_gguf_file(path) ? gguf::load_gguf_chat_template(path) : ChatTemplate::from_model_dir(path);
 }
 
 // -t/--threads: the engine's pool reads CHATVEC_THREADS when it starts.

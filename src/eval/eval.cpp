@@ -285,14 +285,7 @@ Tokenizer tokenizer_of(const std::string& path) {
   return is_gguf(path) ? gguf::load_gguf_tokenizer(path) : Tokenizer::load(path);
 }
 ChatTemplate template_of(const std::string& path) {
-  if (!is_gguf(path)) return ChatTemplate::from_model_dir(path);
-  const gguf::File f(path);
-  std::optional<std::string> t = gguf::gguf_chat_template(f);
-  if (!t) throw InputError(path + ": no tokenizer.chat_template in the GGUF metadata");
-  ChatTemplate tpl(std::move(*t), path + ": tokenizer.chat_template");
-  auto [bos, eos] = gguf::gguf_bos_eos_text(f);
-  tpl.set_special_tokens(std::move(bos), std::move(eos));
-  return tpl;
+  return is_gguf(path) ? gguf::load_gguf_chat_template(path) : ChatTemplate::from_model_dir(path);
 }
 std::vector<int64_t> stops_of(const LlamaModel& model, const std::string& path) {
   if (!is_gguf(path)) return stop_ids(model, path);

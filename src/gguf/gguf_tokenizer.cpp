@@ -143,4 +143,14 @@ std::vector<int64_t> gguf_stop_ids(const File& f) {
   return out;
 }
 
+ChatTemplate load_gguf_chat_template(const std::string& path) {
+  const File f(path);
+  std::optional<std::string> t = gguf_chat_template(f);
+  if (!t) throw InputError(path + ": no tokenizer.chat_template in the GGUF metadata");
+  ChatTemplate tpl(std::move(*t), path + ": tokenizer.chat_template");
+  auto [bos, eos] = gguf_bos_eos_text(f);
+  tpl.set_special_tokens(std::move(bos), std::move(eos));
+  return tpl;
+}
+
 }  // namespace chatvec::gguf

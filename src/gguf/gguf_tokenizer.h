@@ -20,6 +20,7 @@
 #include <utility>
 #include <vector>
 
+#include "chat_template/chat_template.h"
 #include "tokenizer/tokenizer.h"
 
 namespace chatvec::gguf {
@@ -41,6 +42,10 @@ std::optional<std::string> gguf_chat_template(const File& f);
 // The text of the BOS and EOS tokens ("" when absent), for a chat
 // template's bos_token / eos_token.
 std::pair<std::string, std::string> gguf_bos_eos_text(const File& f);
+
+// The file's chat template with its BOS/EOS texts; InputError when the
+// metadata has none.
+ChatTemplate load_gguf_chat_template(const std::string& path);
 
 // The ids that end a turn: EOS, EOT and EOM (tokenizer.ggml.*_token_id), in
 // that order, without repeats.
