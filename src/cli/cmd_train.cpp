@@ -10,6 +10,7 @@
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "core/staging.h"
 #include "eval/eval.h"
 #include "train/trainer.h"
 
@@ -45,8 +46,15 @@ struct EvalCli {
 int do_eval(EvalCli& c) {
   for (const auto& s : c.lang) c.o.lang_data.push_back(lang_pair(s, "--lang-data"));
   for (const auto& s : c.heldout) c.o.heldout.push_back(lang_pair(s, "--heldout"));
+  // --json FILE: staged beside it and renamed into place (complete or
+  // absent); its directory is checked before the evaluation starts.
+  std::unique_ptr<StagedOutput> json_out;
+  if (!c.json_out.empty()) json_out = std::make_unique<StagedOutput>(c.json_out, StagedOutput::Kind::File, true);
   const Json report = eval::run_eval(c.o);
-  if (!c.json_out.empty()) write_file(c.json_out, dump_json_pretty(report) + "\n");
+  if (json_out) {
+    write_file(json_out->path(), dump_json_pretty(report) + "\n");
+    json_out->commit();
+  }
   std::fputs(eval::format_report(report).c_str(), stdout);
   return 0;
 }

@@ -9,6 +9,7 @@
 
 #include "chat_template/chat_template.h"
 #include "core/error.h"
+#include "core/interrupt.h"
 #include "core/file_util.h"
 #include "engine/generation.h"
 #include "engine/llama_model.h"
@@ -256,6 +257,7 @@ Json heldout_of(LlamaModel& model, const Tokenizer& tok, const EvalData& d) {
     double nll = 0;
     int64_t predicted = 0, bytes = 0;
     for (const auto& line : lines) {
+      check_interrupted();  // Ctrl-C between held-out lines
       std::vector<int> t32 = tok.encode(line, true);
       std::vector<int64_t> t(t32.begin(), t32.end());
       if (int64_t(t.size()) > model.context_length()) t.resize(size_t(model.context_length()));
@@ -315,6 +317,7 @@ Json evaluate_model(const std::string& model_dir, const EvalData& d, const EvalO
   std::map<std::string, Acc> by_lang, by_type;
   const auto t0 = std::chrono::steady_clock::now();
   for (size_t i = 0; i < d.tasks.size(); ++i) {
+    check_interrupted();  // Ctrl-C between prompts (and between tokens, below)
     const Json& t = d.tasks[i];
     const std::string lang = t.value("lang", ""), type = t.value("type", "");
     const std::string expected = t.value("expected", "");
@@ -327,6 +330,7 @@ Json evaluate_model(const std::string& model_dir, const EvalData& d, const EvalO
     std::vector<int> out;
     const GenerationStats st = generate_tokens(*model, greedy, ids, 0, budget, stop, [&](int64_t tk) {
       out.push_back(int(tk));
+      check_interrupted();
       return true;
     });
     const std::string answer = tok.decode(out);

@@ -1,11 +1,15 @@
 #include "tune/tune.h"
 
 #include <omp.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fmt/core.h>
 #include <set>
@@ -61,6 +65,48 @@ std::string model_identity(const std::string& path) {
 }
 
 std::string content_hash(const std::string& path) { return hex(fnv1a(read_file(path))); }
+
+// The work directory's lock: an flock on the directory itself, held until
+// the tune ends (the process's exit releases it, whatever ends it).
+class WorkLock {
+ public:
+  WorkLock() = default;
+  WorkLock(const WorkLock&) = delete;
+  WorkLock& operator=(const WorkLock&) = delete;
+  ~WorkLock() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  // false when another process holds it (with `wait`, blocks instead).
+  bool lock(const std::string& dir, bool wait) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd_ < 0) throw RuntimeFailure("cannot open " + dir + ": " + std::strerror(errno));
+    while (::flock(fd_, LOCK_EX | (wait ? 0 : LOCK_NB)) != 0) {
+      if (errno == EINTR) continue;
+      if (errno == EWOULDBLOCK) return false;
+      throw RuntimeFailure("cannot lock " + dir + ": " + std::strerror(errno));
+    }
+    return true;
+  }
+  void release() {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// rename(2) that never replaces `to` (renameat2 RENAME_NOREPLACE; where the
+// kernel or file system lacks it, plain rename, which cannot replace a
+// non-empty directory either).  0, or -1 with errno.
+int rename_noreplace(const std::string& from, const std::string& to) {
+#ifdef SYS_renameat2
+  const int r = int(::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), 1u /*RENAME_NOREPLACE*/));
+  if (r == 0 || (errno != ENOSYS && errno != EINVAL)) return r;
+#endif
+  return ::rename(from.c_str(), to.c_str());
+}
 
 // Small files of the work directory: written beside and renamed into place.
 void write_atomic(const std::string& path, const std::string& content) {
@@ -240,8 +286,33 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
   }
 
   // 2. The work directory.
+  // DIR.partial is locked from its creation (made under a hidden name,
+  // locked, settings written, then renamed into place) until DIR is in
+  // place: a second tune of the same DIR stops with one line and touches
+  // nothing of the first one's.
   const std::string settings_path = partial + "/settings.json";
-  if (path_exists(partial)) {
+  WorkLock lock;
+  bool fresh = false;
+  if (!path_exists(partial)) {
+    const fs::path pp = fs::absolute(partial);
+    const std::string tmp =
+        (pp.parent_path() / ("." + pp.filename().string() + ".chatvec-tmp-" + std::to_string(::getpid()))).string();
+    remove_tree(tmp);
+    fs::create_directory(tmp);
+    lock.lock(tmp, true);
+    write_atomic(tmp + "/settings.json", dump_json_pretty(settings));
+    if (rename_noreplace(tmp, partial) == 0) {
+      fresh = true;
+    } else {
+      const int e = errno;
+      lock.release();
+      remove_tree(tmp);
+      if (e != EEXIST && e != ENOTEMPTY) throw RuntimeFailure("cannot create " + partial + ": " + std::strerror(e));
+    }
+  }
+  if (!fresh && !lock.lock(partial, false))
+    throw InputError(partial + " is in use by another chatvec tune (it holds the lock): wait for it to finish");
+  if (!fresh) {
     if (!o.resume)
       throw InputError(partial + " holds an unfinished tune: --resume to continue it, or remove it");
     if (!path_exists(settings_path))
@@ -251,9 +322,6 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
       throw InputError("cannot resume " + partial + ": its settings differ in " + first_difference(was, settings) +
                        "; resume with the same settings, or remove it");
     report.line("resuming " + partial);
-  } else {
-    fs::create_directory(partial);
-    write_atomic(settings_path, dump_json_pretty(settings));
   }
   fs::create_directories(partial + "/eval");
   const std::string model_dir = partial + "/model", best_dir = partial + "/best", best_json = partial + "/best.json";
@@ -299,52 +367,64 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
   size_t todo = 0;
   for (size_t i = 0; i < n; ++i) todo += !done[i];
   if (todo < n) report.line(fmt::format("{} of {} candidates already evaluated in {}: reused", n - todo, n, partial));
-  for (size_t i = 0; i < n; ++i) {
-    const Candidate& c = o.candidates[i];
-    if (done[i]) {
-      ++result.reused;
-      report.candidate_done(i, n, c.name, metrics_of(reports[i], lang), true, -1);
-      continue;
-    }
-    check_interrupted();
-    report.candidate_begin(i, n, c.name);
-    const auto t0 = std::chrono::steady_clock::now();
-    MergeJob job = c.job;
-    job.output = model_dir;  // (the best one is renamed to best/, whose recipe says so)
-    job.force = true;
-    job.command_line = "chatvec tune (candidate " + c.name + ")";
-    QuietJobReporter quiet(report, seen_warnings);
-    run_job(job, quiet);
-    const auto t1 = std::chrono::steady_clock::now();
-    if (o.threads > 0) omp_set_num_threads(o.threads);
-    Json rep = eval::evaluate_model(model_dir, data, o.eval);
-    rep["model"] = c.name;
-    const auto t2 = std::chrono::steady_clock::now();
-    const double merge_s = std::chrono::duration<double>(t1 - t0).count();
-    const double eval_s = std::chrono::duration<double>(t2 - t1).count();
-    rep["tune_seconds"] = {{"merge", merge_s}, {"eval", eval_s}};
-    write_atomic(partial + "/" + eval_file(i), dump_json_pretty(rep));
-    reports[i] = rep;
-    done[i] = true;
-    ++result.evaluated;
-    if (o.write_best) {
-      std::vector<size_t> idx;
-      const Ranking r = finished_ranking(&idx);
-      if (idx[r.best] == i) {
-        std::error_code ec;
-        fs::remove(best_json, ec);
-        remove_tree(best_dir);
-        fs::rename(model_dir, best_dir);
-        write_atomic(best_json, dump_json_pretty(Json{{"name", c.name}}));
+  try {
+    for (size_t i = 0; i < n; ++i) {
+      const Candidate& c = o.candidates[i];
+      if (done[i]) {
+        ++result.reused;
+        report.candidate_done(i, n, c.name, metrics_of(reports[i], lang), true, -1);
+        continue;
       }
+      check_interrupted();
+      report.candidate_begin(i, n, c.name);
+      const auto t0 = std::chrono::steady_clock::now();
+      MergeJob job = c.job;
+      job.output = model_dir;  // (the best one is renamed to best/, whose recipe says so)
+      job.force = true;
+      job.command_line = "chatvec tune (candidate " + c.name + ")";
+      QuietJobReporter quiet(report, seen_warnings);
+      run_job(job, quiet);
+      const auto t1 = std::chrono::steady_clock::now();
+      if (o.threads > 0) omp_set_num_threads(o.threads);
+      Json rep = eval::evaluate_model(model_dir, data, o.eval);
+      rep["model"] = c.name;
+      const auto t2 = std::chrono::steady_clock::now();
+      const double merge_s = std::chrono::duration<double>(t1 - t0).count();
+      const double eval_s = std::chrono::duration<double>(t2 - t1).count();
+      rep["tune_seconds"] = {{"merge", merge_s}, {"eval", eval_s}};
+      write_atomic(partial + "/" + eval_file(i), dump_json_pretty(rep));
+      reports[i] = rep;
+      done[i] = true;
+      ++result.evaluated;
+      if (o.write_best) {
+        std::vector<size_t> idx;
+        const Ranking r = finished_ranking(&idx);
+        if (idx[r.best] == i) {
+          std::error_code ec;
+          fs::remove(best_json, ec);
+          remove_tree(best_dir);
+          fs::rename(model_dir, best_dir);
+          write_atomic(best_json, dump_json_pretty(Json{{"name", c.name}}));
+        }
+      }
+      remove_tree(model_dir);
+      spent.push_back(merge_s + eval_s);
+      --todo;
+      double mean = 0;
+      for (double s : spent) mean += s;
+      mean /= double(spent.size());
+      report.candidate_done(i, n, c.name, metrics_of(rep, lang), false, mean * double(todo));
     }
+  } catch (const Error& e) {
+    // Ctrl-C (or SIGTERM) inside a merge or an evaluation: the candidates
+    // finished so far stay in the work directory for --resume.
+    if (!interrupted()) throw;
+    size_t kept = 0;
+    for (bool d : done) kept += d;
     remove_tree(model_dir);
-    spent.push_back(merge_s + eval_s);
-    --todo;
-    double mean = 0;
-    for (double s : spent) mean += s;
-    mean /= double(spent.size());
-    report.candidate_done(i, n, c.name, metrics_of(rep, lang), false, mean * double(todo));
+    throw Error(fmt::format("{}: {} of {} candidates finished, kept in {} (the same command with --resume continues)",
+                            e.what(), kept, n, partial),
+                e.exit_code());
   }
   check_interrupted();
 
@@ -428,8 +508,14 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
     fs::rename(out, old);
     fs::rename(partial, out);
     remove_tree(old);
-  } else {
-    fs::rename(partial, out);
+  } else if (rename_noreplace(partial, out) != 0) {
+    // Something took OUT's name while the tune ran: it is not replaced
+    // (that needs --force); the finished tune stays complete in DIR.partial.
+    const int e = errno;
+    if (e == EEXIST || e == ENOTEMPTY)
+      throw InputError(out + " appeared while the tune ran and is not replaced without --force; the finished tune is in " +
+                       partial + " (--resume --force puts it into place)");
+    throw RuntimeFailure("cannot rename " + partial + " to " + out + ": " + std::strerror(e));
   }
   sync_directory(fs::absolute(outp).parent_path().string());
   result.out = out;

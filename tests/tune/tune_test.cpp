@@ -4,13 +4,16 @@
 // pre-training; data from experiments/build_data.py): outputs, metrics equal
 // to `chatvec eval` of the same merged model, bad input, resume.
 #include <gtest/gtest.h>
+#include <signal.h>
 
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "core/error.h"
 #include "core/file_util.h"
 #include "core/json_util.h"
+#include "../reliability/process_util.h"
 #include "test_support.h"
 #include "tune/tune.h"
 
@@ -346,4 +349,81 @@ TEST_F(TuneEndToEnd, AlternativesFromRecipes) {
   EXPECT_EQ(r.exit_code, 2) << r.err;
   EXPECT_NE(r.err.find("bad_alts.json entry 1"), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("alts_bad.partial")));
+}
+
+namespace {
+
+std::vector<std::string> sh(const std::string& cmd) {
+  const std::string prefix = "OMP_NUM_THREADS=1 ";
+  return {"/bin/sh", "-c", "export OMP_NUM_THREADS=1; exec " + cmd.substr(prefix.size())};
+}
+
+std::vector<std::string> files_in(const std::string& dir) {
+  std::vector<std::string> out;
+  if (fs::is_directory(dir))
+    for (const auto& e : fs::directory_iterator(dir)) out.push_back(e.path().filename().string());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+// A real tune process: a second tune of the same -o while it runs is one
+// line, exit 2, and leaves it alone (DIR.partial is locked); SIGKILL, then
+// --resume keeps the finished candidate; Ctrl-C (SIGINT) inside the
+// evaluation stops promptly with the candidates kept; the final results
+// equal an uninterrupted run's.
+TEST_F(TuneEndToEnd, KilledTuneResumesAndSecondTuneIsRefused) {
+  const std::string out = path("killed"), partial = out + ".partial";
+  const std::string cmd = tune_cmd(out, "--ratios 0,0.25,0.5,0.75,1 --lang es");
+  fs::create_directories(path("logs-a"));
+  fs::create_directories(path("logs-c"));
+  t::Child a = t::spawn(sh(cmd), path("logs-a"));
+  ASSERT_TRUE(t::wait_until([&] { return fs::exists(partial + "/eval/00-ratio-0.json"); }, std::chrono::seconds(60)))
+      << read_file(a.err_path);
+  const std::string first = read_file(partial + "/eval/00-ratio-0.json");
+  {
+    const auto b = t::run_command(cmd + " --resume");
+    EXPECT_EQ(b.exit_code, 2) << b.err;
+    EXPECT_NE(b.err.find(partial + " is in use by another chatvec tune"), std::string::npos) << b.err;
+    EXPECT_EQ(std::count(b.err.begin(), b.err.end(), '\n'), 1) << b.err;
+  }
+  ::kill(a.pid, SIGKILL);
+  const t::Finished fa = t::wait_child(a);
+  ASSERT_EQ(fa.signal, SIGKILL) << "the tune ended before it was killed: " << fa.err;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_EQ(read_file(partial + "/eval/00-ratio-0.json"), first);
+
+  // Resumed, then Ctrl-C while the next candidate is evaluated.
+  t::Child c = t::spawn(sh(cmd + " --resume"), path("logs-c"));
+  // (partial/model may be the killed run's half-done candidate: wait for
+  // this process's own progress line, then give it a moment to be inside
+  // the candidate's merge or evaluation.)
+  ASSERT_TRUE(t::wait_until([&] { return read_file(c.err_path).find(": merging and evaluating") != std::string::npos; },
+                            std::chrono::seconds(60)))
+      << read_file(c.err_path);
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  const auto t0 = std::chrono::steady_clock::now();
+  ::kill(c.pid, SIGINT);
+  const t::Finished fc = t::wait_child(c);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 5.0);
+  // (four candidates were left, each far longer than 50 ms)
+  ASSERT_EQ(fc.exit_code, 130) << fc.err;
+  EXPECT_NE(fc.err.find("interrupted: "), std::string::npos) << fc.err;
+  EXPECT_NE(fc.err.find("candidates finished, kept in " + partial), std::string::npos) << fc.err;
+  EXPECT_FALSE(fs::exists(out));
+  EXPECT_FALSE(fs::exists(partial + "/model")) << "a half-done candidate left behind";
+  const auto d = t::run_command(cmd + " --resume");
+  ASSERT_EQ(d.exit_code, 0) << d.err;
+  EXPECT_FALSE(fs::exists(partial));
+  EXPECT_EQ(read_file(out + "/eval/00-ratio-0.json"), first) << "a finished candidate was redone";
+
+  const std::string fresh = path("killed_fresh");
+  const auto f = t::run_command(tune_cmd(fresh, "--ratios 0,0.25,0.5,0.75,1 --lang es"));
+  ASSERT_EQ(f.exit_code, 0) << f.err;
+  EXPECT_EQ(files_in(out), files_in(fresh));
+  const Json rr = read_json_file(out + "/results.json"), rf = read_json_file(fresh + "/results.json");
+  ASSERT_EQ(rr["candidates"].size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(rr["candidates"][i]["metrics"], rf["candidates"][i]["metrics"]) << i;
+  EXPECT_EQ(read_file(out + "/best_recipe.json"), read_file(fresh + "/best_recipe.json"));
 }
