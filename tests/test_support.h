@@ -9,7 +9,20 @@
 #include <filesystem>
 #include <string>
 
+#include "core/error.h"
+
 namespace chatvec::testing {
+
+// The message of the InputError that f() throws, "(no error)" if none.
+template <class F>
+std::string error_of(F f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no error)";
+}
 
 namespace fs = std::filesystem;
 

@@ -733,24 +733,14 @@ class Scanner {
 
   // The sample and the windows (none for a tensor smaller than the sample).
   void estimate_windows() {
-    const uint64_t n = in_.elements, nblocks = (n + B - 1) / B;
+    const uint64_t n = in_.elements;
     windows_.clear();
     win_.assign(opt_.percents.size(), WindowSums{});
     const uint64_t s_elems = std::clamp<uint64_t>(n / 64, kSampleMinElements, kSampleMaxElements);
     if (!opt_.estimate || n < kWindowMinElements || s_elems * 4 > n) return;
     windows_.assign(opt_.percents.size(), Window{});
-    const uint64_t stride = std::max<uint64_t>(1, n / s_elems);
-    std::vector<double> sample;
-    Scratch& sc = scratch_[0];
-    auto st = [&](int i) { return reinterpret_cast<uint8_t*>(sc.stage[i].data()); };
-    for (uint64_t bi = 0; bi < nblocks; bi += stride) {
-      const uint64_t off = bi * B;
-      const size_t m = size_t(std::min<uint64_t>(B, n - off));
-      const uint8_t* pb = fetch(in_.base, in_.width, off, m, repr_, st(0));
-      const uint8_t* pc = fetch(in_.chat, in_.width, off, m, repr_, st(1));
-      delta(pb, pc, m, sc.dc.data());
-      for (size_t i = 0; i < m; ++i) sample.push_back(std::fabs(sc.dc[i]));
-    }
+    double weight = 1;
+    std::vector<double> sample = this->sample(&weight);
     // A NaN would break the selection's ordering; pass 1 reports it.
     if (std::any_of(sample.begin(), sample.end(), [](double v) { return !std::isfinite(v); })) {
       windows_.clear();

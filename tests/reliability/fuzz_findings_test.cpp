@@ -28,15 +28,7 @@ std::string seed(const std::string& target, const std::string& name) {
   return ss.str();
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using chatvec::testing::error_of;
 
 // n_elements x type size wrapped around 2^64: an F32 tensor of 2^62
 // elements "took" 0 bytes, passed the within-the-file check and was read

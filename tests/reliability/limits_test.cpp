@@ -27,15 +27,7 @@ std::string safetensors_file(const std::string& header, size_t data) {
   return out + header + std::string(data, '\0');
 }
 
-template <class F>
-std::string error_of(F f) {
-  try {
-    f();
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
+using chatvec::testing::error_of;
 
 #define EXPECT_ERROR(expr, text) \
   EXPECT_NE(error_of([&] { (void)(expr); }).find(text), std::string::npos) << error_of([&] { (void)(expr); })
