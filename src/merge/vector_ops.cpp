@@ -54,7 +54,7 @@ inline uint32_t abs_bits(float v) {
 // DARE on a block: kept elements times s, dropped ones +0.0.  Branch-free
 // (the choice is a coin toss, so a branch would mispredict half the time) and
 // vectorised where the CPU multiplies 64-bit lanes (AVX-512DQ).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void dare_block(float* __restrict d, size_t n,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void dare_block(float* __restrict d, size_t n,
                                                                                uint64_t state, uint64_t g,
                                                                                uint64_t threshold, float s) {
   for (size_t i = 0; i < n; ++i) {
@@ -93,7 +93,7 @@ std::atomic<uint64_t> g_fused_calls{0};
 // times the ratio unless 1; target + that), so the bits are the same; simple
 // enough for the compiler to vectorise, the 64-bit hash included (AVX-512DQ).
 template <bool kDare, bool kPrune, bool kFactor, bool kRatio>
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void fused_bf16_1term(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fused_bf16_1term(
     const uint8_t* __restrict c, const uint8_t* __restrict b, const uint8_t* __restrict t, uint8_t* __restrict out,
     size_t n, uint64_t g, uint64_t state, uint64_t threshold, float s, uint32_t keep_bits, float factor, float r) {
   auto at = [](const uint8_t* q, size_t i) {
@@ -164,7 +164,7 @@ bool try_fused_bf16(const TensorTask& task, const OpsState& state, void* out, ui
 
 // d[i] = bf16 c[i] - bf16 b[i] in fp32 (read_f32 of each, then the
 // subtraction, in one loop).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void bf16_delta(const uint8_t* __restrict c,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void bf16_delta(const uint8_t* __restrict c,
                                                                                const uint8_t* __restrict b, size_t n,
                                                                                float* __restrict d) {
   for (size_t i = 0; i < n; ++i) {
@@ -202,7 +202,7 @@ void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size
 inline double reduce_lanes(const double* l) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_abs(const float* d, size_t m) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_sum_abs(const float* d, size_t m) {
   double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= m; i += 8)
@@ -210,7 +210,7 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double 
   for (size_t j = 0; i + j < m; ++j) l[j] += std::fabs(double(d[i + j]));
   return reduce_lanes(l);
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_sq(const float* d, size_t m) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_sum_sq(const float* d, size_t m) {
   double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= m; i += 8)
@@ -223,7 +223,7 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double 
 // [lo, lo + width) and counts those inside into hist[bits - lo].  One
 // unsigned compare per element, so the branch is taken only inside the
 // window (a few per cent of the elements) and predicts well.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) uint64_t window_count(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint64_t window_count(
     const float* d, size_t m, uint32_t lo, uint32_t width, uint64_t* hist) {
   const uint32_t hi = lo + (width - 1);
   uint32_t up = 0;
