@@ -9,6 +9,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "core/dtype.h"
 #include "core/interrupt.h"
 
@@ -241,6 +245,115 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint64_t win
   return up;
 }
 
+// The statistics of one block in one pass over it, in vector registers
+// (AVX-512): delta (from the bf16 pair, or from a float block), |delta| as
+// bits, the windowed count (kWin), pruning (kKept: the sums of what is kept),
+// the eight-lane sums of |delta| and delta^2 (kSums) and of a bf16 target's
+// squares (kTgt).  The same operations, element by element and lane by lane,
+// as bf16_delta / window_count / prune_block / lane_sum_*: masked-off tail
+// elements are +0.0, which leaves a lane (+0.0 or more, or NaN) unchanged.
+struct BlockStats {
+  uint64_t above = 0;
+  double l1 = 0, l2 = 0, tl2 = 0;
+};
+#if defined(__x86_64__)
+#define CHATVEC_AVX512 1
+bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi");
+  return yes;
+}
+// (GCC 12 warns of the intrinsics' own undefined registers.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define CHATVEC_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt,bmi")))
+// 16 bf16 (the first of k) as floats.
+CHATVEC_AVX512_TARGET inline __m512 widen(const uint8_t* q, __mmask16 k) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, q)), 16));
+}
+// The 16 floats of v in fp64, elements 0-7 then 8-15 added to the lanes.
+CHATVEC_AVX512_TARGET inline __m512d add_abs(__m512d acc, __m512 v) {
+  acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+  return _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+CHATVEC_AVX512_TARGET inline __m512d add_sq(__m512d acc, __m512 v) {
+  const __m512d vl = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d vh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  acc = _mm512_add_pd(acc, _mm512_mul_pd(vl, vl));
+  return _mm512_add_pd(acc, _mm512_mul_pd(vh, vh));
+}
+template <bool kBf16, bool kWin, bool kKept, bool kSums, bool kTgt>
+CHATVEC_AVX512_TARGET void stats_block_avx512(
+    const uint8_t* __restrict c, const uint8_t* __restrict b, const float* __restrict d, const uint8_t* __restrict t,
+    size_t m, uint32_t lo, uint32_t width, uint64_t* __restrict hist, uint32_t keep_bits, BlockStats* out) {
+  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
+  const __m512i lo_v = _mm512_set1_epi32(int(lo)), width_v = _mm512_set1_epi32(int(width));
+  const __m512i hi_v = _mm512_set1_epi32(int(lo + (width - 1)));
+  const __m512i keep_v = _mm512_set1_epi32(int(keep_bits));
+  __m512d l1 = _mm512_setzero_pd(), l2 = _mm512_setzero_pd(), tl2 = _mm512_setzero_pd();
+  uint64_t up = 0;
+  for (size_t i = 0; i < m; i += 16) {
+    const __mmask16 km = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1);
+    __m512 dv;
+    if constexpr (kBf16)
+      dv = _mm512_sub_ps(widen(c + 2 * i, km), widen(b + 2 * i, km));
+    else
+      dv = _mm512_maskz_loadu_ps(km, d + i);
+    __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), abs_mask);
+    if constexpr (kWin) {
+      up += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, hi_v)));
+      const __m512i idx = _mm512_sub_epi32(a, lo_v);
+      uint32_t in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
+      if (in) {
+        alignas(64) uint32_t tmp[16];
+        _mm512_store_si512(reinterpret_cast<__m512i*>(tmp), idx);
+        for (; in; in &= in - 1) ++hist[tmp[__builtin_ctz(in)]];
+      }
+    }
+    if constexpr (kKept) {
+      const __mmask16 kk = _mm512_cmpge_epu32_mask(a, keep_v);
+      dv = _mm512_maskz_mov_ps(kk, dv);
+      a = _mm512_maskz_mov_epi32(kk, a);
+    }
+    if constexpr (kSums) {
+      l1 = add_abs(l1, _mm512_castsi512_ps(a));
+      l2 = add_sq(l2, dv);
+    }
+    if constexpr (kTgt) tl2 = add_sq(tl2, widen(t + 2 * i, km));
+  }
+  alignas(64) double lanes[8];
+  out->above = up;
+  if constexpr (kSums) {
+    _mm512_store_pd(lanes, l1);
+    out->l1 = reduce_lanes(lanes);
+    _mm512_store_pd(lanes, l2);
+    out->l2 = reduce_lanes(lanes);
+  }
+  if constexpr (kTgt) {
+    _mm512_store_pd(lanes, tl2);
+    out->tl2 = reduce_lanes(lanes);
+  }
+}
+using StatsFn = void (*)(const uint8_t*, const uint8_t*, const float*, const uint8_t*, size_t, uint32_t, uint32_t,
+                         uint64_t*, uint32_t, BlockStats*);
+template <bool kBf16>
+StatsFn stats_pick(bool win, bool kept, bool sums, bool tgt) {
+  // The combinations the passes use: window (+ sums (+ target)), kept + sums,
+  // sums (+ target).
+  if (win && !sums) return &stats_block_avx512<kBf16, true, false, false, false>;
+  if (win && !tgt) return &stats_block_avx512<kBf16, true, false, true, false>;
+  if (win) return &stats_block_avx512<kBf16, true, false, true, true>;
+  if (kept && sums && !tgt) return &stats_block_avx512<kBf16, false, true, true, false>;
+  if (!kept && sums && !tgt) return &stats_block_avx512<kBf16, false, false, true, false>;
+  if (!kept && sums) return &stats_block_avx512<kBf16, false, false, true, true>;
+  return nullptr;
+}
+#pragma GCC diagnostic pop
+#else
+bool cpu_has_avx512() { return false; }
+#endif
+
 enum PassKind { kFirst, kLowBits, kKept, kWindow };
 
 struct PassResult {
@@ -266,6 +379,20 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
   std::vector<uint64_t> above(static_cast<size_t>(nt), 0);
+  // The fused statistics kernel (AVX-512), where it covers the pass: straight
+  // from the bf16 pair when there is no DARE, else from the DARE'd block.
+  StatsFn fused = nullptr;
+  bool direct = false, fused_target = false;
+#ifdef CHATVEC_AVX512
+  if (g_fast_paths && cpu_has_avx512() && (kind == kWindow || kind == kKept || (kind == kFirst && !want_hist))) {
+    const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
+    direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
+             term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
+    fused_target = want_target && task.target->dtype() == DType::BF16 && !task.target->fp8_block_scales();
+    fused = direct ? stats_pick<true>(kind == kWindow, kind == kKept, want_sums, fused_target)
+                   : stats_pick<false>(kind == kWindow, kind == kKept, want_sums, fused_target);
+  }
+#endif
   for (uint64_t first = 0; first < n; first += step) {
     check_interrupted();
     const uint64_t count = std::min(step, n - first);
@@ -281,6 +408,24 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
       for (int64_t b = b0; b < b1; ++b) {
         const uint64_t g = uint64_t(b) * kStatBlock;
         const size_t m = size_t(std::min(kStatBlock, n - g));
+        if (fused) {
+          const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
+          if (!direct) term_delta(term, st, g, m, d.data(), scratch.data());
+          BlockStats bs;
+          fused(direct ? plus->element(g) : nullptr, direct ? term.base->element(g) : nullptr, d.data(),
+                fused_target ? task.target->element(g) : nullptr, m, top_bin << 16, uint32_t(hist_size), h.data(),
+                st.keep_bits, &bs);
+          my_above += bs.above;
+          r.l1[size_t(b)] = bs.l1;
+          r.l2[size_t(b)] = bs.l2;
+          if (fused_target) {
+            r.tl2[size_t(b)] = bs.tl2;
+          } else if (want_target) {
+            task.target->read_f32(g, m, d.data());
+            r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
+          }
+          continue;
+        }
         term_delta(term, st, g, m, d.data(), scratch.data());
         double s1 = 0, s2 = 0;
         if (kind == kFirst && want_hist)
@@ -349,32 +494,37 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   constexpr uint64_t kSampleBlocks = 64;
   const uint64_t take = std::min(blocks, kSampleBlocks);
-  std::vector<uint32_t> sample;
-  sample.reserve(take * kStatBlock);
+  // The sample's top 16 bits only (the window is made of those bins): a
+  // histogram, and the order statistics read from its running counts.
+  std::vector<uint32_t> bins(size_t(1) << 16, 0);
+  uint64_t size = 0;
   std::vector<float> d(kStatBlock), scratch(kStatBlock);
   for (uint64_t i = 0; i < take; ++i) {
     const uint64_t b = i * blocks / take;
     const uint64_t g = b * kStatBlock;
     const size_t m = size_t(std::min(kStatBlock, n - g));
     term_delta(task.terms[ti], st, g, m, d.data(), scratch.data());
-    for (size_t j = 0; j < m; ++j) sample.push_back(abs_bits(d[j]));
+    for (size_t j = 0; j < m; ++j) ++bins[abs_bits(d[j]) >> 16];
+    size += m;
     for (const CheckpointTensor* in : task.inputs()) in->release(g, m);
   }
-  const double s = double(sample.size());
+  const double s = double(size);
   const double q = double(rank) / double(n);  // fraction from the top
   const double margin = 4 * std::sqrt(s * q * (1 - q)) + 32;
-  auto at_rank = [&](double from_top) {  // the value with this rank from the top, clamped
+  auto bin_at_rank = [&](double from_top) {  // the bin of the value with this rank from the top, clamped
     const double k = std::clamp(from_top, 1.0, s);
-    const size_t idx = size_t(s - k);
-    std::nth_element(sample.begin(), sample.begin() + idx, sample.end());
-    return sample[idx];
+    const uint64_t idx = uint64_t(s - k);  // its index in ascending order
+    uint64_t below = 0;
+    for (uint32_t bin = 0;; ++bin) {
+      below += bins[bin];
+      if (below > idx) return bin;
+    }
   };
-  const uint32_t a_hi = at_rank(q * s - margin), a_lo = at_rank(q * s + margin);
-  *lo = a_lo >> 16;
-  *hi = a_hi >> 16;
-  if (take == blocks) *lo = *hi = at_rank(double(rank)) >> 16;  // the sample is the tensor: the exact bin
+  *lo = bin_at_rank(q * s + margin);
+  *hi = bin_at_rank(q * s - margin);
+  if (take == blocks) *lo = *hi = bin_at_rank(double(rank));  // the sample is the tensor: the exact bin
   if (g_force_window_miss) {  // test hook: a window that cannot hold the rank (just above the largest)
-    *lo = *hi = std::min<uint32_t>(0x7fffu, (at_rank(1) >> 16) + 1);
+    *lo = *hi = std::min<uint32_t>(0x7fffu, bin_at_rank(1) + 1);
   }
   return *hi - *lo < 12;  // at most 12 x 65536 counters
 }
