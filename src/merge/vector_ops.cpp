@@ -283,7 +283,10 @@ CHATVEC_AVX512_TARGET inline __m512d add_sq(__m512d acc, __m512 v) {
   acc = _mm512_add_pd(acc, _mm512_mul_pd(vl, vl));
   return _mm512_add_pd(acc, _mm512_mul_pd(vh, vh));
 }
-template <bool kBf16, bool kWin, bool kKept, bool kSums, bool kTgt>
+// kNB blocks side by side (2: two full blocks, the next one's data kStatBlock
+// elements on), each with its own lanes: the lanes' additions are sequential
+// by definition, so two blocks give the CPU two independent chains.
+template <int kNB, bool kBf16, bool kWin, bool kKept, bool kSums, bool kTgt>
 CHATVEC_AVX512_TARGET void stats_block_avx512(
     const uint8_t* __restrict c, const uint8_t* __restrict b, const float* __restrict d, const uint8_t* __restrict t,
     size_t m, uint32_t lo, uint32_t width, uint64_t* __restrict hist, uint32_t keep_bits, BlockStats* out) {
@@ -291,62 +294,71 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(
   const __m512i lo_v = _mm512_set1_epi32(int(lo)), width_v = _mm512_set1_epi32(int(width));
   const __m512i hi_v = _mm512_set1_epi32(int(lo + (width - 1)));
   const __m512i keep_v = _mm512_set1_epi32(int(keep_bits));
-  __m512d l1 = _mm512_setzero_pd(), l2 = _mm512_setzero_pd(), tl2 = _mm512_setzero_pd();
-  uint64_t up = 0;
+  __m512d l1[kNB], l2[kNB], tl2[kNB];
+  uint64_t up[kNB];
+  for (int k = 0; k < kNB; ++k) {
+    l1[k] = l2[k] = tl2[k] = _mm512_setzero_pd();
+    up[k] = 0;
+  }
   for (size_t i = 0; i < m; i += 16) {
     const __mmask16 km = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1);
-    __m512 dv;
-    if constexpr (kBf16)
-      dv = _mm512_sub_ps(widen(c + 2 * i, km), widen(b + 2 * i, km));
-    else
-      dv = _mm512_maskz_loadu_ps(km, d + i);
-    __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), abs_mask);
-    if constexpr (kWin) {
-      up += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, hi_v)));
-      const __m512i idx = _mm512_sub_epi32(a, lo_v);
-      uint32_t in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
-      if (in) {
-        alignas(64) uint32_t tmp[16];
-        _mm512_store_si512(reinterpret_cast<__m512i*>(tmp), idx);
-        for (; in; in &= in - 1) ++hist[tmp[__builtin_ctz(in)]];
+    for (int k = 0; k < kNB; ++k) {
+      const size_t at = i + size_t(k) * kStatBlock;
+      __m512 dv;
+      if constexpr (kBf16)
+        dv = _mm512_sub_ps(widen(c + 2 * at, km), widen(b + 2 * at, km));
+      else
+        dv = _mm512_maskz_loadu_ps(km, d + at);
+      __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), abs_mask);
+      if constexpr (kWin) {
+        up[k] += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, hi_v)));
+        const __m512i idx = _mm512_sub_epi32(a, lo_v);
+        uint32_t in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
+        if (in) {
+          alignas(64) uint32_t tmp[16];
+          _mm512_store_si512(reinterpret_cast<__m512i*>(tmp), idx);
+          for (; in; in &= in - 1) ++hist[tmp[__builtin_ctz(in)]];
+        }
       }
+      if constexpr (kKept) {
+        const __mmask16 kk = _mm512_cmpge_epu32_mask(a, keep_v);
+        dv = _mm512_maskz_mov_ps(kk, dv);
+        a = _mm512_maskz_mov_epi32(kk, a);
+      }
+      if constexpr (kSums) {
+        l1[k] = add_abs(l1[k], _mm512_castsi512_ps(a));
+        l2[k] = add_sq(l2[k], dv);
+      }
+      if constexpr (kTgt) tl2[k] = add_sq(tl2[k], widen(t + 2 * at, km));
     }
-    if constexpr (kKept) {
-      const __mmask16 kk = _mm512_cmpge_epu32_mask(a, keep_v);
-      dv = _mm512_maskz_mov_ps(kk, dv);
-      a = _mm512_maskz_mov_epi32(kk, a);
-    }
-    if constexpr (kSums) {
-      l1 = add_abs(l1, _mm512_castsi512_ps(a));
-      l2 = add_sq(l2, dv);
-    }
-    if constexpr (kTgt) tl2 = add_sq(tl2, widen(t + 2 * i, km));
   }
   alignas(64) double lanes[8];
-  out->above = up;
-  if constexpr (kSums) {
-    _mm512_store_pd(lanes, l1);
-    out->l1 = reduce_lanes(lanes);
-    _mm512_store_pd(lanes, l2);
-    out->l2 = reduce_lanes(lanes);
-  }
-  if constexpr (kTgt) {
-    _mm512_store_pd(lanes, tl2);
-    out->tl2 = reduce_lanes(lanes);
+  for (int k = 0; k < kNB; ++k) {
+    out[k].above = up[k];
+    if constexpr (kSums) {
+      _mm512_store_pd(lanes, l1[k]);
+      out[k].l1 = reduce_lanes(lanes);
+      _mm512_store_pd(lanes, l2[k]);
+      out[k].l2 = reduce_lanes(lanes);
+    }
+    if constexpr (kTgt) {
+      _mm512_store_pd(lanes, tl2[k]);
+      out[k].tl2 = reduce_lanes(lanes);
+    }
   }
 }
 using StatsFn = void (*)(const uint8_t*, const uint8_t*, const float*, const uint8_t*, size_t, uint32_t, uint32_t,
                          uint64_t*, uint32_t, BlockStats*);
-template <bool kBf16>
+template <int kNB, bool kBf16>
 StatsFn stats_pick(bool win, bool kept, bool sums, bool tgt) {
   // The combinations the passes use: window (+ sums (+ target)), kept + sums,
   // sums (+ target).
-  if (win && !sums) return &stats_block_avx512<kBf16, true, false, false, false>;
-  if (win && !tgt) return &stats_block_avx512<kBf16, true, false, true, false>;
-  if (win) return &stats_block_avx512<kBf16, true, false, true, true>;
-  if (kept && sums && !tgt) return &stats_block_avx512<kBf16, false, true, true, false>;
-  if (!kept && sums && !tgt) return &stats_block_avx512<kBf16, false, false, true, false>;
-  if (!kept && sums) return &stats_block_avx512<kBf16, false, false, true, true>;
+  if (win && !sums) return &stats_block_avx512<kNB, kBf16, true, false, false, false>;
+  if (win && !tgt) return &stats_block_avx512<kNB, kBf16, true, false, true, false>;
+  if (win) return &stats_block_avx512<kNB, kBf16, true, false, true, true>;
+  if (kept && sums && !tgt) return &stats_block_avx512<kNB, kBf16, false, true, true, false>;
+  if (!kept && sums && !tgt) return &stats_block_avx512<kNB, kBf16, false, false, true, false>;
+  if (!kept && sums) return &stats_block_avx512<kNB, kBf16, false, false, true, true>;
   return nullptr;
 }
 #pragma GCC diagnostic pop
@@ -381,7 +393,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   std::vector<uint64_t> above(static_cast<size_t>(nt), 0);
   // The fused statistics kernel (AVX-512), where it covers the pass: straight
   // from the bf16 pair when there is no DARE, else from the DARE'd block.
-  StatsFn fused = nullptr;
+  StatsFn fused = nullptr, fused2 = nullptr;  // one block, two full blocks
   bool direct = false, fused_target = false;
 #ifdef CHATVEC_AVX512
   if (g_fast_paths && cpu_has_avx512() && (kind == kWindow || kind == kKept || (kind == kFirst && !want_hist))) {
@@ -389,8 +401,11 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
              term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
     fused_target = want_target && task.target->dtype() == DType::BF16 && !task.target->fp8_block_scales();
-    fused = direct ? stats_pick<true>(kind == kWindow, kind == kKept, want_sums, fused_target)
-                   : stats_pick<false>(kind == kWindow, kind == kKept, want_sums, fused_target);
+    const bool w = kind == kWindow, k = kind == kKept;
+    fused = direct ? stats_pick<1, true>(w, k, want_sums, fused_target)
+                   : stats_pick<1, false>(w, k, want_sums, fused_target);
+    fused2 = direct ? stats_pick<2, true>(w, k, want_sums, fused_target)
+                    : stats_pick<2, false>(w, k, want_sums, fused_target);
   }
 #endif
   for (uint64_t first = 0; first < n; first += step) {
@@ -403,29 +418,48 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
       std::vector<uint64_t>& h = local[size_t(me)];
       if (want_hist && h.empty()) h.assign(hist_size, 0);
       uint64_t my_above = 0;
-      std::vector<float> d(kStatBlock), scratch(kStatBlock);
+      std::vector<float> d(2 * kStatBlock), scratch(2 * kStatBlock);
+      if (fused) {
+        // Two blocks at a time where both are whole (the results are per
+        // block, whatever the grouping).
+        const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < (b1 - b0 + 1) / 2; ++u) {
+          const int64_t b = b0 + 2 * u;
+          const uint64_t g = uint64_t(b) * kStatBlock;
+          const size_t m = size_t(std::min(2 * kStatBlock, n - g));
+          const int nb = b + 1 < b1 ? 2 : 1;
+          if (!direct) term_delta(term, st, g, m, d.data(), scratch.data());
+          BlockStats bs[2];
+          const bool pair = nb == 2 && m == 2 * kStatBlock;
+          for (int k = 0; k < (pair ? 1 : nb); ++k) {
+            const uint64_t gk = g + uint64_t(k) * kStatBlock;
+            (pair ? fused2 : fused)(direct ? plus->element(gk) : nullptr, direct ? term.base->element(gk) : nullptr,
+                                    d.data() + size_t(k) * kStatBlock,
+                                    fused_target ? task.target->element(gk) : nullptr,
+                                    pair ? size_t(kStatBlock) : size_t(std::min(kStatBlock, n - gk)), top_bin << 16,
+                                    uint32_t(hist_size), h.data(), st.keep_bits, &bs[k]);
+          }
+          for (int k = 0; k < nb; ++k) {
+            const size_t bk = size_t(b + k);
+            my_above += bs[k].above;
+            r.l1[bk] = bs[k].l1;
+            r.l2[bk] = bs[k].l2;
+            if (fused_target) {
+              r.tl2[bk] = bs[k].tl2;
+            } else if (want_target) {
+              const uint64_t gk = g + uint64_t(k) * kStatBlock;
+              const size_t mk = size_t(std::min(kStatBlock, n - gk));
+              task.target->read_f32(gk, mk, d.data());
+              r.tl2[bk] = lane_sum_sq(d.data(), mk);
+            }
+          }
+        }
+      } else {
 #pragma omp for schedule(static)
       for (int64_t b = b0; b < b1; ++b) {
         const uint64_t g = uint64_t(b) * kStatBlock;
         const size_t m = size_t(std::min(kStatBlock, n - g));
-        if (fused) {
-          const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
-          if (!direct) term_delta(term, st, g, m, d.data(), scratch.data());
-          BlockStats bs;
-          fused(direct ? plus->element(g) : nullptr, direct ? term.base->element(g) : nullptr, d.data(),
-                fused_target ? task.target->element(g) : nullptr, m, top_bin << 16, uint32_t(hist_size), h.data(),
-                st.keep_bits, &bs);
-          my_above += bs.above;
-          r.l1[size_t(b)] = bs.l1;
-          r.l2[size_t(b)] = bs.l2;
-          if (fused_target) {
-            r.tl2[size_t(b)] = bs.tl2;
-          } else if (want_target) {
-            task.target->read_f32(g, m, d.data());
-            r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
-          }
-          continue;
-        }
         term_delta(term, st, g, m, d.data(), scratch.data());
         double s1 = 0, s2 = 0;
         if (kind == kFirst && want_hist)
@@ -451,6 +485,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
           task.target->read_f32(g, m, d.data());
           r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
         }
+      }
       }
       above[size_t(me)] += my_above;
     }
