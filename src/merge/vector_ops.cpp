@@ -296,6 +296,9 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(
   const __m512i keep_v = _mm512_set1_epi32(int(keep_bits));
   __m512d l1[kNB], l2[kNB], tl2[kNB];
   uint64_t up[kNB];
+  // (kWin) the window bins of the elements inside it, 16 spare for the last store.
+  alignas(64) uint32_t inside[kWin ? kNB * kStatBlock + 16 : 1];
+  size_t n_in = 0;
   for (int k = 0; k < kNB; ++k) {
     l1[k] = l2[k] = tl2[k] = _mm512_setzero_pd();
     up[k] = 0;
@@ -312,13 +315,12 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(
       __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), abs_mask);
       if constexpr (kWin) {
         up[k] += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, hi_v)));
+        // Those inside the window: their bins packed into `inside`, without
+        // a branch (whether a vector holds one is a coin toss), counted below.
         const __m512i idx = _mm512_sub_epi32(a, lo_v);
-        uint32_t in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
-        if (in) {
-          alignas(64) uint32_t tmp[16];
-          _mm512_store_si512(reinterpret_cast<__m512i*>(tmp), idx);
-          for (; in; in &= in - 1) ++hist[tmp[__builtin_ctz(in)]];
-        }
+        const __mmask16 in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
+        _mm512_storeu_si512(reinterpret_cast<__m512i*>(inside + n_in), _mm512_maskz_compress_epi32(in, idx));
+        n_in += size_t(__builtin_popcount(in));
       }
       if constexpr (kKept) {
         const __mmask16 kk = _mm512_cmpge_epu32_mask(a, keep_v);
@@ -332,6 +334,8 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(
       if constexpr (kTgt) tl2[k] = add_sq(tl2[k], widen(t + 2 * at, km));
     }
   }
+  if constexpr (kWin)
+    for (size_t j = 0; j < n_in; ++j) ++hist[inside[j]];
   alignas(64) double lanes[8];
   for (int k = 0; k < kNB; ++k) {
     out[k].above = up[k];
