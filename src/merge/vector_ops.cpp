@@ -286,83 +286,86 @@ CHATVEC_AVX512_TARGET inline __m512d add_sq(__m512d acc, __m512 v) {
 // kNB blocks side by side (2: two full blocks, the next one's data kStatBlock
 // elements on), each with its own lanes: the lanes' additions are sequential
 // by definition, so two blocks give the CPU two independent chains.
-template <int kNB, bool kBf16, bool kWin, bool kKept, bool kSums, bool kTgt>
+struct StatAcc {
+  __m512d l1, l2, tl2;
+  uint64_t up;
+};
+struct StatConsts {
+  __m512i abs_mask, lo, width, hi, keep;
+};
+// 16 elements from `at` on (the first of km) into s.
+template <bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
+    StatAcc& s, const StatConsts& k, const uint8_t* __restrict c, const uint8_t* __restrict b,
+    const float* __restrict d, const uint8_t* __restrict t, size_t at, __mmask16 km, uint32_t* __restrict inside,
+    size_t& n_in) {
+  __m512 dv;
+  if constexpr (kBf16)
+    dv = _mm512_sub_ps(widen(c + 2 * at, km), widen(b + 2 * at, km));
+  else
+    dv = _mm512_maskz_loadu_ps(km, d + at);
+  __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), k.abs_mask);
+  if constexpr (kWin) {
+    s.up += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, k.hi)));
+    // Those inside the window: their bins packed into `inside`, without a
+    // branch (whether a vector holds one is a coin toss), counted afterwards.
+    const __m512i idx = _mm512_sub_epi32(a, k.lo);
+    const __mmask16 in = _mm512_mask_cmplt_epu32_mask(km, idx, k.width);
+    _mm512_storeu_si512(reinterpret_cast<__m512i*>(inside + n_in), _mm512_maskz_compress_epi32(in, idx));
+    n_in += size_t(__builtin_popcount(in));
+  }
+  if constexpr (kKept) {
+    const __mmask16 kk = _mm512_cmpge_epu32_mask(a, k.keep);
+    dv = _mm512_maskz_mov_ps(kk, dv);
+    a = _mm512_maskz_mov_epi32(kk, a);
+  }
+  if constexpr (kL1) s.l1 = add_abs(s.l1, _mm512_castsi512_ps(a));
+  if constexpr (kL2) s.l2 = add_sq(s.l2, dv);
+  if constexpr (kTgt) s.tl2 = add_sq(s.tl2, widen(t + 2 * at, km));
+}
+CHATVEC_AVX512_TARGET inline void stats_finish(const StatAcc& s, BlockStats* out) {
+  alignas(64) double lanes[8];
+  out->above = s.up;
+  _mm512_store_pd(lanes, s.l1);
+  out->l1 = reduce_lanes(lanes);
+  _mm512_store_pd(lanes, s.l2);
+  out->l2 = reduce_lanes(lanes);
+  _mm512_store_pd(lanes, s.tl2);
+  out->tl2 = reduce_lanes(lanes);
+}
+template <int kNB, bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
 CHATVEC_AVX512_TARGET void stats_block_avx512(
     const uint8_t* __restrict c, const uint8_t* __restrict b, const float* __restrict d, const uint8_t* __restrict t,
     size_t m, uint32_t lo, uint32_t width, uint64_t* __restrict hist, uint32_t keep_bits, BlockStats* out) {
-  const __m512i abs_mask = _mm512_set1_epi32(0x7fffffff);
-  const __m512i lo_v = _mm512_set1_epi32(int(lo)), width_v = _mm512_set1_epi32(int(width));
-  const __m512i hi_v = _mm512_set1_epi32(int(lo + (width - 1)));
-  const __m512i keep_v = _mm512_set1_epi32(int(keep_bits));
-  __m512d l1[kNB], l2[kNB], tl2[kNB];
-  uint64_t up[kNB];
+  const StatConsts k{_mm512_set1_epi32(0x7fffffff), _mm512_set1_epi32(int(lo)), _mm512_set1_epi32(int(width)),
+                     _mm512_set1_epi32(int(lo + (width - 1))), _mm512_set1_epi32(int(keep_bits))};
+  StatAcc s0{_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), 0}, s1 = s0;
   // (kWin) the window bins of the elements inside it, 16 spare for the last store.
   alignas(64) uint32_t inside[kWin ? kNB * kStatBlock + 16 : 1];
   size_t n_in = 0;
-  for (int k = 0; k < kNB; ++k) {
-    l1[k] = l2[k] = tl2[k] = _mm512_setzero_pd();
-    up[k] = 0;
-  }
   for (size_t i = 0; i < m; i += 16) {
     const __mmask16 km = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1);
-    for (int k = 0; k < kNB; ++k) {
-      const size_t at = i + size_t(k) * kStatBlock;
-      __m512 dv;
-      if constexpr (kBf16)
-        dv = _mm512_sub_ps(widen(c + 2 * at, km), widen(b + 2 * at, km));
-      else
-        dv = _mm512_maskz_loadu_ps(km, d + at);
-      __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), abs_mask);
-      if constexpr (kWin) {
-        up[k] += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, hi_v)));
-        // Those inside the window: their bins packed into `inside`, without
-        // a branch (whether a vector holds one is a coin toss), counted below.
-        const __m512i idx = _mm512_sub_epi32(a, lo_v);
-        const __mmask16 in = _mm512_mask_cmplt_epu32_mask(km, idx, width_v);
-        _mm512_storeu_si512(reinterpret_cast<__m512i*>(inside + n_in), _mm512_maskz_compress_epi32(in, idx));
-        n_in += size_t(__builtin_popcount(in));
-      }
-      if constexpr (kKept) {
-        const __mmask16 kk = _mm512_cmpge_epu32_mask(a, keep_v);
-        dv = _mm512_maskz_mov_ps(kk, dv);
-        a = _mm512_maskz_mov_epi32(kk, a);
-      }
-      if constexpr (kSums) {
-        l1[k] = add_abs(l1[k], _mm512_castsi512_ps(a));
-        l2[k] = add_sq(l2[k], dv);
-      }
-      if constexpr (kTgt) tl2[k] = add_sq(tl2[k], widen(t + 2 * at, km));
-    }
+    stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s0, k, c, b, d, t, i, km, inside, n_in);
+    if constexpr (kNB == 2)
+      stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s1, k, c, b, d, t, i + kStatBlock, km, inside, n_in);
   }
   if constexpr (kWin)
     for (size_t j = 0; j < n_in; ++j) ++hist[inside[j]];
-  alignas(64) double lanes[8];
-  for (int k = 0; k < kNB; ++k) {
-    out[k].above = up[k];
-    if constexpr (kSums) {
-      _mm512_store_pd(lanes, l1[k]);
-      out[k].l1 = reduce_lanes(lanes);
-      _mm512_store_pd(lanes, l2[k]);
-      out[k].l2 = reduce_lanes(lanes);
-    }
-    if constexpr (kTgt) {
-      _mm512_store_pd(lanes, tl2[k]);
-      out[k].tl2 = reduce_lanes(lanes);
-    }
-  }
+  stats_finish(s0, out);
+  if constexpr (kNB == 2) stats_finish(s1, out + 1);
 }
 using StatsFn = void (*)(const uint8_t*, const uint8_t*, const float*, const uint8_t*, size_t, uint32_t, uint32_t,
                          uint64_t*, uint32_t, BlockStats*);
-template <int kNB, bool kBf16>
-StatsFn stats_pick(bool win, bool kept, bool sums, bool tgt) {
-  // The combinations the passes use: window (+ sums (+ target)), kept + sums,
-  // sums (+ target).
-  if (win && !sums) return &stats_block_avx512<kNB, kBf16, true, false, false, false>;
-  if (win && !tgt) return &stats_block_avx512<kNB, kBf16, true, false, true, false>;
-  if (win) return &stats_block_avx512<kNB, kBf16, true, false, true, true>;
-  if (kept && sums && !tgt) return &stats_block_avx512<kNB, kBf16, false, true, true, false>;
-  if (!kept && sums && !tgt) return &stats_block_avx512<kNB, kBf16, false, false, true, false>;
-  if (!kept && sums) return &stats_block_avx512<kNB, kBf16, false, false, true, true>;
+// The kernel for these flags (kNB, kBf16, then win, kept, l1, l2, target).
+template <int kNB, bool... kFlags>
+StatsFn stats_pick(const bool* flags, int left) {
+  if (left == 0) {
+    if constexpr (sizeof...(kFlags) == 6) return &stats_block_avx512<kNB, kFlags...>;
+    return nullptr;
+  } else if constexpr (sizeof...(kFlags) < 6) {
+    return *flags ? stats_pick<kNB, kFlags..., true>(flags + 1, left - 1)
+                  : stats_pick<kNB, kFlags..., false>(flags + 1, left - 1);
+  }
   return nullptr;
 }
 #pragma GCC diagnostic pop
@@ -371,6 +374,9 @@ bool cpu_has_avx512() { return false; }
 #endif
 
 enum PassKind { kFirst, kLowBits, kKept, kWindow };
+// The sums a pass adds up: of |delta| (an L1 rescale), of delta^2 (an L2
+// rescale, clipping).  Those not needed stay 0.
+enum : unsigned { kL1Sum = 1, kL2Sum = 2 };
 
 struct PassResult {
   std::vector<uint64_t> hist;            // kFirst: by the top 16 bits; kLowBits: by the low 16 bits;
@@ -381,7 +387,7 @@ struct PassResult {
 
 // One pass over term `ti` of `task` (and the target for its norm).
 PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, PassKind kind, uint32_t top_bin,
-                    bool want_hist, bool want_target, bool want_sums, uint64_t step, int threads,
+                    bool want_hist, bool want_target, unsigned sums, uint64_t step, int threads,
                     uint32_t top_bin_hi = 0) {
   const uint64_t n = task.numel();
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
@@ -405,11 +411,10 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
              term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
     fused_target = want_target && task.target->dtype() == DType::BF16 && !task.target->fp8_block_scales();
-    const bool w = kind == kWindow, k = kind == kKept;
-    fused = direct ? stats_pick<1, true>(w, k, want_sums, fused_target)
-                   : stats_pick<1, false>(w, k, want_sums, fused_target);
-    fused2 = direct ? stats_pick<2, true>(w, k, want_sums, fused_target)
-                    : stats_pick<2, false>(w, k, want_sums, fused_target);
+    const bool flags[6] = {direct, kind == kWindow, kind == kKept, (sums & kL1Sum) != 0, (sums & kL2Sum) != 0,
+                           fused_target};
+    fused = stats_pick<1>(flags, 6);
+    fused2 = stats_pick<2>(flags, 6);
   }
 #endif
   for (uint64_t first = 0; first < n; first += step) {
@@ -479,9 +484,9 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
           }
         if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
-        if (want_sums && kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
-          s1 = lane_sum_abs(d.data(), m);
-          s2 = lane_sum_sq(d.data(), m);
+        if (kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
+          if (sums & kL1Sum) s1 = lane_sum_abs(d.data(), m);
+          if (sums & kL2Sum) s2 = lane_sum_sq(d.data(), m);
         }
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
@@ -592,6 +597,8 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
   const bool clip = ops.clip > 0;
   const bool rescale = prune && ops.rescale != PruneRescale::None;
   if (!prune && !clip) return s;
+  const unsigned sums = (prune && ops.rescale == PruneRescale::L1 ? kL1Sum : 0u) |
+                        ((prune && ops.rescale == PruneRescale::L2) || clip ? kL2Sum : 0u);
   for (size_t ti = 0; ti < task.terms.size(); ++ti) {
     TermOpsState& st = s.terms[ti];
     const uint64_t rank = prune ? std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n) : 0;
@@ -604,7 +611,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
     uint32_t window_bits = 0;
     PassResult first;
     if (have_window) {
-      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, rescale || clip, step, threads, w_hi);
+      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi);
       uint64_t inside = 0;
       for (uint64_t c : first.hist) inside += c;
       if (first.above < rank && first.above + inside >= rank) {
@@ -615,9 +622,9 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       }
     }
     if (!have_window || (!found && (rescale || clip)))  // (a hit has the sums already)
-      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, rescale || clip, step, threads);
+      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, sums, step, threads);
     else if (!found)
-      first = run_pass(task, st, ti, kFirst, 0, true, false, false, step, threads);
+      first = run_pass(task, st, ti, kFirst, 0, true, false, 0, step, threads);
     st.l1_all = ordered_sum(first.l1);
     st.l2sq_all = ordered_sum(first.l2);
     st.l1_kept = st.l1_all;
@@ -630,7 +637,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
         st.keep_bits = window_bits;
       } else {
         const auto [bin, in_bin] = find_rank(first.hist, rank);
-        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, false, step, threads);
+        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, 0, step, threads);
         const auto [lo, unused] = find_rank(low.hist, in_bin);
         (void)unused;
         st.keep_bits = (bin << 16) | lo;
@@ -638,7 +645,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       st.prune = true;
       st.window_hit = found;
       if (rescale || clip) {
-        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, true, step, threads);
+        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, sums, step, threads);
         st.l1_kept = ordered_sum(kept.l1);
         st.l2sq_kept = ordered_sum(kept.l2);
       }

@@ -291,7 +291,7 @@ TEST(VectorOps, FusedStatisticsEqualTheGeneralPathInAnyGrouping) {
       write_one(dir / "target", name, tdt, 151, 233, 13, specials);
       for (double dare : {0.0, 0.4})
         for (double keep : {1.0, 0.2})
-          for (PruneRescale rescale : {PruneRescale::None, PruneRescale::L2})
+          for (PruneRescale rescale : {PruneRescale::None, PruneRescale::L1, PruneRescale::L2})
             for (double clip : {0.0, 0.3}) {
               if (keep == 1.0 && (rescale != PruneRescale::None || clip == 0)) continue;
               MergeJob job;
