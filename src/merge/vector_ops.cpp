@@ -9,6 +9,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "core/dtype.h"
 #include "core/interrupt.h"
 
@@ -54,7 +58,7 @@ inline uint32_t abs_bits(float v) {
 // DARE on a block: kept elements times s, dropped ones +0.0.  Branch-free
 // (the choice is a coin toss, so a branch would mispredict half the time) and
 // vectorised where the CPU multiplies 64-bit lanes (AVX-512DQ).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void dare_block(float* __restrict d, size_t n,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void dare_block(float* __restrict d, size_t n,
                                                                                uint64_t state, uint64_t g,
                                                                                uint64_t threshold, float s) {
   for (size_t i = 0; i < n; ++i) {
@@ -93,7 +97,7 @@ std::atomic<uint64_t> g_fused_calls{0};
 // times the ratio unless 1; target + that), so the bits are the same; simple
 // enough for the compiler to vectorise, the 64-bit hash included (AVX-512DQ).
 template <bool kDare, bool kPrune, bool kFactor, bool kRatio>
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void fused_bf16_1term(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void fused_bf16_1term(
     const uint8_t* __restrict c, const uint8_t* __restrict b, const uint8_t* __restrict t, uint8_t* __restrict out,
     size_t n, uint64_t g, uint64_t state, uint64_t threshold, float s, uint32_t keep_bits, float factor, float r) {
   auto at = [](const uint8_t* q, size_t i) {
@@ -164,7 +168,7 @@ bool try_fused_bf16(const TensorTask& task, const OpsState& state, void* out, ui
 
 // d[i] = bf16 c[i] - bf16 b[i] in fp32 (read_f32 of each, then the
 // subtraction, in one loop).
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) void bf16_delta(const uint8_t* __restrict c,
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) void bf16_delta(const uint8_t* __restrict c,
                                                                                const uint8_t* __restrict b, size_t n,
                                                                                float* __restrict d) {
   for (size_t i = 0; i < n; ++i) {
@@ -202,7 +206,7 @@ void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size
 inline double reduce_lanes(const double* l) {
   return ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]));
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_abs(const float* d, size_t m) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_sum_abs(const float* d, size_t m) {
   double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= m; i += 8)
@@ -210,7 +214,7 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double 
   for (size_t j = 0; i + j < m; ++j) l[j] += std::fabs(double(d[i + j]));
   return reduce_lanes(l);
 }
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double lane_sum_sq(const float* d, size_t m) {
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_sum_sq(const float* d, size_t m) {
   double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   size_t i = 0;
   for (; i + 8 <= m; i += 8)
@@ -223,7 +227,7 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) double 
 // [lo, lo + width) and counts those inside into hist[bits - lo].  One
 // unsigned compare per element, so the branch is taken only inside the
 // window (a few per cent of the elements) and predicts well.
-__attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) uint64_t window_count(
+__attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) uint64_t window_count(
     const float* d, size_t m, uint32_t lo, uint32_t width, uint64_t* hist) {
   const uint32_t hi = lo + (width - 1);
   uint32_t up = 0;
@@ -241,7 +245,138 @@ __attribute__((target_clones("arch=skylake-avx512", "avx2", "default"))) uint64_
   return up;
 }
 
+// The statistics of one block in one pass over it, in vector registers
+// (AVX-512): delta (from the bf16 pair, or from a float block), |delta| as
+// bits, the windowed count (kWin), pruning (kKept: the sums of what is kept),
+// the eight-lane sums of |delta| and delta^2 (kSums) and of a bf16 target's
+// squares (kTgt).  The same operations, element by element and lane by lane,
+// as bf16_delta / window_count / prune_block / lane_sum_*: masked-off tail
+// elements are +0.0, which leaves a lane (+0.0 or more, or NaN) unchanged.
+struct BlockStats {
+  uint64_t above = 0;
+  double l1 = 0, l2 = 0, tl2 = 0;
+};
+#if defined(__x86_64__)
+#define CHATVEC_AVX512 1
+bool cpu_has_avx512() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("popcnt") && __builtin_cpu_supports("bmi");
+  return yes;
+}
+// (GCC 12 warns of the intrinsics' own undefined registers.)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#define CHATVEC_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt,bmi")))
+// 16 bf16 (the first of k) as floats.
+CHATVEC_AVX512_TARGET inline __m512 widen(const uint8_t* q, __mmask16 k) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(k, q)), 16));
+}
+// The 16 floats of v in fp64, elements 0-7 then 8-15 added to the lanes.
+CHATVEC_AVX512_TARGET inline __m512d add_abs(__m512d acc, __m512 v) {
+  acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(v)));
+  return _mm512_add_pd(acc, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+}
+CHATVEC_AVX512_TARGET inline __m512d add_sq(__m512d acc, __m512 v) {
+  const __m512d vl = _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+  const __m512d vh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));
+  acc = _mm512_add_pd(acc, _mm512_mul_pd(vl, vl));
+  return _mm512_add_pd(acc, _mm512_mul_pd(vh, vh));
+}
+// kNB blocks side by side (2: two full blocks, the next one's data kStatBlock
+// elements on), each with its own lanes: the lanes' additions are sequential
+// by definition, so two blocks give the CPU two independent chains.
+struct StatAcc {
+  __m512d l1, l2, tl2;
+  uint64_t up;
+};
+struct StatConsts {
+  __m512i abs_mask, lo, width, hi, keep;
+};
+// 16 elements from `at` on (the first of km) into s.
+template <bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
+    StatAcc& s, const StatConsts& k, const uint8_t* __restrict c, const uint8_t* __restrict b,
+    const float* __restrict d, const uint8_t* __restrict t, size_t at, __mmask16 km, uint32_t* __restrict inside,
+    size_t& n_in) {
+  __m512 dv;
+  if constexpr (kBf16)
+    dv = _mm512_sub_ps(widen(c + 2 * at, km), widen(b + 2 * at, km));
+  else
+    dv = _mm512_maskz_loadu_ps(km, d + at);
+  __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), k.abs_mask);
+  if constexpr (kWin) {
+    s.up += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, k.hi)));
+    // Those inside the window: their bins packed into `inside`, without a
+    // branch (whether a vector holds one is a coin toss), counted afterwards.
+    const __m512i idx = _mm512_sub_epi32(a, k.lo);
+    const __mmask16 in = _mm512_mask_cmplt_epu32_mask(km, idx, k.width);
+    _mm512_storeu_si512(reinterpret_cast<__m512i*>(inside + n_in), _mm512_maskz_compress_epi32(in, idx));
+    n_in += size_t(__builtin_popcount(in));
+  }
+  if constexpr (kKept) {
+    const __mmask16 kk = _mm512_cmpge_epu32_mask(a, k.keep);
+    dv = _mm512_maskz_mov_ps(kk, dv);
+    a = _mm512_maskz_mov_epi32(kk, a);
+  }
+  if constexpr (kL1) s.l1 = add_abs(s.l1, _mm512_castsi512_ps(a));
+  if constexpr (kL2) s.l2 = add_sq(s.l2, dv);
+  if constexpr (kTgt) s.tl2 = add_sq(s.tl2, widen(t + 2 * at, km));
+}
+CHATVEC_AVX512_TARGET inline void stats_finish(const StatAcc& s, BlockStats* out) {
+  alignas(64) double lanes[8];
+  out->above = s.up;
+  _mm512_store_pd(lanes, s.l1);
+  out->l1 = reduce_lanes(lanes);
+  _mm512_store_pd(lanes, s.l2);
+  out->l2 = reduce_lanes(lanes);
+  _mm512_store_pd(lanes, s.tl2);
+  out->tl2 = reduce_lanes(lanes);
+}
+template <int kNB, bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
+CHATVEC_AVX512_TARGET void stats_block_avx512(
+    const uint8_t* __restrict c, const uint8_t* __restrict b, const float* __restrict d, const uint8_t* __restrict t,
+    size_t m, uint32_t lo, uint32_t width, uint64_t* __restrict hist, uint32_t keep_bits, BlockStats* out) {
+  const StatConsts k{_mm512_set1_epi32(0x7fffffff), _mm512_set1_epi32(int(lo)), _mm512_set1_epi32(int(width)),
+                     _mm512_set1_epi32(int(lo + (width - 1))), _mm512_set1_epi32(int(keep_bits))};
+  StatAcc s0{_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), 0}, s1 = s0;
+  // (kWin) the window bins of the elements inside it, 16 spare for the last store.
+  alignas(64) uint32_t inside[kWin ? kNB * kStatBlock + 16 : 1];
+  size_t n_in = 0;
+  for (size_t i = 0; i < m; i += 16) {
+    const __mmask16 km = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1);
+    stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s0, k, c, b, d, t, i, km, inside, n_in);
+    if constexpr (kNB == 2)
+      stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s1, k, c, b, d, t, i + kStatBlock, km, inside, n_in);
+  }
+  if constexpr (kWin)
+    for (size_t j = 0; j < n_in; ++j) ++hist[inside[j]];
+  stats_finish(s0, out);
+  if constexpr (kNB == 2) stats_finish(s1, out + 1);
+}
+using StatsFn = void (*)(const uint8_t*, const uint8_t*, const float*, const uint8_t*, size_t, uint32_t, uint32_t,
+                         uint64_t*, uint32_t, BlockStats*);
+// The kernel for these flags (kNB, kBf16, then win, kept, l1, l2, target).
+template <int kNB, bool... kFlags>
+StatsFn stats_pick(const bool* flags, int left) {
+  if (left == 0) {
+    if constexpr (sizeof...(kFlags) == 6) return &stats_block_avx512<kNB, kFlags...>;
+    return nullptr;
+  } else if constexpr (sizeof...(kFlags) < 6) {
+    return *flags ? stats_pick<kNB, kFlags..., true>(flags + 1, left - 1)
+                  : stats_pick<kNB, kFlags..., false>(flags + 1, left - 1);
+  }
+  return nullptr;
+}
+#pragma GCC diagnostic pop
+#else
+bool cpu_has_avx512() { return false; }
+#endif
+
 enum PassKind { kFirst, kLowBits, kKept, kWindow };
+// The sums a pass adds up: of |delta| (an L1 rescale), of delta^2 (an L2
+// rescale, clipping).  Those not needed stay 0.
+enum : unsigned { kL1Sum = 1, kL2Sum = 2 };
 
 struct PassResult {
   std::vector<uint64_t> hist;            // kFirst: by the top 16 bits; kLowBits: by the low 16 bits;
@@ -252,7 +387,7 @@ struct PassResult {
 
 // One pass over term `ti` of `task` (and the target for its norm).
 PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, PassKind kind, uint32_t top_bin,
-                    bool want_hist, bool want_target, bool want_sums, uint64_t step, int threads,
+                    bool want_hist, bool want_target, unsigned sums, uint64_t step, int threads,
                     uint32_t top_bin_hi = 0) {
   const uint64_t n = task.numel();
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
@@ -266,6 +401,22 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
   std::vector<uint64_t> above(static_cast<size_t>(nt), 0);
+  // The fused statistics kernel (AVX-512), where it covers the pass: straight
+  // from the bf16 pair when there is no DARE, else from the DARE'd block.
+  StatsFn fused = nullptr, fused2 = nullptr;  // one block, two full blocks
+  bool direct = false, fused_target = false;
+#ifdef CHATVEC_AVX512
+  if (g_fast_paths && cpu_has_avx512() && (kind == kWindow || kind == kKept || (kind == kFirst && !want_hist))) {
+    const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
+    direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
+             term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
+    fused_target = want_target && task.target->dtype() == DType::BF16 && !task.target->fp8_block_scales();
+    const bool flags[6] = {direct, kind == kWindow, kind == kKept, (sums & kL1Sum) != 0, (sums & kL2Sum) != 0,
+                           fused_target};
+    fused = stats_pick<1>(flags, 6);
+    fused2 = stats_pick<2>(flags, 6);
+  }
+#endif
   for (uint64_t first = 0; first < n; first += step) {
     check_interrupted();
     const uint64_t count = std::min(step, n - first);
@@ -276,7 +427,44 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
       std::vector<uint64_t>& h = local[size_t(me)];
       if (want_hist && h.empty()) h.assign(hist_size, 0);
       uint64_t my_above = 0;
-      std::vector<float> d(kStatBlock), scratch(kStatBlock);
+      std::vector<float> d(2 * kStatBlock), scratch(2 * kStatBlock);
+      if (fused) {
+        // Two blocks at a time where both are whole (the results are per
+        // block, whatever the grouping).
+        const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
+#pragma omp for schedule(static)
+        for (int64_t u = 0; u < (b1 - b0 + 1) / 2; ++u) {
+          const int64_t b = b0 + 2 * u;
+          const uint64_t g = uint64_t(b) * kStatBlock;
+          const size_t m = size_t(std::min(2 * kStatBlock, n - g));
+          const int nb = b + 1 < b1 ? 2 : 1;
+          if (!direct) term_delta(term, st, g, m, d.data(), scratch.data());
+          BlockStats bs[2];
+          const bool pair = nb == 2 && m == 2 * kStatBlock;
+          for (int k = 0; k < (pair ? 1 : nb); ++k) {
+            const uint64_t gk = g + uint64_t(k) * kStatBlock;
+            (pair ? fused2 : fused)(direct ? plus->element(gk) : nullptr, direct ? term.base->element(gk) : nullptr,
+                                    d.data() + size_t(k) * kStatBlock,
+                                    fused_target ? task.target->element(gk) : nullptr,
+                                    pair ? size_t(kStatBlock) : size_t(std::min(kStatBlock, n - gk)), top_bin << 16,
+                                    uint32_t(hist_size), h.data(), st.keep_bits, &bs[k]);
+          }
+          for (int k = 0; k < nb; ++k) {
+            const size_t bk = size_t(b + k);
+            my_above += bs[k].above;
+            r.l1[bk] = bs[k].l1;
+            r.l2[bk] = bs[k].l2;
+            if (fused_target) {
+              r.tl2[bk] = bs[k].tl2;
+            } else if (want_target) {
+              const uint64_t gk = g + uint64_t(k) * kStatBlock;
+              const size_t mk = size_t(std::min(kStatBlock, n - gk));
+              task.target->read_f32(gk, mk, d.data());
+              r.tl2[bk] = lane_sum_sq(d.data(), mk);
+            }
+          }
+        }
+      } else {
 #pragma omp for schedule(static)
       for (int64_t b = b0; b < b1; ++b) {
         const uint64_t g = uint64_t(b) * kStatBlock;
@@ -296,9 +484,9 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
           }
         if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
-        if (want_sums && kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
-          s1 = lane_sum_abs(d.data(), m);
-          s2 = lane_sum_sq(d.data(), m);
+        if (kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
+          if (sums & kL1Sum) s1 = lane_sum_abs(d.data(), m);
+          if (sums & kL2Sum) s2 = lane_sum_sq(d.data(), m);
         }
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
@@ -306,6 +494,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
           task.target->read_f32(g, m, d.data());
           r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
         }
+      }
       }
       above[size_t(me)] += my_above;
     }
@@ -349,32 +538,37 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   constexpr uint64_t kSampleBlocks = 64;
   const uint64_t take = std::min(blocks, kSampleBlocks);
-  std::vector<uint32_t> sample;
-  sample.reserve(take * kStatBlock);
+  // The sample's top 16 bits only (the window is made of those bins): a
+  // histogram, and the order statistics read from its running counts.
+  std::vector<uint32_t> bins(size_t(1) << 16, 0);
+  uint64_t size = 0;
   std::vector<float> d(kStatBlock), scratch(kStatBlock);
   for (uint64_t i = 0; i < take; ++i) {
     const uint64_t b = i * blocks / take;
     const uint64_t g = b * kStatBlock;
     const size_t m = size_t(std::min(kStatBlock, n - g));
     term_delta(task.terms[ti], st, g, m, d.data(), scratch.data());
-    for (size_t j = 0; j < m; ++j) sample.push_back(abs_bits(d[j]));
+    for (size_t j = 0; j < m; ++j) ++bins[abs_bits(d[j]) >> 16];
+    size += m;
     for (const CheckpointTensor* in : task.inputs()) in->release(g, m);
   }
-  const double s = double(sample.size());
+  const double s = double(size);
   const double q = double(rank) / double(n);  // fraction from the top
   const double margin = 4 * std::sqrt(s * q * (1 - q)) + 32;
-  auto at_rank = [&](double from_top) {  // the value with this rank from the top, clamped
+  auto bin_at_rank = [&](double from_top) {  // the bin of the value with this rank from the top, clamped
     const double k = std::clamp(from_top, 1.0, s);
-    const size_t idx = size_t(s - k);
-    std::nth_element(sample.begin(), sample.begin() + idx, sample.end());
-    return sample[idx];
+    const uint64_t idx = uint64_t(s - k);  // its index in ascending order
+    uint64_t below = 0;
+    for (uint32_t bin = 0;; ++bin) {
+      below += bins[bin];
+      if (below > idx) return bin;
+    }
   };
-  const uint32_t a_hi = at_rank(q * s - margin), a_lo = at_rank(q * s + margin);
-  *lo = a_lo >> 16;
-  *hi = a_hi >> 16;
-  if (take == blocks) *lo = *hi = at_rank(double(rank)) >> 16;  // the sample is the tensor: the exact bin
+  *lo = bin_at_rank(q * s + margin);
+  *hi = bin_at_rank(q * s - margin);
+  if (take == blocks) *lo = *hi = bin_at_rank(double(rank));  // the sample is the tensor: the exact bin
   if (g_force_window_miss) {  // test hook: a window that cannot hold the rank (just above the largest)
-    *lo = *hi = std::min<uint32_t>(0x7fffu, (at_rank(1) >> 16) + 1);
+    *lo = *hi = std::min<uint32_t>(0x7fffu, bin_at_rank(1) + 1);
   }
   return *hi - *lo < 12;  // at most 12 x 65536 counters
 }
@@ -403,6 +597,8 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
   const bool clip = ops.clip > 0;
   const bool rescale = prune && ops.rescale != PruneRescale::None;
   if (!prune && !clip) return s;
+  const unsigned sums = (prune && ops.rescale == PruneRescale::L1 ? kL1Sum : 0u) |
+                        ((prune && ops.rescale == PruneRescale::L2) || clip ? kL2Sum : 0u);
   for (size_t ti = 0; ti < task.terms.size(); ++ti) {
     TermOpsState& st = s.terms[ti];
     const uint64_t rank = prune ? std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n) : 0;
@@ -415,7 +611,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
     uint32_t window_bits = 0;
     PassResult first;
     if (have_window) {
-      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, rescale || clip, step, threads, w_hi);
+      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi);
       uint64_t inside = 0;
       for (uint64_t c : first.hist) inside += c;
       if (first.above < rank && first.above + inside >= rank) {
@@ -426,9 +622,9 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       }
     }
     if (!have_window || (!found && (rescale || clip)))  // (a hit has the sums already)
-      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, rescale || clip, step, threads);
+      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, sums, step, threads);
     else if (!found)
-      first = run_pass(task, st, ti, kFirst, 0, true, false, false, step, threads);
+      first = run_pass(task, st, ti, kFirst, 0, true, false, 0, step, threads);
     st.l1_all = ordered_sum(first.l1);
     st.l2sq_all = ordered_sum(first.l2);
     st.l1_kept = st.l1_all;
@@ -441,7 +637,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
         st.keep_bits = window_bits;
       } else {
         const auto [bin, in_bin] = find_rank(first.hist, rank);
-        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, false, step, threads);
+        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, 0, step, threads);
         const auto [lo, unused] = find_rank(low.hist, in_bin);
         (void)unused;
         st.keep_bits = (bin << 16) | lo;
@@ -449,7 +645,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       st.prune = true;
       st.window_hit = found;
       if (rescale || clip) {
-        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, true, step, threads);
+        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, sums, step, threads);
         st.l1_kept = ordered_sum(kept.l1);
         st.l2sq_kept = ordered_sum(kept.l2);
       }

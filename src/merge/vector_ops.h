@@ -55,6 +55,8 @@ struct TermOpsState {
   // The statistics, for messages and tests.
   uint64_t kept_threshold_rank = 0;  // ceil(keep * n)
   bool window_hit = false;           // the threshold came from the sampled window's pass
+  // (Only the sums the operations need: L1 for an l1 rescale, L2 for an l2
+  // rescale or clipping; the others stay 0.)
   double l1_all = 0, l2sq_all = 0, l1_kept = 0, l2sq_kept = 0, target_l2sq = 0;
 };
 

@@ -274,6 +274,62 @@ TEST(VectorOps, FusedBf16LoopIsBitForBitTheGeneralPath) {
   }
 }
 
+// The fused statistics loop (one or two whole blocks at a time, straight
+// from the bf16 pair or from the DARE'd block) against the general path's
+// statistics: every pass kind (window, kept, sums, the target's squares), bf16
+// and non-bf16 targets, with and without NaN/inf/zeros, for chunks of one
+// block (blocks one by one) and of the whole tensor (in pairs), 1-3 threads.
+TEST(VectorOps, FusedStatisticsEqualTheGeneralPathInAnyGrouping) {
+  testing::TempDir tmp;
+  const std::string name = "model.layers.0.mlp.up_proj.weight";
+  NullReporter rep;
+  for (bool specials : {false, true})
+    for (DType tdt : {DType::BF16, DType::F16}) {
+      const fs::path dir = tmp.path() / (std::string(specials ? "s" : "c") + std::string(dtype_name(tdt)));
+      write_one(dir / "base", name, DType::BF16, 151, 233, 11, specials);  // 8.6 blocks
+      write_one(dir / "chat", name, DType::BF16, 151, 233, 12, specials);
+      write_one(dir / "target", name, tdt, 151, 233, 13, specials);
+      for (double dare : {0.0, 0.4})
+        for (double keep : {1.0, 0.2})
+          for (PruneRescale rescale : {PruneRescale::None, PruneRescale::L1, PruneRescale::L2})
+            for (double clip : {0.0, 0.3}) {
+              if (keep == 1.0 && (rescale != PruneRescale::None || clip == 0)) continue;
+              MergeJob job;
+              job.base = (dir / "base").string();
+              job.chat = (dir / "chat").string();
+              job.target = (dir / "target").string();
+              job.output = (dir / "out").string();
+              job.ops.dare = dare;
+              job.ops.seed = 3;
+              job.ops.keep = keep;
+              job.ops.rescale = rescale;
+              job.ops.clip = clip;
+              PreparedJob p = prepare_job(job, rep);
+              ASSERT_EQ(p.plan.tasks.size(), 1u);
+              const TensorTask& task = p.plan.tasks[0];
+              const uint64_t n = task.numel();
+              set_vector_ops_fast_paths(false);
+              const OpsState slow = prepare_vector_ops(task, n, 1);
+              set_vector_ops_fast_paths(true);
+              const std::string what = std::string(dtype_name(tdt)) + std::string(" dare ") + std::to_string(dare) + " keep " +
+                                       std::to_string(keep) + " clip " + std::to_string(clip) + " specials " +
+                                       std::to_string(specials);
+              for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 1}, {n, 1}, {n, 2}, {3 * 4096, 3}}) {
+                const OpsState fast = prepare_vector_ops(task, chunk, threads);
+                const TermOpsState &a = slow.terms[0], &b = fast.terms[0];
+                EXPECT_EQ(a.keep_bits, b.keep_bits) << what;
+                EXPECT_EQ(a.window_hit, b.window_hit) << what;
+                for (auto [x, y] : {std::pair{&a.l1_all, &b.l1_all}, {&a.l2sq_all, &b.l2sq_all},
+                                    {&a.l1_kept, &b.l1_kept}, {&a.l2sq_kept, &b.l2sq_kept},
+                                    {&a.target_l2sq, &b.target_l2sq}})
+                  EXPECT_EQ(std::memcmp(x, y, sizeof(double)), 0) << what << " chunk " << chunk << " " << *x << " "
+                                                                   << *y;
+                EXPECT_EQ(std::memcmp(&a.factor, &b.factor, sizeof(float)), 0) << what;
+              }
+            }
+    }
+}
+
 // The pruning threshold from the sampled window's one pass (hit) and from
 // the fallback histogram passes (a forced miss): the same threshold and
 // sums, whatever the chunk and the threads; and the threshold is the exact
