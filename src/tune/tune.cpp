@@ -18,6 +18,7 @@
 #include "core/file_util.h"
 #include "core/interrupt.h"
 #include "core/staging.h"
+#include "gguf/gguf_reader.h"
 #include "merge/recipe.h"
 
 namespace chatvec::tune {
@@ -209,6 +210,17 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
   if (!std::isfinite(o.rule.max_bpb_increase))
     throw InputError("--max-bpb-increase: must be a finite number (negative: no bits/byte condition)");
   if (o.target.empty()) o.target = o.candidates.front().job.target;
+  // A GGUF merge input is imported without Hugging Face tokenizer files
+  // (only a tokenizer.gguf sidecar): the chat model's tokens could not be
+  // transplanted and the candidates could not be evaluated.  Refused before
+  // anything is written.
+  for (const Candidate& c : o.candidates)
+    for (const auto& [flag, p] : {std::pair{"--base", &c.job.base}, {"--chat", &c.job.chat}, {"--target", &c.job.target}})
+      if (!p->empty() && !fs::is_directory(*p) && gguf::looks_like_gguf(*p))
+        throw InputError(fmt::format("chatvec tune: {} {} is a GGUF file: a merge imports it without Hugging Face "
+                                     "tokenizer files, so the candidates could not be evaluated; give the Hugging "
+                                     "Face directory it was made from (chatvec eval and perplexity run a .gguf)",
+                                     flag, *p));
 
   const eval::EvalData data = eval::load_eval_data(o.eval);
   const std::string lang = target_language(o, data);

@@ -582,6 +582,48 @@ TEST_F(GgufStories, PerplexityGenerateEvalOnTheGgufEqualTheDirectory) {
   EXPECT_EQ(ja.dump(1), jb.dump(1));
 }
 
+// `chat` on the .gguf: the transcript of piped stdin turns (template, stop
+// ids, BOS/EOS text and tokenizer all from the file's metadata) and the
+// --messages JSON are those of the directory the file was exported from.
+TEST_F(GgufStories, ChatOnTheGgufEqualsTheDirectory) {
+  fs::remove(fs::path(dir_) / "tokenizer_config.json");
+  write_file((fs::path(dir_) / "tokenizer_config.json").string(),
+             R"({"add_bos_token": true, "bos_token": "<s>", "eos_token": "</s>", "chat_template": )"
+             R"("{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}Q: {{ m['content'] }}\n)"
+             R"({% elif m['role'] == 'assistant' %}A: {{ m['content'] }}{{ eos_token }}{% else %}{{ m['content'] }}\n)"
+             R"({% endif %}{% endfor %}{% if add_generation_prompt %}A:{% endif %}"})");
+  const std::string gguf = export_type("f32");
+  ASSERT_TRUE(gguf_chat_template(File(gguf)).has_value());
+  const std::string turns = (tmp_ / "turns.txt").string();
+  write_file(turns, "Once upon a time\nLily met a dog\n");
+  // run_command sends /dev/null to stdin: redirect inside a subshell.
+  auto chat = [&](const std::string& model, const std::string& flags) {
+    return run_command("(" + cv() + " chat " + shell_quote(model) + " --system 'A story.' --temperature 0 -n 20" +
+                       flags + " < " + shell_quote(turns) + ")");
+  };
+  const CommandResult a = chat(dir_, ""), b = chat(gguf, " -t 1");
+  ASSERT_EQ(a.exit_code, 0) << a.err;
+  ASSERT_EQ(b.exit_code, 0) << b.err;
+  EXPECT_EQ(b.out, a.out);
+  EXPECT_GT(b.out.size(), 20u) << b.out;
+  // One speed report per turn on the file too (the second turn extends the cache).
+  size_t reports = 0;
+  for (size_t at = b.err.find("generated:"); at != std::string::npos; at = b.err.find("generated:", at + 1)) ++reports;
+  EXPECT_EQ(reports, 2u) << b.err;
+  // --messages: the same replies and conversation.
+  const std::string msgs = (tmp_ / "two.json").string();
+  write_file(msgs, R"([{"role": "user", "content": "Tom was sad."}, {"role": "user", "content": "The cat ran."}])");
+  auto messages = [&](const std::string& model) {
+    return run_command(cv() + " -q chat " + shell_quote(model) + " --temperature 0 -n 16 --messages " +
+                       shell_quote(msgs));
+  };
+  const CommandResult ma = messages(dir_), mb = messages(gguf);
+  ASSERT_EQ(ma.exit_code, 0) << ma.err;
+  ASSERT_EQ(mb.exit_code, 0) << mb.err;
+  EXPECT_EQ(mb.out, ma.out);
+  EXPECT_EQ(nlohmann::json::parse(mb.out)["replies"].size(), 2u) << mb.out;
+}
+
 // Malformed tokenizer metadata: one InputError naming the file and the key.
 TEST(GgufTokenizer, MalformedMetadataIsOneLineNamingTheKey) {
   TempDir tmp;

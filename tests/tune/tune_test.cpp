@@ -351,6 +351,31 @@ TEST_F(TuneEndToEnd, AlternativesFromRecipes) {
   EXPECT_FALSE(fs::exists(path("alts_bad.partial")));
 }
 
+// A GGUF merge input (--target X.gguf, or --base/--chat): the merge imports
+// it with no Hugging Face tokenizer files (a tokenizer.gguf sidecar only), so
+// the chat model's tokens could not be transplanted nor the candidates
+// evaluated: one line naming the flag and the file, exit 2, nothing written.
+TEST_F(TuneEndToEnd, GgufMergeInputIsOneLineExit2NothingWritten) {
+  const std::string cv = t::shell_quote(t::chatvec_bin()), gguf = path("cp.gguf");
+  auto r = t::run_command(cv + " -q export gguf " + path("cp") + " -o " + gguf + " --type f32");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  for (const std::string flag : {"--target", "--base"}) {
+    std::string cmd = tune_cmd(path("tg"), "--ratios 0,1 --lang es");
+    const std::string was = " " + flag + " " + path(flag == "--target" ? "cp" : "base") + " ";
+    ASSERT_NE(cmd.find(was), std::string::npos) << cmd;
+    cmd.replace(cmd.find(was), was.size(), " " + flag + " " + gguf + " ");
+    r = t::run_command(cmd);
+    EXPECT_EQ(r.exit_code, 2) << flag << "\n" << r.err;
+    EXPECT_NE(r.err.find(flag + " " + gguf + " is a GGUF file"), std::string::npos) << r.err;
+    EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+    EXPECT_FALSE(fs::exists(path("tg")));
+    EXPECT_FALSE(fs::exists(path("tg.partial")));
+  }
+  // The refusal is about the merge: the same file is a valid model for eval.
+  r = t::run_command(cv + " -q perplexity " + gguf + " --file " + path("data") + "/es_heldout.txt");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+}
+
 namespace {
 
 std::vector<std::string> sh(const std::string& cmd) {
