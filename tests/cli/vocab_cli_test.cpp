@@ -29,12 +29,22 @@ class VocabCli : public testing::SharedDirSuite<VocabCli> {
       why_ = "npm reference tokenizers not installed (scripts/setup.sh)";
       return;
     }
-    auto r = run_command("/usr/bin/python3 " + shell_quote((testing::source_dir() / "tests/merge/make_vocab_fixtures.py").string()) +
-                         " " + shell_quote(tmp_->path().string()) + " " + shell_quote(tok.string()));
-    if (r.exit_code != 0) {
-      why_ = "fixture generation failed: " + r.err;
+    // The 32,000-token models (about 14 s of Python) are generated once per
+    // build directory, not once per test process, and linked into tmp_
+    // (read-only: every output goes to tmp_ itself).
+    const fs::path src = testing::source_dir();
+    const auto fx = testing::cached_fixture(
+        "vocab", {src / "tests/merge/make_vocab_fixtures.py", src / "scripts/make_synthetic_model.py",
+                  tok / "tokenizer.json", tok / "tokenizer_config.json"},
+        [&](const fs::path& dir) {
+          return run_command("/usr/bin/python3 " + shell_quote((src / "tests/merge/make_vocab_fixtures.py").string()) +
+                             " " + shell_quote(dir.string()) + " " + shell_quote(tok.string()));
+        });
+    if (!fx.ok) {
+      why_ = "fixture generation failed: " + fx.error;
       return;
     }
+    testing::link_entries(fx.dir, tmp_->path());
     ok_ = true;
   }
   static testing::CommandResult merge(const std::string& target, const std::string& out, const std::string& extra = "") {
