@@ -7,7 +7,9 @@
 #include <cctype>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "core/error.h"
 
@@ -109,6 +111,31 @@ std::string shell_quote(const std::string& s);
 // scripts/make_synthetic_model.py (run by /usr/bin/python3), `args` being
 // its flags as one shell string.
 CommandResult make_synthetic_model(const std::string& out, const std::string& args);
+
+// Inputs that a suite generates and never changes, generated once per build
+// directory instead of once per test process (ctest runs every test in a
+// process of its own, so a suite's SetUpTestSuite runs once per test).
+//
+// The directory is binary_dir()/test-fixtures/NAME-KEY, KEY a hash of the
+// contents of `inputs` (the generator script, the scripts it imports, its
+// data files): a change to any of them generates a new one (and removes the
+// old ones of NAME).  `generate(dir)` writes into a staging directory under an
+// flock, which is then renamed into place, so concurrent test processes
+// (ctest -j) wait for one generation and never see a partial one.  A
+// manifest of every file's path, size and mtime is written last and checked
+// on each use: a fixture that was changed or partly removed is generated
+// again.  Callers must treat the files as read-only (link them into the
+// suite's own directory, see link_entries).
+struct CachedFixture {
+  bool ok = false;
+  fs::path dir;
+  std::string error;  // when !ok: the generator's stderr or what failed
+  bool generated = false;  // this call generated it (else reused)
+};
+CachedFixture cached_fixture(const std::string& name, const std::vector<fs::path>& inputs,
+                             const std::function<CommandResult(const fs::path& dir)>& generate);
+// Symlinks every entry of `from` (but the manifest) into `to`.
+void link_entries(const fs::path& from, const fs::path& to);
 
 // A suite whose tests share inputs generated once, by the suite's own
 // SetUpTestSuite, in one temporary directory.  When generating them fails

@@ -3,6 +3,8 @@
 // rows checked element by element by an independent Python reference
 // (tests/merge/reference_vocab.py), auto's choice, special-token transplant,
 // EOS, and the output tokenizer loaded by transformers.js.
+#include <unistd.h>
+
 #include <fstream>
 
 #include <algorithm>
@@ -29,12 +31,22 @@ class VocabCli : public testing::SharedDirSuite<VocabCli> {
       why_ = "npm reference tokenizers not installed (scripts/setup.sh)";
       return;
     }
-    auto r = run_command("/usr/bin/python3 " + shell_quote((testing::source_dir() / "tests/merge/make_vocab_fixtures.py").string()) +
-                         " " + shell_quote(tmp_->path().string()) + " " + shell_quote(tok.string()));
-    if (r.exit_code != 0) {
-      why_ = "fixture generation failed: " + r.err;
+    // The 32,000-token models (about 14 s of Python) are generated once per
+    // build directory, not once per test process, and linked into tmp_
+    // (read-only: every output goes to tmp_ itself).
+    const fs::path src = testing::source_dir();
+    const auto fx = testing::cached_fixture(
+        "vocab", {src / "tests/merge/make_vocab_fixtures.py", src / "scripts/make_synthetic_model.py",
+                  tok / "tokenizer.json", tok / "tokenizer_config.json"},
+        [&](const fs::path& dir) {
+          return run_command("/usr/bin/python3 " + shell_quote((src / "tests/merge/make_vocab_fixtures.py").string()) +
+                             " " + shell_quote(dir.string()) + " " + shell_quote(tok.string()));
+        });
+    if (!fx.ok) {
+      why_ = "fixture generation failed: " + fx.error;
       return;
     }
+    testing::link_entries(fx.dir, tmp_->path());
     ok_ = true;
   }
   static testing::CommandResult merge(const std::string& target, const std::string& out, const std::string& extra = "") {
@@ -265,6 +277,54 @@ TEST_F(VocabCli, DryRunReportsAndWritesNothing) {
   EXPECT_NE(r.err.find("26 padding rows"), std::string::npos) << r.err;
   EXPECT_NE(r.err.find("eos: the chat model's \"<|im_end|>\""), std::string::npos) << r.err;
   EXPECT_FALSE(fs::exists(path("dry")));
+}
+
+// The cache behind the suite's fixtures: generated once, reused, generated
+// again when a file in it changed or an input changed.
+TEST(FixtureCache, ReusedUntilAFileOrAnInputChanges) {
+  testing::TempDir tmp;
+  const fs::path input = tmp / "generator-input";
+  std::ofstream(input) << "v1";
+  int calls = 0;
+  auto generate = [&](const fs::path& dir) {
+    ++calls;
+    std::ofstream(dir / "data") << "generated from " << read_file(input.string());
+    return testing::CommandResult{0, "", ""};
+  };
+  const std::string name = "selftest" + std::to_string(::getpid());
+  auto a = testing::cached_fixture(name, {input}, generate);
+  ASSERT_TRUE(a.ok) << a.error;
+  EXPECT_TRUE(a.generated);
+  EXPECT_EQ(read_file((a.dir / "data").string()), "generated from v1");
+  auto b = testing::cached_fixture(name, {input}, generate);
+  ASSERT_TRUE(b.ok) << b.error;
+  EXPECT_FALSE(b.generated);
+  EXPECT_EQ(b.dir, a.dir);
+  EXPECT_EQ(calls, 1);
+  // A file of the fixture changed (size): generated again.
+  std::ofstream(a.dir / "data", std::ios::app) << "changed";
+  auto c = testing::cached_fixture(name, {input}, generate);
+  ASSERT_TRUE(c.ok) << c.error;
+  EXPECT_TRUE(c.generated);
+  EXPECT_EQ(read_file((c.dir / "data").string()), "generated from v1");
+  // An input changed: another key, the old directory removed.
+  std::ofstream(input) << "v2";
+  auto d = testing::cached_fixture(name, {input}, generate);
+  ASSERT_TRUE(d.ok) << d.error;
+  EXPECT_TRUE(d.generated);
+  EXPECT_NE(d.dir, a.dir);
+  EXPECT_FALSE(fs::exists(a.dir));
+  EXPECT_EQ(read_file((d.dir / "data").string()), "generated from v2");
+  EXPECT_EQ(calls, 3);
+  // A failing generator: an error, nothing kept.
+  std::ofstream(input) << "v3";
+  auto e = testing::cached_fixture(name, {input}, [](const fs::path&) { return testing::CommandResult{1, "", "boom"}; });
+  EXPECT_FALSE(e.ok);
+  EXPECT_EQ(e.error, "boom");
+  EXPECT_FALSE(fs::exists(e.dir));
+  std::error_code ec;
+  fs::remove_all(d.dir, ec);
+  fs::remove(d.dir.parent_path() / (name + ".lock"), ec);
 }
 
 }  // namespace

@@ -58,37 +58,68 @@ def main():
             continue
         M = {k: torch.from_numpy(from_storage(models[k][name][2], models[k][name][0], models[k][name][1]).copy()) for k in models}
         n_shared = min(len(base_s), len(tgt_s))
+        # Decide each row's expected source (a cheap loop over the strings),
+        # then compute the rows of each kind at once and compare bit for bit.
+        kinds = []
+        copy_src, copy_idx, copy_rows = [], [], []  # rows copied from "chat" or "target"
+        comb_rows, comb_t, comb_c, comb_b = [], [], [], []  # rows target[t] + R*(chat[c] - base[b])
         for i in range(M["out"].shape[0]):
             s = out_s[i] if i < len(out_s) else None
-            T = lambda: M["target"][i]  # noqa: E731
-            comb = lambda t, c, b: (t + a.ratio * (c - b)) if a.ratio != 1.0 else t + (c - b)  # noqa: E731
             kind = "target"
             if s is not None and s in added_by_chat and not a.no_transplant:
-                exp, kind = M["chat"][chat_id[s]], "chat"
+                src, kind = ("chat", chat_id[s]), "chat"
             elif s is None and a.policy != "full":
-                exp, kind = T(), "padding"
+                src, kind = ("target", i), "padding"
             elif a.policy == "skip":
-                exp = T()
+                src = ("target", i)
             elif a.policy == "full":
-                exp, kind = comb(M["target"][i], M["chat"][i], M["base"][i]), "combined"
+                src, kind = (i, i, i), "combined"
             elif a.policy == "shared":
                 if i < n_shared:
-                    exp, kind = comb(M["target"][i], M["chat"][chat_id[base_s[i]]], M["base"][i]), "combined"
+                    src, kind = (i, chat_id[base_s[i]], i), "combined"
                 else:
-                    exp = T()
+                    src = ("target", i)
             elif a.policy == "align":
                 if s is not None and s in base_id:
-                    exp, kind = comb(M["target"][i], M["chat"][chat_id[s]], M["base"][base_id[s]]), "combined"
+                    src, kind = (i, chat_id[s], base_id[s]), "combined"
                 else:
-                    exp = T()
+                    src = ("target", i)
             else:
                 raise SystemExit("unknown policy")
             counts[kind] += 1
             counts["rows"] += 1
-            if not torch.equal(exp, M["out"][i]):
-                counts["bad"] += 1
-                if len(bad) < 5:
-                    bad.append(f"{name} row {i} ({s!r}, expected {kind})")
+            kinds.append(kind)
+            if kind == "combined":
+                comb_rows.append(i)
+                comb_t.append(src[0])
+                comb_c.append(src[1])
+                comb_b.append(src[2])
+            else:
+                copy_rows.append(i)
+                copy_src.append(src[0])
+                copy_idx.append(src[1])
+        out = M["out"]
+        n_rows = out.shape[0]
+        exp = torch.zeros(out.shape, dtype=M["target"].dtype)
+        for k in ("chat", "target"):
+            sel = [j for j, x in enumerate(copy_src) if x == k]
+            if sel:
+                rows = torch.tensor([copy_rows[j] for j in sel])
+                exp[rows] = M[k][torch.tensor([copy_idx[j] for j in sel])]
+        if comb_rows:
+            t, c, b = (M[k][torch.tensor(ix)] for k, ix in (("target", comb_t), ("chat", comb_c), ("base", comb_b)))
+            exp[torch.tensor(comb_rows)] = (t + a.ratio * (c - b)) if a.ratio != 1.0 else t + (c - b)
+        # torch.equal per row: same shape and every element equal (so a NaN
+        # anywhere is a mismatch, and -0 equals +0).
+        if exp.dtype != out.dtype:
+            ok = torch.zeros(n_rows, dtype=torch.bool)
+        else:
+            ok = (exp == out).reshape(n_rows, -1).all(dim=1)
+        nbad = int((~ok).sum())
+        counts["bad"] += nbad
+        for i in torch.nonzero(~ok).flatten().tolist()[: max(0, 5 - len(bad))]:
+            s = out_s[i] if i < len(out_s) else None
+            bad.append(f"{name} row {i} ({s!r}, expected {kinds[i]})")
     counts["bad_rows"] = bad
     print(json.dumps(counts))
     return 1 if counts["bad"] else 0
