@@ -166,7 +166,30 @@ class SharedDirSuite : public ::testing::Test {
     }
     return ok_;
   }
-  static std::string path(const std::string& name) { return (tmp_->path() / name).string(); }
+  static std::string path(const std::string& name) {
+    return ((generating_in_ ? *generating_in_ : tmp_->path()) / name).string();
+  }
+  // Runs `generate` (the suite's gen() calls and other generators, writing
+  // through path()) once per build directory, in cached_fixture(name,
+  // inputs), and links what it wrote into the suite's directory.  Only for
+  // inputs no test changes; `inputs` must name every file the generation
+  // depends on (the test's own source holds the generators' arguments).
+  static void generate_cached(const std::string& name, const std::vector<fs::path>& inputs,
+                              const std::function<void()>& generate) {
+    if (!ok_) return;
+    const auto fx = cached_fixture(name, inputs, [&](const fs::path& dir) {
+      generating_in_ = &dir;
+      generate();
+      generating_in_ = nullptr;
+      return ok_ ? CommandResult{0, "", ""} : CommandResult{1, "", why_};
+    });
+    if (!fx.ok) {
+      ok_ = false;
+      why_ = fx.error;
+      return;
+    }
+    link_entries(fx.dir, tmp_->path());
+  }
   // Generate a synthetic model at path(name); a failure marks the suite.
   static void gen(const std::string& name, const std::string& args) {
     if (!ok_) return;
@@ -180,6 +203,7 @@ class SharedDirSuite : public ::testing::Test {
   inline static TempDir* tmp_ = nullptr;
   inline static bool ok_ = false;
   inline static std::string why_;
+  inline static const fs::path* generating_in_ = nullptr;
 };
 
 }  // namespace chatvec::testing

@@ -155,7 +155,12 @@ Header parse_header(const uint8_t* bytes, uint64_t size, const std::string& what
     for (uint32_t d = 0; d < nd; ++d) {
       const int64_t v = c.get<int64_t>("dimension");
       if (v < 0) c.fail(fmt::format("tensor {} has negative dimension {}", t.name, v));
-      if (v != 0 && numel > uint64_t(INT64_MAX) / uint64_t(v))
+      // A tensor of no elements has no place in a model, and its other
+      // dimensions would be bounded by nothing: [0, 2^34] takes 0 bytes, yet
+      // the readers that walk its rows (q/k unpermuting in import and in the
+      // engine) looped 2^34 times.
+      if (v == 0) c.fail(fmt::format("tensor {} has a dimension of 0 (no elements)", t.name));
+      if (numel > uint64_t(INT64_MAX) / uint64_t(v))
         c.fail(fmt::format("tensor {}: element count overflows int64", t.name));
       numel *= uint64_t(v);
       t.ne.push_back(uint64_t(v));

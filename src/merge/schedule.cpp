@@ -78,6 +78,34 @@ std::regex compile_name_pattern(const std::string& pattern, const std::string& w
   if (pattern.size() > kMaxNamePattern)
     throw InputError(fmt::format("{} \"{}...\": a pattern of {} bytes (at most {})", what, pattern.substr(0, 40),
                                  pattern.size(), kMaxNamePattern));
+  // libstdc++'s regex compiler reads the number of a back-reference (\N)
+  // or of a repetition count ({N}, {N,M}) into a long without checking for
+  // overflow: `\55555555555555555555` was signed overflow (UB, found by
+  // fuzz_recipe).  No name pattern needs more than a few digits there.
+  constexpr size_t kMaxDigits = 5;
+  auto digits_at = [&](size_t i) {
+    size_t n = 0;
+    while (i + n < pattern.size() && pattern[i + n] >= '0' && pattern[i + n] <= '9') ++n;
+    return n;
+  };
+  bool in_braces = false;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    size_t n = 0;
+    if (pattern[i] == '\\') {
+      n = digits_at(i + 1);
+      ++i;  // the escaped character is not special
+    } else if (pattern[i] == '{') {
+      in_braces = true;
+      n = digits_at(i + 1);
+    } else if (in_braces && pattern[i] == ',') {
+      n = digits_at(i + 1);
+    } else if (pattern[i] == '}') {
+      in_braces = false;
+    }
+    if (n > kMaxDigits)
+      throw InputError(fmt::format("{} \"{}\": a back-reference or repetition count of {} digits (at most {})", what,
+                                   pattern, n, kMaxDigits));
+  }
   try {
 #ifdef __GLIBCXX__
     return std::regex(pattern, std::regex::ECMAScript | std::regex_constants::__polynomial);

@@ -22,48 +22,60 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
  protected:
   static void SetUpTestSuite() {
     if (!begin_suite("numpy")) return;
-    // hidden 128, intermediate 344: the MLP matrices (44032 elements) and
-    // the vocabulary tensors (65536+) span several chunks of --chunk 16384.
-    const std::string shape = "--shape small --hidden 128 --intermediate 344 ";
-    gen("base", shape + "--dtype bf16 --seed 1 --tokenizer --shard-bytes 150000");
-    // The chat model adds 32 tokens; the target appends 64 (the first 32 the chat model's).
-    gen("chat", shape + "--vocab 544 --tokenizer --derive-from " + path("base") + " --seed 2 --noise 0.01 --shard-bytes 300000");
-    gen("target", shape + "--vocab 576 --tokenizer --derive-from " + path("base") + " --seed 3 --noise 0.05 --reverse-order");
-    // Chat deltas below bf16's resolution: most are exactly zero, so the
-    // radix selection refines down to single values.
-    gen("chat_tiny", shape + "--tokenizer --derive-from " + path("base") + " --seed 4 --noise 0.00001");
-    for (const char* dt : {"f16", "f32"}) {
-      const std::string d = dt;
-      gen("base_" + d, shape + "--dtype " + d + " --seed 11 --shard-bytes 200000");
-      gen("chat_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 12 --noise 0.01");
-      gen("target_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 13 --noise 0.03 --shard-bytes 100000");
-    }
-    // 1.5 million elements in each vocabulary tensor, nine deltas in ten zero.
-    gen("base_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --seed 7");
-    gen("chat_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --derive-from " +
-                        path("base_big") + " --seed 8 --noise 0.01");
-    if (ok_) {
-      auto s = run_command("/usr/bin/python3 " +
-                           shell_quote((testing::source_dir() / "tests/analyze/make_sparse_chat.py").string()) + " " +
-                           path("base_big") + " " + path("chat_sparse"));
-      if (s.exit_code != 0) {
-        ok_ = false;
-        why_ = "make_sparse_chat.py failed: " + s.err;
-      }
-      auto p = run_command("/usr/bin/python3 " +
-                           shell_quote((testing::source_dir() / "tests/analyze/make_binned_pair.py").string()) + " " +
-                           path("base_big") + " " + path("base_binned") + " " + path("chat_binned"));
-      if (p.exit_code != 0) {
-        ok_ = false;
-        why_ = "make_binned_pair.py failed: " + p.err;
-      }
-    }
-    gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
-    // Layers with MLP matrices of 1.08 million elements (f32, several
-    // shards): a layer's thresholds estimated from its members' samples.
-    const std::string wide = "--shape small --vocab 512 --hidden 128 --intermediate 8448 --layers 2 --dtype f32 ";
-    gen("base_wide", wide + "--seed 21 --shard-bytes 3000000");
-    gen("chat_wide", wide + "--derive-from " + path("base_wide") + " --seed 22 --noise 0.01");
+    // The models (about 2 s of Python a process) are generated once per build
+    // directory and linked into each test's directory; no test changes them.
+    const fs::path src = testing::source_dir();
+    generate_cached(
+        "analyze",
+        {src / "tests/analyze/analyze_cli_test.cpp", src / "scripts/make_synthetic_model.py",
+         src / "tests/analyze/make_sparse_chat.py", src / "tests/analyze/make_binned_pair.py"},
+        [] {
+          // hidden 128, intermediate 344: the MLP matrices (44032 elements) and
+          // the vocabulary tensors (65536+) span several chunks of --chunk 16384.
+          const std::string shape = "--shape small --hidden 128 --intermediate 344 ";
+          gen("base", shape + "--dtype bf16 --seed 1 --tokenizer --shard-bytes 150000");
+          // The chat model adds 32 tokens; the target appends 64 (the first 32 the chat model's).
+          gen("chat", shape + "--vocab 544 --tokenizer --derive-from " + path("base") +
+                          " --seed 2 --noise 0.01 --shard-bytes 300000");
+          gen("target", shape + "--vocab 576 --tokenizer --derive-from " + path("base") +
+                            " --seed 3 --noise 0.05 --reverse-order");
+          // Chat deltas below bf16's resolution: most are exactly zero, so the
+          // radix selection refines down to single values.
+          gen("chat_tiny", shape + "--tokenizer --derive-from " + path("base") + " --seed 4 --noise 0.00001");
+          for (const char* dt : {"f16", "f32"}) {
+            const std::string d = dt;
+            gen("base_" + d, shape + "--dtype " + d + " --seed 11 --shard-bytes 200000");
+            gen("chat_" + d, shape + "--derive-from " + path("base_" + d) + " --seed 12 --noise 0.01");
+            gen("target_" + d,
+                shape + "--derive-from " + path("base_" + d) + " --seed 13 --noise 0.03 --shard-bytes 100000");
+          }
+          // 1.5 million elements in each vocabulary tensor, nine deltas in ten zero.
+          gen("base_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --seed 7");
+          gen("chat_big", "--shape small --vocab 12000 --hidden 128 --intermediate 344 --layers 1 --derive-from " +
+                              path("base_big") + " --seed 8 --noise 0.01");
+          if (ok_) {
+            auto s = run_command("/usr/bin/python3 " +
+                                 shell_quote((testing::source_dir() / "tests/analyze/make_sparse_chat.py").string()) +
+                                 " " + path("base_big") + " " + path("chat_sparse"));
+            if (s.exit_code != 0) {
+              ok_ = false;
+              why_ = "make_sparse_chat.py failed: " + s.err;
+            }
+            auto p = run_command("/usr/bin/python3 " +
+                                 shell_quote((testing::source_dir() / "tests/analyze/make_binned_pair.py").string()) +
+                                 " " + path("base_big") + " " + path("base_binned") + " " + path("chat_binned"));
+            if (p.exit_code != 0) {
+              ok_ = false;
+              why_ = "make_binned_pair.py failed: " + p.err;
+            }
+          }
+          gen("chat_shape", "--shape small --hidden 64 --intermediate 344 --tokenizer --seed 6");
+          // Layers with MLP matrices of 1.08 million elements (f32, several
+          // shards): a layer's thresholds estimated from its members' samples.
+          const std::string wide = "--shape small --vocab 512 --hidden 128 --intermediate 8448 --layers 2 --dtype f32 ";
+          gen("base_wide", wide + "--seed 21 --shard-bytes 3000000");
+          gen("chat_wide", wide + "--derive-from " + path("base_wide") + " --seed 22 --noise 0.01");
+        });
   }
 
   static testing::CommandResult chatvec(const std::string& args) {

@@ -8,7 +8,9 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "engine/llama_model.h"
 #include "gguf/gguf_import.h"
+#include "gguf/gguf_model.h"
 #include "gguf/gguf_reader.h"
 #include "merge/plan.h"
 #include "merge/schedule.h"
@@ -42,6 +44,46 @@ TEST(FuzzFindings, GgufTensorByteSizeOverflow) {
                    "bytes than the file holds"),
             std::string::npos)
       << e;
+}
+
+// fuzz_gguf_import (campaign of 2026-12-03): a Q8_0 blk.0.attn_q.weight of
+// ne [0, 17179869216] has no elements, so it takes 0 bytes and passed every
+// size check, but import walked its 2^34 rows to undo the q/k permutation
+// (12 s before libFuzzer's timeout, hours in all), and so did the engine
+// opening the file.  A dimension of 0 is now invalid GGUF.
+std::string regression(const std::string& target, const std::string& name) {
+  return read_file((testing::source_dir() / "tests/reliability/fuzz_regressions" / target / name).string());
+}
+
+TEST(FuzzFindings, GgufZeroDimensionTensorIsRefusedNotWalked) {
+  const std::string b = regression("gguf_import", "timeout_zero_dim_rows.gguf");
+  ASSERT_FALSE(b.empty());
+  EXPECT_EQ(error_of([&] { (void)gguf::parse_header(reinterpret_cast<const uint8_t*>(b.data()), b.size(), "x.gguf"); }),
+            "x.gguf: invalid GGUF: tensor blk.0.attn_q.weight has a dimension of 0 (no elements) (at byte 772)");
+  testing::TempDir tmp;
+  const std::string in = (tmp.path() / "t.gguf").string();
+  write_file(in, b);
+  const fs::path out = tmp.path() / "out";
+  fs::create_directory(out);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_NE(error_of([&] { (void)gguf::import_gguf(in, out.string()); }).find("has a dimension of 0"), std::string::npos);
+  EXPECT_TRUE(fs::is_empty(out)) << "written before the error";
+  EngineOptions opts;
+  opts.context_length = 8;
+  EXPECT_NE(error_of([&] { (void)gguf::open_gguf_model(in, opts); }).find("has a dimension of 0"), std::string::npos);
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 2.0);
+  // The same file with the tensor's 0 made 32 ([32, 17179869216]) is too
+  // large for the file, as before.
+  std::string big = b;
+  const std::string name = "blk.0.attn_q.weight";
+  const size_t at = big.find(name);
+  ASSERT_NE(at, std::string::npos);
+  const size_t dims = at + name.size() + 4;  // after the name: uint32 dimension count, then int64 dimensions
+  ASSERT_EQ(big[dims], '\0');
+  big[dims] = 32;
+  EXPECT_NE(error_of([&] { (void)gguf::parse_header(reinterpret_cast<const uint8_t*>(big.data()), big.size(), "x.gguf"); })
+                .find("take more bytes than the file holds"),
+            std::string::npos);
 }
 
 // A chat template that is not UTF-8 made nlohmann::json throw type_error 316
@@ -96,6 +138,31 @@ TEST(FuzzFindings, RatioForRegexBoundedTimeAndStack) {
   EXPECT_TRUE(sel.selected("model.x"));
   EXPECT_NE(error_of([&] { (void)sel.selected(std::string(5000, 'x')); }).find("longer than 1024 --include"),
             std::string::npos);
+}
+
+// fuzz_recipe (campaign of 2026-12-03): libstdc++'s regex compiler read
+// the number of `\55555555555555555555` into a long without an overflow
+// check (UBSan: signed integer overflow in regex_compiler.tcc).  Numbers of
+// back-references and repetition counts are now at most 5 digits.
+TEST(FuzzFindings, RegexBackReferenceAndCountDigitsBounded) {
+  for (const std::string& p : {std::string("layers\\") + std::string(20, '5'), std::string("a{") + std::string(19, '9') + "}",
+                              std::string("a{1,") + std::string(12, '7') + "}"}) {
+    RatioSchedule s;
+    s.overrides = {{p, 0.5}};
+    EXPECT_NE(error_of([&] { ResolvedSchedule(s, 4, "--ratio"); }).find("back-reference or repetition count of"),
+              std::string::npos)
+        << p;
+    EXPECT_NE(error_of([&] { (void)make_selection({p}, {}); }).find("--include \"" + p + "\": a back-reference"),
+              std::string::npos)
+        << p;
+  }
+  // Short counts and escaped digits still work; a literal long number too.
+  RatioSchedule s;
+  s.overrides = {{"layers\\.1{1,3}\\.", 0.5}, {"x\\d{2}y", 0.25}, {"layer_1234567890", 0.75}};
+  ResolvedSchedule r(s, 4, "--ratio");
+  EXPECT_EQ(r.ratio_for("model.layers.11.mlp"), 0.5);
+  EXPECT_EQ(r.ratio_for("x42y"), 0.25);
+  EXPECT_EQ(r.ratio_for("layer_1234567890"), 0.75);
 }
 
 }  // namespace
