@@ -379,6 +379,9 @@ ExportSummary export_gguf(const std::string& dir, const std::string& out_file, c
     const auto& shape = t.shape();
     if (shape.empty() || shape.size() > 2)
       throw InputError(fmt::format("{}: tensor {} has {} dimensions (1 or 2 expected)", dir, hf, shape.size()));
+    if (std::find(shape.begin(), shape.end(), uint64_t(0)) != shape.end())
+      throw InputError(fmt::format("{}: tensor {} has no elements ({}); GGUF has no empty tensors", dir, hf,
+                                   shape_string(shape)));
     Item it;
     it.gguf_name = *g;
     it.src = &t;

@@ -83,6 +83,9 @@ uint64_t rows_of(const Checkpoint& c, const std::vector<std::string>& names, con
     if (!t) throw InputError("tensor \"" + names[i] + "\" is missing from the " + role + " model " + c.path());
     if (t->shape().size() != 2)
       throw InputError("tensor \"" + names[i] + "\" in " + c.path() + " is not 2-D: " + shape_string(t->shape()));
+    if (t->shape()[0] == 0 || t->shape()[1] == 0)
+      throw InputError("tensor \"" + names[i] + "\" in " + c.path() + " has no elements (" + shape_string(t->shape()) +
+                       "): a vocabulary tensor needs rows and columns");
     if (i == 0) rows = t->shape()[0];
     else if (t->shape()[0] != rows)
       throw InputError(c.path() + ": \"" + names[i] + "\" has " + std::to_string(t->shape()[0]) + " rows but \"" +

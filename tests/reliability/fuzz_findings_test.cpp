@@ -167,3 +167,39 @@ TEST(FuzzFindings, RegexBackReferenceAndCountDigitsBounded) {
 
 }  // namespace
 }  // namespace chatvec
+
+namespace chatvec {
+namespace {
+
+// A safetensors embedding of shape [2^40, 0] (no elements, so no bytes):
+// the vocabulary code trusted its row count and allocated 2^40 row
+// decisions (std::bad_alloc, exit 1).  Now one line naming the tensor, exit
+// 2, nothing written; GGUF export refuses an empty tensor the same way.
+TEST(FuzzFindings, EmptyVocabularyTensorIsOneLineNotBadAlloc) {
+  testing::TempDir tmp;
+  const std::string header =
+      R"({"model.embed_tokens.weight":{"dtype":"BF16","shape":[1099511627776,0],"data_offsets":[0,0]},)"
+      R"("model.norm.weight":{"dtype":"BF16","shape":[4],"data_offsets":[0,8]}})";
+  std::string file(8, '\0');
+  for (int i = 0; i < 8; ++i) file[size_t(i)] = char((header.size() >> (8 * i)) & 0xff);
+  file += header + std::string(8, '\0');
+  for (const char* m : {"base", "chat", "target"}) {
+    fs::create_directories(tmp.path() / m);
+    write_file((tmp.path() / m / "model.safetensors").string(), file);
+    write_file((tmp.path() / m / "config.json").string(),
+               R"({"architectures":["LlamaForCausalLM"],"model_type":"llama","vocab_size":1099511627776})");
+  }
+  const auto p = [&](const char* m) { return testing::shell_quote((tmp.path() / m).string()); };
+  const auto r = testing::run_command(testing::shell_quote(testing::chatvec_bin()) + " merge --base " + p("base") +
+                                      " --chat " + p("chat") + " --target " + p("target") + " -o " + p("out"));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("tensor \"model.embed_tokens.weight\" in " + (tmp.path() / "target").string() +
+                       " has no elements ([1099511627776, 0])"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(std::count(r.err.begin(), r.err.end(), '\n'), 1) << r.err;
+  EXPECT_FALSE(fs::exists(tmp.path() / "out"));
+}
+
+}  // namespace
+}  // namespace chatvec
