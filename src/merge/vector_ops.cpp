@@ -396,7 +396,8 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   r.l2.assign(blocks, 0);
   if (want_target) r.tl2.assign(blocks, 0);
   const size_t hist_size = kind == kWindow ? size_t(top_bin_hi - top_bin + 1) << 16 : size_t(1) << 16;
-  if (want_hist) r.hist.assign(hist_size, 0);
+  // (The histogram: the threads' own, added into the first at the end, so
+  // that only one per thread is ever allocated.)
   const TensorTerm& term = task.terms[ti];
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
@@ -501,12 +502,17 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
   }
   for (uint64_t a : above) r.above += a;
-  if (want_hist && nt == 1 && !local[0].empty())
-    r.hist = std::move(local[0]);
-  else if (want_hist)
-    for (const auto& h : local)
-      if (!h.empty())
+  if (want_hist) {
+    for (auto& h : local) {
+      if (h.empty()) continue;
+      if (r.hist.empty())
+        r.hist = std::move(h);
+      else
         for (size_t i = 0; i < h.size(); ++i) r.hist[i] += h[i];
+      std::vector<uint64_t>().swap(h);
+    }
+    if (r.hist.empty()) r.hist.assign(hist_size, 0);
+  }
   return r;
 }
 
