@@ -96,15 +96,15 @@ std::atomic<uint64_t> g_fused_calls{0};
 // times s, bits masked; pruning: bits masked; times the factor unless 1;
 // times the ratio unless 1; target + that), so the bits are the same; simple
 // enough for the compiler to vectorise, the 64-bit hash included (AVX-512DQ).
-// clang (the fuzz build) has no target_clones on function templates: the
-// default code there.
+// (clang, the fuzz build, has no target_clones on function templates: the
+// default code there.)
 #ifdef __clang__
-#define CHATVEC_FUSED_CLONES
+#define CHATVEC_VO_TEMPLATE_CLONES
 #else
-#define CHATVEC_FUSED_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#define CHATVEC_VO_TEMPLATE_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 #endif
 template <bool kDare, bool kPrune, bool kFactor, bool kRatio>
-CHATVEC_FUSED_CLONES void fused_bf16_1term(
+CHATVEC_VO_TEMPLATE_CLONES void fused_bf16_1term(
     const uint8_t* __restrict c, const uint8_t* __restrict b, const uint8_t* __restrict t, uint8_t* __restrict out,
     size_t n, uint64_t g, uint64_t state, uint64_t threshold, float s, uint32_t keep_bits, float factor, float r) {
   auto at = [](const uint8_t* q, size_t i) {
@@ -273,7 +273,9 @@ bool cpu_has_avx512() {
 }
 // (GCC 12 warns of the intrinsics' own undefined registers.)
 #pragma GCC diagnostic push
+#ifndef __clang__
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #define CHATVEC_AVX512_TARGET __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt,bmi")))
 // 16 bf16 (the first of k) as floats.
 CHATVEC_AVX512_TARGET inline __m512 widen(const uint8_t* q, __mmask16 k) {
@@ -403,7 +405,8 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   r.l2.assign(blocks, 0);
   if (want_target) r.tl2.assign(blocks, 0);
   const size_t hist_size = kind == kWindow ? size_t(top_bin_hi - top_bin + 1) << 16 : size_t(1) << 16;
-  if (want_hist) r.hist.assign(hist_size, 0);
+  // (The histogram: the threads' own, added into the first at the end, so
+  // that only one per thread is ever allocated.)
   const TensorTerm& term = task.terms[ti];
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
@@ -508,12 +511,17 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
     for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
   }
   for (uint64_t a : above) r.above += a;
-  if (want_hist && nt == 1 && !local[0].empty())
-    r.hist = std::move(local[0]);
-  else if (want_hist)
-    for (const auto& h : local)
-      if (!h.empty())
+  if (want_hist) {
+    for (auto& h : local) {
+      if (h.empty()) continue;
+      if (r.hist.empty())
+        r.hist = std::move(h);
+      else
         for (size_t i = 0; i < h.size(); ++i) r.hist[i] += h[i];
+      std::vector<uint64_t>().swap(h);
+    }
+    if (r.hist.empty()) r.hist.assign(hist_size, 0);
+  }
   return r;
 }
 
