@@ -1,11 +1,7 @@
 #include "gguf/gguf_model.h"
 
-#include <sys/mman.h>
-
-#include <algorithm>
 #include <cstring>
 #include <map>
-#include <new>
 
 #include <fmt/core.h>
 
@@ -19,34 +15,6 @@
 namespace chatvec::gguf {
 
 namespace {
-
-// Anonymous memory for the un-permuted q/k copies, asked for in 2 MiB pages
-// (MADV_HUGEPAGE) before it is written: the copies are read every token like
-// the mapped weights, and 4 KiB pages would cost a fault per page when
-// written and a TLB entry per page when read.
-class HugeBuffer {
- public:
-  explicit HugeBuffer(size_t n) : n_(round_up(n)) {
-    void* p = ::mmap(nullptr, n_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) throw std::bad_alloc();
-    p_ = static_cast<uint8_t*>(p);
-#ifdef MADV_HUGEPAGE
-    ::madvise(p_, n_, MADV_HUGEPAGE);
-#endif
-  }
-  ~HugeBuffer() { ::munmap(p_, n_); }
-  HugeBuffer(const HugeBuffer&) = delete;
-  HugeBuffer& operator=(const HugeBuffer&) = delete;
-  uint8_t* data() const { return p_; }
-
- private:
-  static size_t round_up(size_t n) {
-    constexpr size_t kHuge = size_t(2) << 20;
-    return n >= kHuge ? (n + kHuge - 1) / kHuge * kHuge : std::max<size_t>(n, 1);
-  }
-  uint8_t* p_ = nullptr;
-  size_t n_ = 0;
-};
 
 class GgufSource : public WeightSource {
  public:
@@ -108,17 +76,17 @@ class GgufSource : public WeightSource {
     if (row_bytes * rows != t.nbytes)
       throw InputError(fmt::format("{}: tensor {} has {} bytes, its shape implies {}", file_.path(), t.name, t.nbytes,
                                    row_bytes * rows));
-    auto copy = std::make_unique<HugeBuffer>(size_t(t.nbytes));
+    std::unique_ptr<uint8_t[]> copy(new uint8_t[t.nbytes]);
     const uint8_t* src = file_.data(t);
     for (uint64_t r = 0; r < rows; ++r)
-      std::memcpy(copy->data() + r * row_bytes, src + gguf_row_for_hf_row(r, rows, heads) * row_bytes, row_bytes);
+      std::memcpy(copy.get() + r * row_bytes, src + gguf_row_for_hf_row(r, rows, heads) * row_bytes, row_bytes);
     owned_.push_back(std::move(copy));
-    return owned_.back()->data();
+    return owned_.back().get();
   }
 
   File file_;
   std::map<std::string, EngineTensor> tensors_;
-  std::vector<std::unique_ptr<HugeBuffer>> owned_;
+  std::vector<std::unique_ptr<uint8_t[]>> owned_;
 };
 
 }  // namespace
