@@ -77,6 +77,18 @@ void MappedFile::release(size_t offset, size_t len) const {
   ::madvise(s, n, MADV_DONTNEED);
 }
 
+void MappedFile::populate_huge() const {
+  if (!data_ || size_ == 0) return;
+  void* p = const_cast<uint8_t*>(data_);  // page-aligned: the start of the map
+#ifdef MADV_HUGEPAGE
+  ::madvise(p, size_, MADV_HUGEPAGE);
+#endif
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGESIZE);
+  if (pages <= 0 || page <= 0 || size_ > uint64_t(pages) * uint64_t(page) / 2) return;
+  constexpr int kPopulateRead = 22;  // MADV_POPULATE_READ (Linux 5.14)
+  ::madvise(p, size_, kPopulateRead);
+}
+
 size_t MappedFile::resident(size_t offset, size_t len) const {
   if (!data_ || len == 0 || offset >= size_) return 0;
   len = std::min(len, size_ - offset);

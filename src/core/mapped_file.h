@@ -33,6 +33,13 @@ class MappedFile {
   // Bytes of [offset, offset+len) now in the page cache (mincore), whole
   // pages counted; 0 when the kernel will not say.
   size_t resident(size_t offset, size_t len) const;
+  // For a map read whole and often (the engine's weights): ask for huge
+  // pages (MADV_HUGEPAGE: pages read from now on come in 2 MiB folios, mapped
+  // with one TLB entry each) and map every page now (MADV_POPULATE_READ, one
+  // call instead of a fault per 64 KiB on the first forward pass), when the
+  // file is at most half the machine's memory.  Hints: a kernel that does
+  // not know them changes nothing.
+  void populate_huge() const;
 
  private:
   std::string path_;

@@ -24,7 +24,16 @@ void check_engine_dtype(const CheckpointTensor& t) {
 
 class CheckpointSource : public WeightSource {
  public:
-  explicit CheckpointSource(Checkpoint c) : ckpt_(std::move(c)) {}
+  explicit CheckpointSource(Checkpoint c) : ckpt_(std::move(c)) {
+    // Huge pages and every page mapped before any weight is read (see
+    // MappedFile::populate_huge): decoding streams all weights per token.
+    std::vector<const MappedFile*> maps;
+    for (const std::string& n : ckpt_.names()) {
+      const MappedFile* m = &ckpt_.find(n)->map();
+      if (std::find(maps.begin(), maps.end(), m) == maps.end()) maps.push_back(m);
+    }
+    for (const MappedFile* m : maps) m->populate_huge();
+  }
   const std::string& path() const override { return ckpt_.path(); }
   std::optional<EngineTensor> find(const std::string& name) override {
     const CheckpointTensor* t = ckpt_.find(name);

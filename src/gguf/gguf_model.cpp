@@ -25,6 +25,9 @@ class GgufSource : public WeightSource {
     const uint64_t heads = file_.get_uint(arch + ".attention.head_count");
     const std::string kvk = arch + ".attention.head_count_kv";
     const uint64_t kv_heads = file_.find(kvk) ? file_.get_uint(kvk) : heads;
+    // Huge pages and every page mapped before any tensor is read (see
+    // MappedFile::populate_huge): decoding streams all weights per token.
+    file_.mapped().populate_huge();
     for (const TensorEntry& t : file_.tensors()) {
       if (t.name == "rope_freqs.weight")
         throw InputError(fmt::format("{}: tensor rope_freqs.weight (llama3 rotary scaling) is not read by the engine; "
