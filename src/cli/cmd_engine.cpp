@@ -76,6 +76,8 @@ std::unique_ptr<Tokenizer> open_tokenizer(const std::string& dir) {
     if (!gguf::has_gguf_tokenizer(f)) return nullptr;
     return std::make_unique<Tokenizer>(Tokenizer::from_parts(gguf::gguf_tokenizer_parts(f)));
   }
+  // A GGUF import's (or a merge of GGUF inputs') tokenizer.gguf sidecar.
+  if (std::optional<Tokenizer> t = gguf::load_sidecar_tokenizer(dir)) return std::make_unique<Tokenizer>(std::move(*t));
   if (!path_exists(dir + "/tokenizer.json") && !path_exists(dir + "/tokenizer.model")) return nullptr;
   return std::make_unique<Tokenizer>(Tokenizer::load(dir));
 }

@@ -284,7 +284,9 @@ std::unique_ptr<LlamaModel> open_any(const std::string& path) {
   return is_gguf(path) ? gguf::open_gguf_model(path) : LlamaModel::open(path);
 }
 Tokenizer tokenizer_of(const std::string& path) {
-  return is_gguf(path) ? gguf::load_gguf_tokenizer(path) : Tokenizer::load(path);
+  if (is_gguf(path)) return gguf::load_gguf_tokenizer(path);
+  if (std::optional<Tokenizer> t = gguf::load_sidecar_tokenizer(path)) return std::move(*t);  // a GGUF import's
+  return Tokenizer::load(path);
 }
 ChatTemplate template_of(const std::string& path) {
   return is_gguf(path) ? gguf::load_gguf_chat_template(path) : ChatTemplate::from_model_dir(path);

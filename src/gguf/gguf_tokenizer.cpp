@@ -6,6 +6,8 @@
 #include <fmt/core.h>
 
 #include "core/error.h"
+#include "core/file_util.h"
+#include "gguf/gguf_import.h"
 #include "gguf/gguf_reader.h"
 
 namespace chatvec::gguf {
@@ -141,6 +143,13 @@ std::vector<int64_t> gguf_stop_ids(const File& f) {
     if (id && std::find(out.begin(), out.end(), int64_t(*id)) == out.end()) out.push_back(*id);
   }
   return out;
+}
+
+std::optional<Tokenizer> load_sidecar_tokenizer(const std::string& dir) {
+  const std::string sidecar = dir + "/" + kTokenizerSidecar;
+  if (path_exists(dir + "/tokenizer.json") || path_exists(dir + "/tokenizer.model") || !path_exists(sidecar))
+    return std::nullopt;
+  return load_gguf_tokenizer(sidecar);
 }
 
 ChatTemplate load_gguf_chat_template(const std::string& path) {

@@ -47,6 +47,12 @@ std::pair<std::string, std::string> gguf_bos_eos_text(const File& f);
 // metadata has none.
 ChatTemplate load_gguf_chat_template(const std::string& path);
 
+// The tokenizer of a model directory whose only tokenizer is a GGUF
+// import's tokenizer.gguf sidecar (no tokenizer.json or tokenizer.model):
+// that file's; nullopt when the directory has a Hugging Face tokenizer file
+// or no sidecar.
+std::optional<Tokenizer> load_sidecar_tokenizer(const std::string& dir);
+
 // The ids that end a turn: EOS, EOT and EOM (tokenizer.ggml.*_token_id), in
 // that order, without repeats.
 std::vector<int64_t> gguf_stop_ids(const File& f);

@@ -580,6 +580,25 @@ TEST_F(GgufStories, PerplexityGenerateEvalOnTheGgufEqualTheDirectory) {
   };
   const Json ja = eval(dir_, (tmp_ / "a.json").string()), jb = eval(gguf, (tmp_ / "b.json").string());
   EXPECT_EQ(ja.dump(1), jb.dump(1));
+
+  // A merge of GGUF inputs (base = chat: the target's weights exactly) and
+  // an import write directories whose only tokenizer is the tokenizer.gguf
+  // sidecar: generate --prompt and eval read it (and the chat template with
+  // its BOS/EOS texts) and give the GGUF's output.
+  const std::string merged = (tmp_ / "merged-from-gguf").string(), imported = (tmp_ / "imported").string();
+  CommandResult m = run_command(cv() + " -q merge --base " + shell_quote(gguf) + " --chat " + shell_quote(gguf) +
+                                " --target " + shell_quote(gguf) + " -o " + shell_quote(merged));
+  ASSERT_EQ(m.exit_code, 0) << m.err;
+  CommandResult im = run_command(cv() + " -q export safetensors " + shell_quote(gguf) + " -o " + shell_quote(imported));
+  ASSERT_EQ(im.exit_code, 0) << im.err;
+  for (const std::string& d : {merged, imported}) {
+    ASSERT_FALSE(fs::exists(fs::path(d) / "tokenizer.json")) << d;
+    ASSERT_TRUE(fs::exists(fs::path(d) / "tokenizer.gguf")) << d;
+    CommandResult g = run_command(cv() + " -q generate " + shell_quote(d) + " --prompt 'Once upon a time' -n 24 --temperature 0");
+    ASSERT_EQ(g.exit_code, 0) << g.err;
+    EXPECT_EQ(g.out, b.out) << d;
+    EXPECT_EQ(eval(d, (tmp_ / "c.json").string()).dump(1), jb.dump(1)) << d;
+  }
 }
 
 // `chat` on the .gguf: the transcript of piped stdin turns (template, stop
