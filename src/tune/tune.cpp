@@ -210,16 +210,17 @@ TuneResult run_tune(const TuneOptions& opts, TuneReporter& report) {
   if (!std::isfinite(o.rule.max_bpb_increase))
     throw InputError("--max-bpb-increase: must be a finite number (negative: no bits/byte condition)");
   if (o.target.empty()) o.target = o.candidates.front().job.target;
-  // A GGUF merge input is imported without Hugging Face tokenizer files
-  // (only a tokenizer.gguf sidecar): the chat model's tokens could not be
-  // transplanted and the candidates could not be evaluated.  Refused before
-  // anything is written.
+  // A GGUF base or chat model is imported without Hugging Face tokenizer
+  // files (only a tokenizer.gguf sidecar): the chat model's tokens and
+  // template could not be carried into the candidates.  Refused before
+  // anything is written.  A GGUF target is fine: the candidates take its
+  // sidecar tokenizer, which the evaluation reads.
   for (const Candidate& c : o.candidates)
-    for (const auto& [flag, p] : {std::pair{"--base", &c.job.base}, {"--chat", &c.job.chat}, {"--target", &c.job.target}})
+    for (const auto& [flag, p] : {std::pair{"--base", &c.job.base}, {"--chat", &c.job.chat}})
       if (!p->empty() && !fs::is_directory(*p) && gguf::looks_like_gguf(*p))
         throw InputError(fmt::format("chatvec tune: {} {} is a GGUF file: a merge imports it without Hugging Face "
-                                     "tokenizer files, so the candidates could not be evaluated; give the Hugging "
-                                     "Face directory it was made from (chatvec eval and perplexity run a .gguf)",
+                                     "tokenizer files, so the chat model's tokens and template could not be carried; "
+                                     "give the Hugging Face directory it was made from (a GGUF --target is fine)",
                                      flag, *p));
 
   const eval::EvalData data = eval::load_eval_data(o.eval);
