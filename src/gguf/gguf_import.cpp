@@ -197,6 +197,23 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
       }
   }
 
+  // generation_config.json: every id that ends a turn (EOS, EOT, EOM), as
+  // Hugging Face writes for Llama-3-style models, when there is more than
+  // EOS (config.json keeps the EOS id alone).
+  {
+    std::vector<int64_t> stops;
+    try {
+      stops = gguf_stop_ids(f);
+    } catch (const InputError&) {
+      // (ids out of range: the tokenizer's own reading reports them)
+    }
+    if (stops.size() > 1) {
+      Json gc{{"eos_token_id", stops}};
+      if (f.find("tokenizer.ggml.bos_token_id")) gc["bos_token_id"] = f.get_uint("tokenizer.ggml.bos_token_id");
+      write_file((fs::path(out_dir) / "generation_config.json").string(), dump_json_pretty(gc));
+    }
+  }
+
   // tensors
   SafetensorsWriter sw(out_dir, specs, UINT64_MAX, {{"format", "pt"}});
   const uint64_t total = sw.total_bytes();

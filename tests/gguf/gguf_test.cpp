@@ -601,6 +601,37 @@ TEST_F(GgufStories, PerplexityGenerateEvalOnTheGgufEqualTheDirectory) {
   }
 }
 
+// A GGUF with an end-of-turn id besides EOS (tokenizer.ggml.eot_token_id,
+// as Llama-3 files have): its import lists both in generation_config.json
+// (what the engine commands stop on for a directory); without one, no
+// generation_config.json is written.
+TEST_F(GgufStories, ImportKeepsEveryStopIdInGenerationConfig) {
+  const std::string plain = export_type("f32");
+  const File f(plain);
+  std::vector<KeyValue> kv = f.header().kvs;
+  kv.push_back({"tokenizer.ggml.eot_token_id", Value::u32(5)});
+  std::vector<TensorDecl> decls;
+  for (const TensorEntry& t : f.tensors()) decls.push_back({t.name, t.type, t.ne});
+  const std::string with_eot = (tmp_ / "eot.gguf").string();
+  {
+    Writer w(with_eot, kv, decls, f.header().alignment);
+    for (const TensorEntry& t : f.tensors()) w.append(f.data(t), size_t(t.nbytes));
+    w.finish();
+  }
+  const std::vector<int64_t> want = gguf_stop_ids(File(with_eot));
+  ASSERT_EQ(want.size(), 2u);
+  const std::string a = (tmp_ / "imp-eot").string(), b = (tmp_ / "imp-plain").string();
+  for (const auto& [in, out] : {std::pair{with_eot, a}, std::pair{plain, b}}) {
+    CommandResult r = run_command(cv() + " -q export safetensors " + shell_quote(in) + " -o " + shell_quote(out));
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  const Json gc = read_json_file(a + "/generation_config.json");
+  EXPECT_EQ(gc["eos_token_id"].get<std::vector<int64_t>>(), want);
+  EXPECT_FALSE(fs::exists(fs::path(b) / "generation_config.json"));
+  // The weights are the same either way.
+  EXPECT_EQ(read_all(fs::path(a) / "model.safetensors"), read_all(fs::path(b) / "model.safetensors"));
+}
+
 // `chat` on the .gguf: the transcript of piped stdin turns (template, stop
 // ids, BOS/EOS text and tokenizer all from the file's metadata) and the
 // --messages JSON are those of the directory the file was exported from.
