@@ -12,6 +12,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/file_util.h"
+
 namespace chatvec::testing {
 
 std::string shell_quote(const std::string& s) {
@@ -67,17 +69,10 @@ std::string manifest_of(const fs::path& dir) {
   return m;
 }
 
-std::string slurp_file(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 bool valid_fixture(const fs::path& dir) {
   std::error_code ec;
   if (!fs::is_directory(dir, ec) || !fs::exists(dir / kManifest, ec)) return false;
-  return slurp_file(dir / kManifest) == manifest_of(dir);
+  return read_file((dir / kManifest).string()) == manifest_of(dir);
 }
 
 }  // namespace
@@ -97,7 +92,7 @@ CachedFixture cached_fixture(const std::string& name, const std::vector<fs::path
       return r;
     }
     mix(in.filename().string());
-    mix(slurp_file(in));
+    mix(read_file(in.string()));
   }
   char key[17];
   std::snprintf(key, sizeof key, "%016llx", static_cast<unsigned long long>(h));

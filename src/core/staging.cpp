@@ -89,6 +89,12 @@ std::atomic<unsigned> g_staging_count{0};
 
 void staging_test_disable_rename2(bool disable) { g_no_rename2 = disable; }
 
+int rename_noreplace(const std::string& from, const std::string& to) {
+  const int r = rename2(from, to, RENAME_NOREPLACE);
+  if (r == 0 || !unsupported(errno)) return r;
+  return ::rename(from.c_str(), to.c_str());
+}
+
 StagedOutput::StagedOutput(std::string final_path, Kind kind, bool force)
     : final_(std::move(final_path)), kind_(kind), force_(force) {
   while (final_.size() > 1 && final_.back() == '/') final_.pop_back();

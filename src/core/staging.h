@@ -50,6 +50,11 @@ class StagedOutput {
 // the fallbacks of commit() are exercised.
 void staging_test_disable_rename2(bool disable);
 
+// rename(2) that never replaces `to` (renameat2 RENAME_NOREPLACE; where the
+// kernel or file system lacks the flag, plain rename, which cannot replace a
+// non-empty directory either).  0, or -1 with errno (EEXIST: `to` exists).
+int rename_noreplace(const std::string& from, const std::string& to);
+
 // Remove a path recursively; errors ignored.
 void remove_tree(const std::string& path) noexcept;
 

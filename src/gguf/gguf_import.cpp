@@ -180,21 +180,20 @@ ImportSummary import_gguf(const std::string& path, const std::string& out_dir,
     w.finish();
     // The chat template also where Hugging Face tools (and a merge taking
     // the chat model's template) look for it.
-    for (const KeyValue& kv : tk)
-      if (kv.key == "tokenizer.chat_template" && kv.value.type == ValueType::STRING)
-      {
-        // with the BOS/EOS texts the template's bos_token / eos_token take
-        Json tc{{"chat_template", kv.value.s}};
-        std::pair<std::string, std::string> be;
-        try {
-          if (f.find("tokenizer.ggml.tokens")) be = gguf_bos_eos_text(f);
-        } catch (const InputError&) {
-          // (ids out of range: the tokenizer's own reading reports them)
-        }
-        if (!be.first.empty() && unicode::is_valid_utf8(be.first)) tc["bos_token"] = be.first;
-        if (!be.second.empty() && unicode::is_valid_utf8(be.second)) tc["eos_token"] = be.second;
-        write_file((fs::path(out_dir) / "tokenizer_config.json").string(), dump_json_pretty(tc));
+    for (const KeyValue& kv : tk) {
+      if (kv.key != "tokenizer.chat_template" || kv.value.type != ValueType::STRING) continue;
+      // with the BOS/EOS texts the template's bos_token / eos_token take
+      Json tc{{"chat_template", kv.value.s}};
+      std::pair<std::string, std::string> be;
+      try {
+        if (f.find("tokenizer.ggml.tokens")) be = gguf_bos_eos_text(f);
+      } catch (const InputError&) {
+        // (ids out of range: the tokenizer's own reading reports them)
       }
+      if (!be.first.empty() && unicode::is_valid_utf8(be.first)) tc["bos_token"] = be.first;
+      if (!be.second.empty() && unicode::is_valid_utf8(be.second)) tc["eos_token"] = be.second;
+      write_file((fs::path(out_dir) / "tokenizer_config.json").string(), dump_json_pretty(tc));
+    }
   }
 
   // generation_config.json: every id that ends a turn (EOS, EOT, EOM), as

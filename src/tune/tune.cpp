@@ -4,7 +4,6 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -97,17 +96,6 @@ class WorkLock {
  private:
   int fd_ = -1;
 };
-
-// rename(2) that never replaces `to` (renameat2 RENAME_NOREPLACE; where the
-// kernel or file system lacks it, plain rename, which cannot replace a
-// non-empty directory either).  0, or -1 with errno.
-int rename_noreplace(const std::string& from, const std::string& to) {
-#ifdef SYS_renameat2
-  const int r = int(::syscall(SYS_renameat2, AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), 1u /*RENAME_NOREPLACE*/));
-  if (r == 0 || (errno != ENOSYS && errno != EINVAL)) return r;
-#endif
-  return ::rename(from.c_str(), to.c_str());
-}
 
 // Small files of the work directory: written beside and renamed into place.
 void write_atomic(const std::string& path, const std::string& content) {
