@@ -266,12 +266,23 @@ void execute_plan(const MergePlan& plan, const std::string& out_dir, const Execu
 
   for (const TensorTask& task : plan.tasks) {
     switch (task.kind) {
-      case TaskKind::Rows:  // vocabulary tensors, row by row
-        gather_rows(task, opt.chunk_bytes, [&](const void* p, size_t n) {
-          writer.append(p, n);
-          advance(n);
-        });
+      case TaskKind::Rows: {  // vocabulary tensors, row by row
+        // Operations: the statistics over the rows each vector is added to
+        // first (in steps of at most a chunk), as for a Combine tensor.
+        OpsState ops_state;
+        if (task.ops.any()) {
+          const uint64_t es = dtype_bits(task.dtype) / 8;
+          ops_state = prepare_vector_ops(task, std::max<uint64_t>(1, opt.chunk_bytes / es), threads);
+        }
+        gather_rows(
+            task, opt.chunk_bytes,
+            [&](const void* p, size_t n) {
+              writer.append(p, n);
+              advance(n);
+            },
+            task.ops.any() ? &ops_state : nullptr);
         break;
+      }
       case TaskKind::Copy: {
         // The target's bytes, written straight from the map (any dtype, the
         // packed sub-byte ones too) and released once written.

@@ -410,7 +410,7 @@ void report_ratio_groups(const PreparedJob& p, JobReporter& report) {
     for (size_t i = 0; i < t.terms.size(); ++i) r += (i ? "/" : "") + fmt::format("{:.4g}", t.terms[i].ratio);
     it->second.ratios.push_back(r);
     it->second.layers.push_back(l);
-    it->second.ops = t.kind == TaskKind::Rows ? "none (row by row)" : t.ops.to_string();
+    it->second.ops = t.ops.to_string() + (t.kind == TaskKind::Rows && t.ops.any() ? " (on the combined rows)" : "");
   }
   // Sort each group by layer, then join groups with equal lines.
   std::map<std::string, std::vector<std::string>> lines;

@@ -217,6 +217,7 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
 
     if (auto rm = opt.row_maps.find(name); rm != opt.row_maps.end()) {
       plan_rows_task(task, layout, lt, in, rm->second, opt, ratios);
+      if (task.target) task.ops = opt.ops;  // on the rows each vector is added to (vector_ops.h)
       task.ratio_reason = ratios[0]->reason_for(name);
       for (const CheckpointTensor* t : task.inputs()) count_read(t);
       ++plan.combined;
@@ -299,12 +300,6 @@ MergePlan build_plan(const PlanInputs& in, const PlanOptions& opt) {
       plan.warnings.push_back("--ratio-for \"" + pattern + "\" matches no tensor" +
                               (ratios.size() > 1 ? " (" + in.vectors[vi].label + ")" : std::string()) +
                               ": it changes nothing");
-  size_t rows_with_ops = 0;
-  for (const auto& t : plan.tasks) rows_with_ops += t.kind == TaskKind::Rows && t.target;
-  if (opt.ops.any() && rows_with_ops)
-    plan.notes.push_back(std::to_string(rows_with_ops) +
-                         " vocabulary tensors are built row by row (vocabularies differ): they get the ratio, "
-                         "not the operations (" + opt.ops.to_string() + ")");
   if (vector_missing)
     plan.notes.push_back(std::to_string(vector_missing) + " tensors are not in every vector and are copied unchanged");
   return plan;

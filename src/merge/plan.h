@@ -101,8 +101,8 @@ struct PlanOptions {
     std::shared_ptr<const RowMap> rows;
   };
   std::vector<ChatRowsTensor> chat_rows_tensors;
-  // Operations on the vectors (schedule.h), for the Combine tensors; Rows
-  // tensors (vocabularies that differ) get the ratio only.
+  // Operations on the vectors (schedule.h), for the Combine tensors and the
+  // Rows tensors of a merge or apply (on the rows each vector is added to).
   VectorOps ops;
 };
 
@@ -134,7 +134,7 @@ struct TensorTask {
   std::vector<TensorTerm> terms;          // Combine and Rows
   std::shared_ptr<const RowMap> row_map;  // Rows only
   std::string note;                       // why it was copied, when it was
-  VectorOps ops;                          // Combine only: operations on the terms (schedule.h)
+  VectorOps ops;                          // Combine and Rows: operations on the terms (schedule.h)
   std::string ratio_reason;               // what decided the first term's ratio (for --dry-run)
   uint64_t nbytes() const;
   uint64_t numel() const;

@@ -9,6 +9,7 @@
 
 #include "core/interrupt.h"
 #include "merge/kernels.h"
+#include "merge/vector_ops.h"
 
 namespace chatvec {
 
@@ -34,7 +35,8 @@ void release_rows(const CheckpointTensor* t, const RowMap& map, int64_t first, i
 
 }  // namespace
 
-void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink) {
+void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink,
+                 const OpsState* ops) {
   const RowMap& map = *task.row_map;
   const uint64_t width = task.shape[1];
   const uint64_t row_bytes = width * (dtype_bits(task.dtype) / 8);
@@ -67,6 +69,10 @@ void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::functi
       CombineArgs args;
       args.out = out;
       args.out_dtype = task.dtype;
+      if (ops && r.kind == RowOp::Combine) {
+        combine_ops_row(task, *ops, r, out);
+        continue;
+      }
       switch (r.kind) {
         case RowOp::Combine:
           if (task.target) args.source = row_of(task.target, r.target_row);

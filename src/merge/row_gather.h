@@ -9,10 +9,14 @@
 
 namespace chatvec {
 
+struct OpsState;
+
 class SafetensorsWriter;
 
 // Produce the task's bytes in order, `chunk_bytes` at a time, handing each
-// piece to `sink`.
-void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink);
+// piece to `sink`.  With `ops` (the statistics of prepare_vector_ops), the
+// combined rows get the task's vector operations.
+void gather_rows(const TensorTask& task, uint64_t chunk_bytes, const std::function<void(const void*, size_t)>& sink,
+                 const OpsState* ops = nullptr);
 
 }  // namespace chatvec

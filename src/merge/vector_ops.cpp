@@ -205,6 +205,113 @@ void term_delta(const TensorTerm& term, const TermOpsState& st, uint64_t g, size
   if (st.dare_threshold) dare_block(d, n, st.dare_state, g, st.dare_threshold, st.dare_scale);
 }
 
+// The elements a term's statistics walk: the tensor's own, one to one (a
+// Combine task), or -- a vocabulary tensor built row by row -- the rows the
+// term is added to, in output order (docs/operations.md): element g is column
+// g mod width of output row rows[g / width].
+struct Space {
+  uint64_t n = 0;
+  const RowMap* map = nullptr;  // null: the tensor's elements
+  uint64_t width = 0;
+  std::vector<uint32_t> rows;  // indices into map->rows
+};
+
+// A row of a Rows task that `term` is added to: combined, and held by the
+// term's vector (an extracted vector may lack some base rows).
+bool term_adds_row(const TensorTerm& term, const RowOp& r) {
+  return r.kind == RowOp::Combine && (!term.base_rows_present || (*term.base_rows_present)[size_t(r.base_row)]);
+}
+
+Space make_space(const TensorTask& task, const TensorTerm& term) {
+  Space s;
+  if (task.kind != TaskKind::Rows) {
+    s.n = task.numel();
+    return s;
+  }
+  s.map = task.row_map.get();
+  s.width = task.shape.at(1);
+  if (s.map->rows.size() > UINT32_MAX) throw std::logic_error(task.name + ": too many rows");
+  for (size_t i = 0; i < s.map->rows.size(); ++i)
+    if (term_adds_row(term, s.map->rows[i])) s.rows.push_back(uint32_t(i));
+  s.n = uint64_t(s.rows.size()) * s.width;
+  return s;
+}
+
+// delta of `term` on columns [col, col + n) of output row `r` (width w), DARE
+// applied: the chat model's row r.chat_row minus the base's r.base_row (or
+// the vector's r.base_row), the same float operations as term_delta.  The
+// vector's element is the base row's: DARE's index is base_row * w + col.
+void row_delta(const TensorTerm& term, const TermOpsState& st, const RowOp& r, uint64_t w, uint64_t col, size_t n,
+               float* d, float* scratch) {
+  const uint64_t vb = uint64_t(r.base_row) * w + col;
+  if (term.vector) {
+    term.vector->read_f32(vb, n, d);
+  } else {
+    term.chat->read_f32(uint64_t(r.chat_row) * w + col, n, d);
+    term.base->read_f32(vb, n, scratch);
+    for (size_t i = 0; i < n; ++i) d[i] = d[i] - scratch[i];
+  }
+  if (st.dare_threshold) dare_block(d, n, st.dare_state, vb, st.dare_threshold, st.dare_scale);
+}
+
+// term_delta over a space: elements [g, g + n) of it.
+void space_delta(const TensorTerm& term, const TermOpsState& st, const Space& sp, uint64_t g, size_t n, float* d,
+                 float* scratch) {
+  if (!sp.map) {
+    term_delta(term, st, g, n, d, scratch);
+    return;
+  }
+  while (n > 0) {
+    const uint64_t col = g % sp.width;
+    const size_t len = size_t(std::min<uint64_t>(n, sp.width - col));
+    row_delta(term, st, sp.map->rows[sp.rows[size_t(g / sp.width)]], sp.width, col, len, d, scratch);
+    d += len;
+    g += len;
+    n -= len;
+  }
+}
+
+// The target's elements [g, g + n) of a space (the rows the term is added to).
+void space_target(const TensorTask& task, const Space& sp, uint64_t g, size_t n, float* d) {
+  if (!sp.map) {
+    task.target->read_f32(g, n, d);
+    return;
+  }
+  while (n > 0) {
+    const uint64_t col = g % sp.width;
+    const size_t len = size_t(std::min<uint64_t>(n, sp.width - col));
+    const RowOp& r = sp.map->rows[sp.rows[size_t(g / sp.width)]];
+    task.target->read_f32(uint64_t(r.target_row) * sp.width + col, len, d);
+    d += len;
+    g += len;
+    n -= len;
+  }
+}
+
+// Hand back the input pages elements [first, first + count) of a space read:
+// for rows, the span from the lowest to the highest row of each operand.
+void space_release(const TensorTask& task, const TensorTerm& term, const Space& sp, uint64_t first, uint64_t count) {
+  if (!sp.map) {
+    for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
+    return;
+  }
+  if (count == 0) return;
+  const size_t c0 = size_t(first / sp.width), c1 = size_t((first + count - 1) / sp.width);
+  auto release = [&](const CheckpointTensor* t, int64_t RowOp::*which) {
+    if (!t) return;
+    int64_t lo = INT64_MAX, hi = -1;
+    for (size_t c = c0; c <= c1; ++c) {
+      const int64_t row = sp.map->rows[sp.rows[c]].*which;
+      lo = std::min(lo, row);
+      hi = std::max(hi, row);
+    }
+    if (hi >= 0) t->release_rows(uint64_t(lo), uint64_t(hi - lo + 1));
+  };
+  release(task.target, &RowOp::target_row);
+  release(term.vector ? term.vector : term.base, &RowOp::base_row);
+  if (!term.vector) release(term.chat, &RowOp::chat_row);
+}
+
 // The sum of a statistics block in fp64, deterministic: element i of the
 // block goes to lane i mod 8, each lane summed in index order, then the lanes
 // as ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7)).  Eight independent
@@ -395,10 +502,10 @@ struct PassResult {
 };
 
 // One pass over term `ti` of `task` (and the target for its norm).
-PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, PassKind kind, uint32_t top_bin,
-                    bool want_hist, bool want_target, unsigned sums, uint64_t step, int threads,
+PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState& st, size_t ti, PassKind kind,
+                    uint32_t top_bin, bool want_hist, bool want_target, unsigned sums, uint64_t step, int threads,
                     uint32_t top_bin_hi = 0) {
-  const uint64_t n = task.numel();
+  const uint64_t n = sp.n;
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   PassResult r;
   r.l1.assign(blocks, 0);
@@ -416,7 +523,8 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
   StatsFn fused = nullptr, fused2 = nullptr;  // one block, two full blocks
   bool direct = false, fused_target = false;
 #ifdef CHATVEC_AVX512
-  if (g_fast_paths && cpu_has_avx512() && (kind == kWindow || kind == kKept || (kind == kFirst && !want_hist))) {
+  if (g_fast_paths && cpu_has_avx512() && !sp.map &&
+      (kind == kWindow || kind == kKept || (kind == kFirst && !want_hist))) {
     const CheckpointTensor* plus = term.vector ? term.vector : term.chat;
     direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
              term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
@@ -479,7 +587,7 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
       for (int64_t b = b0; b < b1; ++b) {
         const uint64_t g = uint64_t(b) * kStatBlock;
         const size_t m = size_t(std::min(kStatBlock, n - g));
-        term_delta(term, st, g, m, d.data(), scratch.data());
+        space_delta(term, st, sp, g, m, d.data(), scratch.data());
         double s1 = 0, s2 = 0;
         if (kind == kFirst && want_hist)
           for (size_t i = 0; i < m; ++i) ++h[abs_bits(d[i]) >> 16];
@@ -501,14 +609,14 @@ PassResult run_pass(const TensorTask& task, const TermOpsState& st, size_t ti, P
         r.l1[size_t(b)] = s1;
         r.l2[size_t(b)] = s2;
         if (want_target) {
-          task.target->read_f32(g, m, d.data());
+          space_target(task, sp, g, m, d.data());
           r.tl2[size_t(b)] = lane_sum_sq(d.data(), m);
         }
       }
       }
       above[size_t(me)] += my_above;
     }
-    for (const CheckpointTensor* in : task.inputs()) in->release(first, count);
+    space_release(task, term, sp, first, count);
   }
   for (uint64_t a : above) r.above += a;
   if (want_hist) {
@@ -547,9 +655,9 @@ std::pair<uint32_t, uint64_t> find_rank(const std::vector<uint64_t>& hist, uint6
 // standard deviations either side of the same fraction.  Only a guess: the
 // windowed pass counts exactly and says whether the rank fell inside.
 // Returns false when the window would be too wide to be worth it.
-bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, uint64_t rank, uint32_t* lo,
-                   uint32_t* hi) {
-  const uint64_t n = task.numel();
+bool sample_window(const TensorTask& task, const Space& sp, const TermOpsState& st, size_t ti, uint64_t rank,
+                   uint32_t* lo, uint32_t* hi) {
+  const uint64_t n = sp.n;
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   constexpr uint64_t kSampleBlocks = 64;
   const uint64_t take = std::min(blocks, kSampleBlocks);
@@ -562,10 +670,10 @@ bool sample_window(const TensorTask& task, const TermOpsState& st, size_t ti, ui
     const uint64_t b = i * blocks / take;
     const uint64_t g = b * kStatBlock;
     const size_t m = size_t(std::min(kStatBlock, n - g));
-    term_delta(task.terms[ti], st, g, m, d.data(), scratch.data());
+    space_delta(task.terms[ti], st, sp, g, m, d.data(), scratch.data());
     for (size_t j = 0; j < m; ++j) ++bins[abs_bits(d[j]) >> 16];
     size += m;
-    for (const CheckpointTensor* in : task.inputs()) in->release(g, m);
+    space_release(task, task.terms[ti], sp, g, m);
   }
   const double s = double(size);
   const double q = double(rank) / double(n);  // fraction from the top
@@ -596,7 +704,6 @@ uint64_t vector_ops_fused_calls() { return g_fused_calls.load(); }
 
 OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int threads) {
   const VectorOps& ops = task.ops;
-  const uint64_t n = task.numel();
   const uint64_t step = std::max(kStatBlock, chunk_elements / kStatBlock * kStatBlock);
   OpsState s;
   for (const TensorTerm& term : task.terms) {
@@ -616,17 +723,20 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
                         ((prune && ops.rescale == PruneRescale::L2) || clip ? kL2Sum : 0u);
   for (size_t ti = 0; ti < task.terms.size(); ++ti) {
     TermOpsState& st = s.terms[ti];
+    const Space sp = make_space(task, task.terms[ti]);
+    const uint64_t n = sp.n;
+    if (n == 0) continue;  // (a vocabulary tensor none of whose rows this term is added to)
     const uint64_t rank = prune ? std::clamp<uint64_t>(uint64_t(std::ceil(ops.keep * double(n))), 1, n) : 0;
     // Pruning: first one pass that counts exactly inside a window guessed
     // from a sample (hit: that pass gives the threshold); on a miss, the two
     // histogram passes (top 16 bits, then low 16 bits in the right bin).
     uint32_t w_lo = 0, w_hi = 0;
-    bool have_window = prune && sample_window(task, st, ti, rank, &w_lo, &w_hi);
+    bool have_window = prune && sample_window(task, sp, st, ti, rank, &w_lo, &w_hi);
     bool found = false;
     uint32_t window_bits = 0;
     PassResult first;
     if (have_window) {
-      first = run_pass(task, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi);
+      first = run_pass(task, sp, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi);
       uint64_t inside = 0;
       for (uint64_t c : first.hist) inside += c;
       if (first.above < rank && first.above + inside >= rank) {
@@ -637,9 +747,9 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       }
     }
     if (!have_window || (!found && (rescale || clip)))  // (a hit has the sums already)
-      first = run_pass(task, st, ti, kFirst, 0, prune && !found, clip, sums, step, threads);
+      first = run_pass(task, sp, st, ti, kFirst, 0, prune && !found, clip, sums, step, threads);
     else if (!found)
-      first = run_pass(task, st, ti, kFirst, 0, true, false, 0, step, threads);
+      first = run_pass(task, sp, st, ti, kFirst, 0, true, false, 0, step, threads);
     st.l1_all = ordered_sum(first.l1);
     st.l2sq_all = ordered_sum(first.l2);
     st.l1_kept = st.l1_all;
@@ -652,7 +762,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
         st.keep_bits = window_bits;
       } else {
         const auto [bin, in_bin] = find_rank(first.hist, rank);
-        PassResult low = run_pass(task, st, ti, kLowBits, bin, true, false, 0, step, threads);
+        PassResult low = run_pass(task, sp, st, ti, kLowBits, bin, true, false, 0, step, threads);
         const auto [lo, unused] = find_rank(low.hist, in_bin);
         (void)unused;
         st.keep_bits = (bin << 16) | lo;
@@ -660,7 +770,7 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       st.prune = true;
       st.window_hit = found;
       if (rescale || clip) {
-        PassResult kept = run_pass(task, st, ti, kKept, 0, false, false, sums, step, threads);
+        PassResult kept = run_pass(task, sp, st, ti, kKept, 0, false, false, sums, step, threads);
         st.l1_kept = ordered_sum(kept.l1);
         st.l2sq_kept = ordered_sum(kept.l2);
       }
@@ -678,56 +788,101 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
   return s;
 }
 
+namespace {
+
+// Steps 2-4 of docs/operations.md on a term's block, after DARE: pruning,
+// the rescale/clip factor, the ratio.
+void shape_term(const TensorTerm& term, const TermOpsState& st, float* d, size_t n) {
+  if (st.prune) prune_block(d, n, st.keep_bits);
+  if (st.factor != 1.0f)
+    for (size_t i = 0; i < n; ++i) d[i] = d[i] * st.factor;
+  const float r = float(term.ratio);
+  if (r != 1.0f)
+    for (size_t i = 0; i < n; ++i) d[i] = r * d[i];
+}
+
+// Step 5: the terms (term ti's block at d0 + ti * kBlock; those with
+// active[ti] false take no part) added to the target's block in acc, left to
+// right, or by TIES.
+void add_terms(bool ties, const float* d0, const std::vector<char>& active, float* acc, size_t n) {
+  const size_t terms = active.size();
+  if (!ties) {
+    for (size_t ti = 0; ti < terms; ++ti) {
+      if (!active[ti]) continue;
+      const float* d = d0 + ti * kBlock;
+      for (size_t i = 0; i < n; ++i) acc[i] = acc[i] + d[i];
+    }
+    return;
+  }
+  // TIES: the sign of the total, then the mean of the nonzero values of
+  // that sign (term order); nothing added where the total is zero.
+  for (size_t i = 0; i < n; ++i) {
+    float total = 0.0f;
+    for (size_t ti = 0; ti < terms; ++ti)
+      if (active[ti]) total = total + d0[ti * kBlock + i];
+    float sum = 0.0f;
+    int count = 0;
+    for (size_t ti = 0; ti < terms; ++ti) {
+      if (!active[ti]) continue;
+      const float v = d0[ti * kBlock + i];
+      if ((total > 0.0f && v > 0.0f) || (total < 0.0f && v < 0.0f)) {
+        sum = sum + v;
+        ++count;
+      }
+    }
+    const float merged = count ? sum / float(count) : 0.0f;
+    acc[i] = acc[i] + merged;
+  }
+}
+
+}  // namespace
+
 void combine_ops_range(const TensorTask& task, const OpsState& state, void* out, uint64_t out_first, uint64_t begin,
                        uint64_t end) {
   if (try_fused_bf16(task, state, out, out_first, begin, end)) return;
   const size_t terms = task.terms.size();
-  const bool ties = task.ops.ties;
   std::vector<float> buf((terms + 2) * kBlock);
   float* acc = buf.data();
   float* scratch = acc + kBlock;
   float* d0 = scratch + kBlock;
+  const std::vector<char> active(terms, 1);
   const size_t es = dtype_bits(task.dtype) / 8;
   for (uint64_t b = begin; b < end; b += kBlock) {
     const size_t n = size_t(std::min<uint64_t>(kBlock, end - b));
     for (size_t ti = 0; ti < terms; ++ti) {
-      const TensorTerm& term = task.terms[ti];
-      const TermOpsState& st = state.terms[ti];
       float* d = d0 + ti * kBlock;
-      term_delta(term, st, b, n, d, scratch);
-      if (st.prune) prune_block(d, n, st.keep_bits);
-      if (st.factor != 1.0f)
-        for (size_t i = 0; i < n; ++i) d[i] = d[i] * st.factor;
-      const float r = float(term.ratio);
-      if (r != 1.0f)
-        for (size_t i = 0; i < n; ++i) d[i] = r * d[i];
+      term_delta(task.terms[ti], state.terms[ti], b, n, d, scratch);
+      shape_term(task.terms[ti], state.terms[ti], d, n);
     }
     task.target->read_f32(b, n, acc);
-    if (!ties) {
-      for (size_t ti = 0; ti < terms; ++ti) {
-        const float* d = d0 + ti * kBlock;
-        for (size_t i = 0; i < n; ++i) acc[i] = acc[i] + d[i];
-      }
-    } else {
-      // TIES: the sign of the total, then the mean of the nonzero values of
-      // that sign (term order); nothing added where the total is zero.
-      for (size_t i = 0; i < n; ++i) {
-        float total = 0.0f;
-        for (size_t ti = 0; ti < terms; ++ti) total = total + d0[ti * kBlock + i];
-        float sum = 0.0f;
-        int count = 0;
-        for (size_t ti = 0; ti < terms; ++ti) {
-          const float v = d0[ti * kBlock + i];
-          if ((total > 0.0f && v > 0.0f) || (total < 0.0f && v < 0.0f)) {
-            sum = sum + v;
-            ++count;
-          }
-        }
-        const float merged = count ? sum / float(count) : 0.0f;
-        acc[i] = acc[i] + merged;
-      }
-    }
+    add_terms(task.ops.ties, d0, active, acc, n);
     convert_from_f32(acc, n, task.dtype, static_cast<uint8_t*>(out) + (b - out_first) * es);
+  }
+}
+
+void combine_ops_row(const TensorTask& task, const OpsState& state, const RowOp& r, void* out) {
+  if (!task.target || r.kind != RowOp::Combine) throw std::logic_error("combine_ops_row: not a combined row");
+  const uint64_t w = task.shape.at(1);
+  const size_t terms = task.terms.size();
+  thread_local std::vector<float> buf;
+  buf.resize((terms + 2) * kBlock);
+  float* acc = buf.data();
+  float* scratch = acc + kBlock;
+  float* d0 = scratch + kBlock;
+  std::vector<char> active(terms);
+  for (size_t ti = 0; ti < terms; ++ti) active[ti] = term_adds_row(task.terms[ti], r);
+  const size_t es = dtype_bits(task.dtype) / 8;
+  for (uint64_t col = 0; col < w; col += kBlock) {
+    const size_t n = size_t(std::min<uint64_t>(kBlock, w - col));
+    for (size_t ti = 0; ti < terms; ++ti) {
+      if (!active[ti]) continue;
+      float* d = d0 + ti * kBlock;
+      row_delta(task.terms[ti], state.terms[ti], r, w, col, n, d, scratch);
+      shape_term(task.terms[ti], state.terms[ti], d, n);
+    }
+    task.target->read_f32(uint64_t(r.target_row) * w + col, n, acc);
+    add_terms(task.ops.ties, d0, active, acc, n);
+    convert_from_f32(acc, n, task.dtype, static_cast<uint8_t*>(out) + col * es);
   }
 }
 

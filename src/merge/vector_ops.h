@@ -1,5 +1,6 @@
 // The operations on chat vectors (schedule.h VectorOps) as the executor runs
-// them on one Combine tensor:
+// them on one Combine tensor (or one vocabulary tensor built row by row: then
+// the vector is the rows each term is added to, docs/operations.md):
 //
 //   prepare_vector_ops()  the statistics passes over the tensor (only those
 //                         its operations need).  Pruning: a sample of 64
@@ -64,13 +65,18 @@ struct OpsState {
   std::vector<TermOpsState> terms;
 };
 
-// Run the statistics passes of a Combine task with operations.
+// Run the statistics passes of a Combine or Rows task with operations.
 OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int threads);
 
 // Output elements [begin, end) (indices into the tensor) into `out`, which
 // holds elements from `out_first` on.
 void combine_ops_range(const TensorTask& task, const OpsState& state, void* out, uint64_t out_first, uint64_t begin,
                        uint64_t end);
+
+// One combined output row of a Rows task (a vocabulary tensor built row by
+// row) into `out` (a row of the output dtype): the statistics of
+// prepare_vector_ops were taken over the rows each term is added to.
+void combine_ops_row(const TensorTask& task, const OpsState& state, const RowOp& row, void* out);
 
 // Test hooks: off, the output pass takes the general path only (the fused
 // bf16 loop is bit for bit the same); on, the pruning threshold's sampled

@@ -237,6 +237,54 @@ TEST_F(VocabCli, ApplyOfAnExtractedVectorEqualsMergeForEveryVocabulary) {
   }
 }
 
+// Vector operations on vocabulary tensors built row by row: the vector is the
+// combined rows' deltas (DARE indexed by the base row's elements, pruning and
+// norms over those rows), checked element by element by the reference;
+// independent of --threads and the chunk size; apply of an extracted vector
+// with the same operations gives the merge's bytes.
+TEST_F(VocabCli, OperationsApplyToTheCombinedRowsOfEveryPolicy) {
+  const std::string ops = "--ratio 0.5 --dare 0.3 --seed 7 --keep 0.4 --keep-rescale l2 --clip 0.5";
+  const std::string ref_ops = "--ratio 0.5 --dare 0.3 --seed 7 --keep 0.4 --rescale l2 --clip 0.5";
+  struct Case {
+    const char* target;
+    const char* policy;
+  };
+  for (const Case& c : std::vector<Case>{{"target_append", "shared"}, {"target_pad", "shared"}, {"target_perm", "align"}}) {
+    const std::string out = std::string("ops_") + c.target;
+    auto r = merge(c.target, out, ops + " --embeddings " + c.policy + " --threads 2 --chunk-size 64KiB");
+    ASSERT_EQ(r.exit_code, 0) << c.target << ": " << r.err;
+    Json j = check_rows(out, c.target, c.policy, ref_ops);
+    EXPECT_EQ(j["bad"].get<int>(), 0) << c.target << ": " << j.dump();
+    EXPECT_EQ(j["combined"].get<int>(), 2 * 32000) << c.target;
+    // Pruning kept about 40 % of what DARE left, DARE dropped about 30 %.
+    EXPECT_GT(j["kept"].get<int>(), 2 * 32000 * 8 * 0.4 * 0.99) << c.target;
+    EXPECT_LT(j["kept"].get<int>(), 2 * 32000 * 8 * 0.4 * 1.01) << c.target;
+    EXPECT_GT(j["dropped"].get<int>(), 2 * 32000 * 8 * 0.29) << c.target;
+    EXPECT_LT(j["dropped"].get<int>(), 2 * 32000 * 8 * 0.31) << c.target;
+  }
+  // The same bytes with one thread and the smallest step (one 4096-element
+  // statistics block, which spans 512 rows of 8).
+  auto r = merge("target_append", "ops_t1", ops + " --threads 1 --chunk-size 4KiB");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_model(path("ops_target_append"), path("ops_t1"), "--threads 1 --chunk-size 4KiB");
+  // The plan says what the vocabulary tensors get.
+  r = merge("target_append", "ops_dry", ops + " --dry-run");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("model.embed_tokens.weight, lm_head.weight: ratio 0.5; operations: dare p=0.3 seed=7, magnitude "
+                       "keep=0.4 rescale=l2, clip 0.5 (on the combined rows)"),
+            std::string::npos)
+      << r.err;
+  // apply of the extracted (f32, exact) vector: the same operations on the
+  // same vector elements, so the same model.
+  r = run_command(shell_quote(testing::chatvec_bin()) + " extract --base " + path("base") + " --chat " + path("chat") +
+                  " --dtype f32 -o " + path("ops_vec"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_command(shell_quote(testing::chatvec_bin()) + " apply --target " + path("target_append") + " --vector " +
+                  path("ops_vec") + " " + ops + " --embeddings shared -o " + path("ops_apply"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  expect_same_model(path("ops_target_append"), path("ops_apply"), "apply");
+}
+
 TEST_F(VocabCli, ApplyRefusesConflictingTokensAndForeignVectors) {
   // Two vectors adding the same tokens with different rows.
   for (const char* v : {"va", "vb"}) {

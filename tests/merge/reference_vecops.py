@@ -84,9 +84,12 @@ def fnv1a64(name):
     return h
 
 
-def dare_drop(name, seed, index, n, p):
+def dare_drop(name, seed, index, n, p, elements=None):
+    """The drop mask of n elements; `elements`: their indices in the vector's
+    tensor (default 0..n-1; a vocabulary tensor built row by row: the base
+    row's, base_row * width + column)."""
     state = mix64_int(fnv1a64(name) ^ mix64_int((seed + index) & M64))
-    j = np.arange(n, dtype=np.uint64)
+    j = np.arange(n, dtype=np.uint64) if elements is None else np.asarray(elements, dtype=np.uint64)
     with np.errstate(over="ignore"):
         h = mix64(np.uint64(state) + (j + np.uint64(1)) * np.uint64(GAMMA))
     threshold = math.ceil(p * 2.0**53)
@@ -142,12 +145,13 @@ def abs_bits(d):
     return d.view(np.uint32) & np.uint32(0x7FFFFFFF)
 
 
-def operate(name, d, target32, index, a):
-    """One term's operations; returns d (float32) and facts for the report."""
+def operate(name, d, target32, index, a, elements=None):
+    """One term's operations; returns d (float32) and facts for the report.
+    `elements`: DARE's indices of d's elements (dare_drop)."""
     facts = {}
     n = d.size
     if a.dare > 0:
-        drop = dare_drop(name, a.seed, index, n, a.dare)
+        drop = dare_drop(name, a.seed, index, n, a.dare, elements)
         scale = np.float32(1.0 / (1.0 - a.dare))
         d = np.where(drop, np.float32(0.0), d * scale).astype(np.float32)
         facts["dropped"] = int(drop.sum())

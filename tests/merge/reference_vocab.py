@@ -12,6 +12,13 @@ padding rows), the expected row is:
   shared:  i < min(V_base, V_target): target[i] + R*(chat[chat_id(base_token(i))] - base[i]), else target[i]
   align:   s in the base: target[i] + R*(chat[chat_id(s)] - base[base_id(s)]), else target[i]
 computed in float32 with PyTorch and compared bit for bit.  Prints JSON.
+
+With vector operations (--dare/--seed/--keep/--rescale/--clip, as
+reference_vecops.py), the combined rows' deltas chat[c] - base[b], in output
+row order, are the tensor's vector (docs/operations.md): DARE's element index
+is the base row's (b * width + column), pruning's rank and the norms are over
+those rows only (clipping against the target's same rows); then
+target + float32(R) * delta.
 """
 import argparse
 import json
@@ -22,7 +29,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts"))
+sys.path.insert(0, os.path.dirname(__file__))
 from make_synthetic_model import read_safetensors_dir, from_storage  # noqa: E402
+from reference_vecops import operate  # noqa: E402
 
 
 def vocab(d):
@@ -43,7 +52,14 @@ def main():
     ap.add_argument("--ratio", type=float, default=1.0)
     ap.add_argument("--policy", required=True)
     ap.add_argument("--no-transplant", action="store_true")
+    ap.add_argument("--dare", type=float, default=0.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--keep", type=float, default=1.0)
+    ap.add_argument("--rescale", default="none")
+    ap.add_argument("--clip", type=float, default=0.0)
     a = ap.parse_args()
+    a.ties = False
+    with_ops = a.dare > 0 or a.keep < 1 or a.clip > 0
     models = {k: read_safetensors_dir(getattr(a, k)) for k in ("out", "base", "chat", "target")}
     vocabs = {k: vocab(getattr(a, k)) for k in ("out", "base", "chat", "target")}
     out_s, _ = vocabs["out"]
@@ -108,7 +124,21 @@ def main():
                 exp[rows] = M[k][torch.tensor([copy_idx[j] for j in sel])]
         if comb_rows:
             t, c, b = (M[k][torch.tensor(ix)] for k, ix in (("target", comb_t), ("chat", comb_c), ("base", comb_b)))
-            exp[torch.tensor(comb_rows)] = (t + a.ratio * (c - b)) if a.ratio != 1.0 else t + (c - b)
+            if not with_ops:
+                exp[torch.tensor(comb_rows)] = (t + a.ratio * (c - b)) if a.ratio != 1.0 else t + (c - b)
+            else:
+                t32, c32, b32 = (x.to(torch.float32).numpy() for x in (t, c, b))
+                width = t32.shape[1]
+                elements = (np.asarray(comb_b, dtype=np.uint64)[:, None] * np.uint64(width)
+                            + np.arange(width, dtype=np.uint64)[None, :]).reshape(-1)
+                d, facts = operate(name, (c32 - b32).astype(np.float32).reshape(-1), t32.reshape(-1), 0, a, elements)
+                counts["kept"] = counts.get("kept", 0) + facts.get("kept", 0)
+                counts["dropped"] = counts.get("dropped", 0) + facts.get("dropped", 0)
+                r32 = np.float32(a.ratio)
+                if r32 != np.float32(1.0):
+                    d = (r32 * d).astype(np.float32)
+                acc = (t32.reshape(-1) + d).astype(np.float32).reshape(t32.shape)
+                exp[torch.tensor(comb_rows)] = torch.from_numpy(acc).to(exp.dtype)
         # torch.equal per row: same shape and every element equal (so a NaN
         # anywhere is a mismatch, and -0 equals +0).
         if exp.dtype != out.dtype:

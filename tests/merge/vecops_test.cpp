@@ -10,6 +10,7 @@
 
 #include "core/error.h"
 #include "core/file_util.h"
+#include "formats/checkpoint.h"
 #include "formats/safetensors/safetensors_writer.h"
 #include "merge/pipeline.h"
 #include "merge/recipe.h"
@@ -390,6 +391,114 @@ TEST(VectorOps, ThresholdWindowHitAndMissAgree) {
       EXPECT_EQ(again.terms[0].factor, hit.terms[0].factor);
     }
   }
+}
+
+// A vocabulary tensor built row by row (a target with more rows, the base's
+// rows in another order): the statistics are those of the combined rows'
+// deltas, DARE indexed by the base row's elements (brute force below), the
+// same whatever the chunk, the threads, and whether the sampled window hits;
+// each combined row is target + the operated delta.
+TEST(VectorOps, RowsTaskStatisticsAreThoseOfTheCombinedRows) {
+  testing::TempDir tmp;
+  const std::string name = "model.embed_tokens.weight";
+  const uint64_t rows_base = 400, rows_target = 450, w = 129;
+  write_one(tmp.path() / "base", name, DType::BF16, rows_base, w, 7);
+  write_one(tmp.path() / "chat", name, DType::BF16, rows_base, w, 8);
+  write_one(tmp.path() / "target", name, DType::BF16, rows_target, w, 9);
+  const Checkpoint base = Checkpoint::open((tmp.path() / "base").string());
+  const Checkpoint chat = Checkpoint::open((tmp.path() / "chat").string());
+  const Checkpoint target = Checkpoint::open((tmp.path() / "target").string());
+  auto map = std::make_shared<RowMap>();
+  for (uint64_t i = 0; i < rows_target; ++i) {
+    if (i % 9 == 4 || i >= rows_base) {  // the target's own rows
+      map->rows.push_back(RowOp{RowOp::KeepTarget, int64_t(i), -1, -1});
+      continue;
+    }
+    const int64_t b = int64_t((i * 7 + 3) % rows_base);
+    map->rows.push_back(RowOp{RowOp::Combine, int64_t(i), b, b});
+  }
+  TensorTask task;
+  task.name = name;
+  task.kind = TaskKind::Rows;
+  task.dtype = DType::BF16;
+  task.shape = {rows_target, w};
+  task.target = &target.at(name);
+  task.row_map = map;
+  TensorTerm term{0.75, &chat.at(name), &base.at(name), nullptr};
+  task.terms.push_back(term);
+  task.ops.dare = 0.2;
+  task.ops.seed = 3;
+  task.ops.keep = 0.3;
+  task.ops.rescale = PruneRescale::L2;
+  task.ops.clip = 0.4;
+  const OpsState hit = prepare_vector_ops(task, 4096, 1);
+  const TermOpsState& st = hit.terms.at(0);
+  EXPECT_TRUE(st.window_hit);
+  // Brute force over the combined rows in output order.
+  std::vector<float> c(w), b(w);
+  std::vector<uint32_t> bits;
+  for (const RowOp& r : map->rows) {
+    if (r.kind != RowOp::Combine) continue;
+    chat.at(name).read_f32(uint64_t(r.chat_row) * w, w, c.data());
+    base.at(name).read_f32(uint64_t(r.base_row) * w, w, b.data());
+    for (uint64_t j = 0; j < w; ++j) {
+      float v = c[j] - b[j];
+      const uint64_t z = dare_bits(st.dare_state, uint64_t(r.base_row) * w + j);
+      v = (z >> 11) < st.dare_threshold ? 0.0f : v * st.dare_scale;
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      bits.push_back(u & 0x7fffffffu);
+    }
+  }
+  const uint64_t n = bits.size();
+  std::vector<uint32_t> sorted = bits;
+  std::sort(sorted.begin(), sorted.end());
+  const uint64_t rank = uint64_t(std::ceil(0.3 * double(n)));
+  EXPECT_EQ(st.kept_threshold_rank, rank);
+  EXPECT_EQ(st.keep_bits, sorted[n - rank]);
+  EXPECT_NE(st.factor, 1.0f);
+  set_vector_ops_force_window_miss(true);
+  for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 1}, {5000, 3}, {n, 2}}) {
+    const OpsState miss = prepare_vector_ops(task, chunk, threads);
+    EXPECT_FALSE(miss.terms[0].window_hit);
+    EXPECT_EQ(miss.terms[0].keep_bits, st.keep_bits) << chunk;
+    EXPECT_EQ(std::memcmp(&miss.terms[0].l2sq_kept, &st.l2sq_kept, sizeof(double)), 0) << chunk;
+    EXPECT_EQ(std::memcmp(&miss.terms[0].target_l2sq, &st.target_l2sq, sizeof(double)), 0) << chunk;
+    EXPECT_EQ(miss.terms[0].factor, st.factor) << chunk;
+  }
+  set_vector_ops_force_window_miss(false);
+  for (auto [chunk, threads] : {std::pair<uint64_t, int>{12345, 2}, {n, 3}}) {
+    const OpsState again = prepare_vector_ops(task, chunk, threads);
+    EXPECT_EQ(again.terms[0].keep_bits, st.keep_bits);
+    EXPECT_EQ(std::memcmp(&again.terms[0].l1_all, &st.l1_all, sizeof(double)), 0);
+    EXPECT_EQ(again.terms[0].factor, st.factor);
+  }
+  // A combined row: target + 0.75 * factor * (pruned, DARE'd delta), in fp32.
+  std::vector<uint16_t> got(w), want(w);
+  std::vector<float> t(w), acc(w);
+  size_t checked = 0;
+  for (const RowOp& r : map->rows) {
+    if (r.kind != RowOp::Combine || r.target_row % 37 != 1) continue;
+    combine_ops_row(task, hit, r, got.data());
+    chat.at(name).read_f32(uint64_t(r.chat_row) * w, w, c.data());
+    base.at(name).read_f32(uint64_t(r.base_row) * w, w, b.data());
+    target.at(name).read_f32(uint64_t(r.target_row) * w, w, t.data());
+    for (uint64_t j = 0; j < w; ++j) {
+      float v = c[j] - b[j];
+      const uint64_t z = dare_bits(st.dare_state, uint64_t(r.base_row) * w + j);
+      v = (z >> 11) < st.dare_threshold ? 0.0f : v * st.dare_scale;
+      uint32_t u;
+      std::memcpy(&u, &v, 4);
+      if ((u & 0x7fffffffu) < st.keep_bits) v = 0.0f;
+      v = v * st.factor;
+      v = 0.75f * v;
+      acc[j] = t[j] + v;
+    }
+    convert_from_f32(acc.data(), w, DType::BF16, reinterpret_cast<uint8_t*>(want.data()));
+    EXPECT_EQ(std::memcmp(got.data(), want.data(), w * 2), 0) << "row " << r.target_row;
+    ++checked;
+  }
+  EXPECT_GT(checked, 5u);
 }
 
 }  // namespace
