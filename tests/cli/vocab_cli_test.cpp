@@ -283,6 +283,19 @@ TEST_F(VocabCli, OperationsApplyToTheCombinedRowsOfEveryPolicy) {
                   path("ops_vec") + " " + ops + " --embeddings shared -o " + path("ops_apply"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   expect_same_model(path("ops_target_append"), path("ops_apply"), "apply");
+  // TIES on the rows: two copies of one vector agree everywhere, so the
+  // elected mean is the vector itself -- the tensors of one vector's apply.
+  fs::copy(path("ops_vec"), path("ops_vec2"), fs::copy_options::recursive);
+  const std::string apply = shell_quote(testing::chatvec_bin()) + " apply --target " + path("target_append") +
+                            " --keep 0.4 --embeddings shared --vector " + path("ops_vec");
+  r = run_command(apply + " --vector " + path("ops_vec2") + " --ties -o " + path("ops_ties"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_command(apply + " -o " + path("ops_one"));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Checkpoint one = Checkpoint::open(path("ops_one")), ties = Checkpoint::open(path("ops_ties"));
+  ASSERT_EQ(one.names(), ties.names());
+  for (const auto& n : one.names())
+    EXPECT_EQ(std::memcmp(one.at(n).data(), ties.at(n).data(), one.at(n).nbytes()), 0) << n;
 }
 
 TEST_F(VocabCli, ApplyRefusesConflictingTokensAndForeignVectors) {
