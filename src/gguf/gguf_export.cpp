@@ -317,12 +317,45 @@ std::vector<KeyValue> tokenizer_metadata(const std::string& dir, const std::stri
     kv.push_back({"tokenizer.ggml.merges", Value::str_array(std::move(merges))});
   }
   if (v.bos_id()) kv.push_back({"tokenizer.ggml.bos_token_id", Value::u32(uint32_t(*v.bos_id()))});
-  std::optional<int> eos = v.eos_id();
-  if (!eos) {
-    const ModelConfig c = load_config(dir);
-    if (!c.eos_token_ids.empty()) eos = int(c.eos_token_ids[0]);
+  // The ids a run stops on: generation_config.json's eos_token_id (a list
+  // for Llama-3-style models), else config.json's.  EOS is the tokenizer's
+  // (else the first of them); of the others, "<|eom_id|>" becomes
+  // tokenizer.ggml.eom_token_id and the first other one eot_token_id, the
+  // keys llama.cpp (and our engine) stop on besides EOS.
+  std::vector<int64_t> stops = load_config(dir).eos_token_ids;
+  if (const fs::path gen = fs::path(dir) / "generation_config.json"; fs::exists(gen)) {
+    const Json g = read_json_file(gen.string());
+    if (auto it = g.find("eos_token_id"); it != g.end()) {
+      std::vector<int64_t> ids;
+      bool ok = it->is_number_integer() || it->is_array() || it->is_null();
+      if (it->is_number_integer()) ids.push_back(it->get<int64_t>());
+      if (it->is_array())
+        for (const auto& e : *it) {
+          ok &= e.is_number_integer();
+          if (e.is_number_integer()) ids.push_back(e.get<int64_t>());
+        }
+      if (!ok)
+        throw InputError(fmt::format("{}: field \"eos_token_id\" must be an integer or a list of integers",
+                                     gen.string()));
+      if (!ids.empty()) stops = ids;
+    }
   }
+  std::optional<int> eos = v.eos_id();
+  if (!eos && !stops.empty()) eos = int(stops[0]);
   if (eos) kv.push_back({"tokenizer.ggml.eos_token_id", Value::u32(uint32_t(*eos))});
+  {
+    std::optional<int64_t> eot, eom;
+    for (int64_t id : stops) {
+      if ((eos && id == *eos) || id < 0 || uint64_t(id) >= n_tokens) continue;
+      if (v.token(int(id)) == "<|eom_id|>") {
+        if (!eom) eom = id;
+      } else if (!eot) {
+        eot = id;
+      }
+    }
+    if (eot) kv.push_back({"tokenizer.ggml.eot_token_id", Value::u32(uint32_t(*eot))});
+    if (eom) kv.push_back({"tokenizer.ggml.eom_token_id", Value::u32(uint32_t(*eom))});
+  }
   if (v.unk_id()) kv.push_back({"tokenizer.ggml.unknown_token_id", Value::u32(uint32_t(*v.unk_id()))});
   if (v.pad_id()) kv.push_back({"tokenizer.ggml.padding_token_id", Value::u32(uint32_t(*v.pad_id()))});
   kv.push_back({"tokenizer.ggml.add_bos_token", Value::boolean(v.add_bos_default())});

@@ -632,6 +632,41 @@ TEST_F(GgufStories, ImportKeepsEveryStopIdInGenerationConfig) {
   EXPECT_EQ(read_all(fs::path(a) / "model.safetensors"), read_all(fs::path(b) / "model.safetensors"));
 }
 
+// The other way: a directory whose generation_config.json lists EOS and an
+// end-of-turn id exports both (tokenizer.ggml.eot_token_id), so the .gguf
+// stops where the directory does, and importing it gives the list back; a
+// malformed list is one line naming the file.
+TEST_F(GgufStories, ExportCarriesEveryStopIdOfGenerationConfig) {
+  const std::string gen = (fs::path(dir_) / "generation_config.json").string();
+  auto put_gen = [&](const char* text) {
+    fs::remove(gen);
+    write_file(gen, text);
+  };
+  put_gen(R"({"bos_token_id": 1, "eos_token_id": [2, 5]})");
+  const std::string gguf = export_type("f32");
+  const File f(gguf);
+  ASSERT_NE(f.find("tokenizer.ggml.eot_token_id"), nullptr);
+  EXPECT_EQ(f.get_uint("tokenizer.ggml.eot_token_id"), 5u);
+  EXPECT_EQ(f.get_uint("tokenizer.ggml.eos_token_id"), 2u);
+  EXPECT_EQ(f.find("tokenizer.ggml.eom_token_id"), nullptr);
+  EXPECT_EQ(gguf_stop_ids(f), (std::vector<int64_t>{2, 5}));
+  const std::string back = (tmp_ / "back").string();
+  CommandResult r = run_command(cv() + " -q export safetensors " + shell_quote(gguf) + " -o " + shell_quote(back));
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(read_json_file(back + "/generation_config.json")["eos_token_id"].get<std::vector<int64_t>>(),
+            (std::vector<int64_t>{2, 5}));
+  // EOS alone: no end-of-turn key.
+  put_gen(R"({"eos_token_id": 2})");
+  EXPECT_EQ(File(export_type("f16")).find("tokenizer.ggml.eot_token_id"), nullptr);
+  put_gen(R"({"eos_token_id": [2, "x"]})");
+  const std::string bad = (tmp_ / "bad.gguf").string();
+  r = run_command(cv() + " -q export gguf " + shell_quote(dir_) + " -o " + shell_quote(bad));
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_NE(r.err.find("generation_config.json: field \"eos_token_id\" must be an integer or a list"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(fs::exists(bad));
+}
+
 // `chat` on the .gguf: the transcript of piped stdin turns (template, stop
 // ids, BOS/EOS text and tokenizer all from the file's metadata) and the
 // --messages JSON are those of the directory the file was exported from.
