@@ -107,7 +107,9 @@ TEST(ConvertLlama2c, WritesHuggingFaceLayout) {
       EXPECT_EQ(at(up, 0), float(o_w3));
       const CheckpointTensor& norm = c.at("model.norm.weight");
       EXPECT_EQ(at(norm, 0), float(o_w3 + 2 * 96));
-      if (!shared) EXPECT_EQ(at(c.at("lm_head.weight"), 0), float(o_w3 + 2 * 96 + 8 + (freq ? 4 * 4 : 0)));
+      if (!shared) {
+        EXPECT_EQ(at(c.at("lm_head.weight"), 0), float(o_w3 + 2 * 96 + 8 + (freq ? 4 * 4 : 0)));
+      }
       EXPECT_TRUE(fs::exists(f.out / "tokenizer.model"));
       Json tc = read_json_file((f.out / "tokenizer_config.json").string());
       EXPECT_EQ(tc["tokenizer_class"], "LlamaTokenizer");

@@ -159,7 +159,9 @@ TEST_P(StagedCommit, ConcurrentForcedCommitsLeaveOneCompleteOutput) {
   EXPECT_EQ(failures.load(), 0);
   // Without RENAME_EXCHANGE the old output is moved aside before the new one
   // arrives, so the path is missing for a moment; the end state is the same.
-  if (!GetParam()) EXPECT_EQ(bad.load(), 0) << "the output path was missing while forced runs replaced it";
+  if (!GetParam()) {
+    EXPECT_EQ(bad.load(), 0) << "the output path was missing while forced runs replaced it";
+  }
   EXPECT_EQ(read_file(out + "/a"), read_file(out + "/b"));
   EXPECT_EQ(entries(tmp.path()), 1u);
 }

@@ -218,18 +218,22 @@ void GgufArchitectures::gguf_tokenizer_equals_llama_cpp() {
       // which SentencePiece, decoding a GGUF "llama" vocabulary, writes as
       // " \u2047 " and tokenizer.json skips as special).
       if (ours == dir) {
-        if (texts[i].find("<unk>") == std::string::npos)
+        if (texts[i].find("<unk>") == std::string::npos) {
           EXPECT_EQ(g.decode(ours), d.decode(dir)) << m.name << " text " << i;
-      } else if (m.tokenizer != std::string("qwen3") || unicode::nfc(texts[i]) == texts[i])
+        }
+      } else if (m.tokenizer != std::string("qwen3") || unicode::nfc(texts[i]) == texts[i]) {
         EXPECT_TRUE(r.slash_s.size() == 1 && texts[i].find("</s>") != std::string::npos)
             << m.name << " text " << i << ": GGUF " << join(ours64) << " vs directory "
             << join(std::vector<int64_t>(dir.begin(), dir.end()));
+      }
     }
     std::printf("[ %s GGUF tokenizer ] = llama.cpp on %d of %zu samples, = the directory's on %d\n", m.name, as_llama, n,
                 as_dir);
     // BOS, EOS and the stop ids from the metadata.
     EXPECT_EQ(g.vocab().bos_id(), d.vocab().bos_id()) << m.name;
-    if (r.bos >= 0) EXPECT_EQ(g.vocab().bos_id().value_or(-1), r.bos) << m.name;
+    if (r.bos >= 0) {
+      EXPECT_EQ(g.vocab().bos_id().value_or(-1), r.bos) << m.name;
+    }
     const std::vector<int64_t> stop = gguf_stop_ids(File(gguf));
     ASSERT_FALSE(stop.empty()) << m.name;
     // The chat template.
@@ -280,7 +284,9 @@ void GgufArchitectures::tokenizer_equals_transformers_js() {
     ASSERT_EQ(texts[1], "");
     const std::vector<int64_t>& prefix = r.reference[1];  // what transformers.js adds around any text
     EXPECT_EQ(r.add_bos, !prefix.empty()) << m.name;
-    if (!prefix.empty()) EXPECT_EQ(prefix, std::vector<int64_t>{r.bos}) << m.name;
+    if (!prefix.empty()) {
+      EXPECT_EQ(prefix, std::vector<int64_t>{r.bos}) << m.name;
+    }
     int identical = 0, nfc = 0, control = 0;
     for (size_t i = 0; i < n; ++i) {
       auto body = [&](const std::vector<int64_t>& ids) {
