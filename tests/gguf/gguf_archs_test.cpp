@@ -72,7 +72,10 @@ std::vector<int64_t> parse_ids(const std::string& s) {
 
 std::string join(const std::vector<int64_t>& ids) {
   std::string s;
-  for (int64_t t : ids) s += (s.empty() ? "" : ",") + std::to_string(t);
+  for (int64_t t : ids) {
+    if (!s.empty()) s += ',';
+    s += std::to_string(t);
+  }
   return s;
 }
 
