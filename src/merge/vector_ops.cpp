@@ -655,8 +655,8 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
     const unsigned which = kind == kKept ? exact : sums;
     const bool flags[7] = {direct, kind == kWindow, kind == kKept, (which & kL1Sum) != 0, (which & kL2Sum) != 0,
                            fused_target, exact != 0};
-    fused = stats_pick<1>(flags, 6);
-    fused2 = stats_pick<2>(flags, 6);
+    fused = stats_pick<1>(flags, 7);
+    fused2 = stats_pick<2>(flags, 7);
   }
 #endif
   for (uint64_t first = 0; first < n; first += step) {
