@@ -343,7 +343,9 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_
 // 128-bit fixed point relative to min_bits' exponent E0 (every element
 // counted has an exponent >= E0), flushed once per block; those 31 or more
 // binades above E0, and inf/NaN, one by one.
-constexpr uint32_t kExactSpan = 31;  // (m << 30) * 512 < 2^64: an AVX-512 lane's headroom per block
+// (An AVX-512 lane adds 512 elements of a block: (m << 29) * 512 < 2^62, and
+// (m^2 << 58) / 2^52 * 512 < 2^63.)
+constexpr uint32_t kExactSpan = 30;
 inline uint32_t exact_outlier_bits(uint32_t e0) {
   return uint32_t(std::min<uint64_t>(0x7f800000u, uint64_t(e0 + kExactSpan) << 23));
 }
@@ -442,22 +444,24 @@ struct StatAcc {
   uint64_t up;
 };
 struct StatConsts {
-  __m512i abs_mask, lo, width, hi, xmin, e0, out_bits;
+  __m512i abs_mask, lo, width, hi, xmin, out_bits;
+  __m512d scale, scale2;  // 2^(150 - E0), its square
 };
 // The exact sums' lanes of the 8 elements (m, s: 64-bit lanes, 0 where not counted).
-template <bool kL1, bool kL2>
-CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void exact_lanes(StatAcc& s, __m512i m, __m512i sh) {
-  if constexpr (kL1) s.x1 = _mm512_add_epi64(s.x1, _mm512_sllv_epi64(m, sh));
-  if constexpr (kL2) {
-    const __m512i m2 = _mm512_mul_epu32(m, m);  // < 2^48
-    const __m512i s2 = _mm512_add_epi64(sh, sh);
-    const __m512i lo = _mm512_sllv_epi64(m2, s2);
-    const __m512i hi = _mm512_srlv_epi64(m2, _mm512_sub_epi64(_mm512_set1_epi64(64), s2));  // (count 64: 0)
-    s.x2lo = _mm512_add_epi64(s.x2lo, lo);
-    const __mmask8 carry = _mm512_cmplt_epu64_mask(s.x2lo, lo);
-    s.x2hi = _mm512_add_epi64(s.x2hi, hi);
-    s.x2hi = _mm512_mask_sub_epi64(s.x2hi, carry, s.x2hi, _mm512_set1_epi64(-1));
-  }
+// The fixed point of 8 counted elements (0 where not counted), in fp64:
+// y = |delta| * 2^(150 - E0) = m << (e - E0), an integer < 2^53, and
+// x = delta^2 * 2^(2 (150 - E0)) = y^2 (48 significant bits, < 2^106).  The
+// scalings, the split of x at 2^52 and the conversions to integers are all
+// exact.  x1 += y; x2hi:x2lo += x as hi * 2^52 + lo.
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void exact_abs(StatAcc& s, __m512d y) {
+  s.x1 = _mm512_add_epi64(s.x1, _mm512_cvttpd_epu64(y));
+}
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void exact_sq(StatAcc& s, __m512d x) {
+  const __m512d hi =
+      _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0x1p-52)), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512d lo = _mm512_sub_pd(x, _mm512_mul_pd(hi, _mm512_set1_pd(0x1p52)));
+  s.x2hi = _mm512_add_epi64(s.x2hi, _mm512_cvttpd_epu64(hi));
+  s.x2lo = _mm512_add_epi64(s.x2lo, _mm512_cvttpd_epu64(lo));
 }
 // 16 elements from `at` on (the first of km) into s.
 // kKept: only the exact sums of the kept elements (kX); kWin with kX: also
@@ -483,15 +487,26 @@ CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
       n_out += size_t(__builtin_popcount(om));
     }
     const __mmask16 acc = sel & __mmask16(~om);
-    const __m512i e = _mm512_srli_epi32(a, 23);
-    const __m512i frac = _mm512_and_si512(a, _mm512_set1_epi32(0x7fffff));
-    const __m512i mant = _mm512_mask_or_epi32(frac, _mm512_test_epi32_mask(e, e), frac, _mm512_set1_epi32(0x800000));
-    const __m512i m32 = _mm512_maskz_mov_epi32(acc, mant);
-    const __m512i s32 = _mm512_maskz_sub_epi32(acc, _mm512_max_epu32(e, _mm512_set1_epi32(1)), k.e0);
-    exact_lanes<kL1, kL2>(s, _mm512_cvtepu32_epi64(_mm512_castsi512_si256(m32)),
-                          _mm512_cvtepu32_epi64(_mm512_castsi512_si256(s32)));
-    exact_lanes<kL1, kL2>(s, _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(m32, 1)),
-                          _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64(s32, 1)));
+    if constexpr (kL1) {
+      const __m512 av = _mm512_castsi512_ps(a);
+      exact_abs(s, _mm512_maskz_mul_pd(__mmask8(acc), _mm512_cvtps_pd(_mm512_castps512_ps256(av)), k.scale));
+      exact_abs(s, _mm512_maskz_mul_pd(
+                       __mmask8(acc >> 8),
+                       _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(av), 1))), k.scale));
+    }
+    if constexpr (kL2) {
+      // The squares, shared with the lane sums of all elements (add_sq's
+      // operations in its order).
+      const __m512d vl = _mm512_cvtps_pd(_mm512_castps512_ps256(dv));
+      const __m512d vh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dv), 1)));
+      const __m512d ql = _mm512_mul_pd(vl, vl), qh = _mm512_mul_pd(vh, vh);
+      exact_sq(s, _mm512_maskz_mul_pd(__mmask8(acc), ql, k.scale2));
+      exact_sq(s, _mm512_maskz_mul_pd(__mmask8(acc >> 8), qh, k.scale2));
+      if constexpr (!kKept) {
+        s.l2 = _mm512_add_pd(s.l2, ql);
+        s.l2 = _mm512_add_pd(s.l2, qh);
+      }
+    }
   }
   if constexpr (kKept) return;
   if constexpr (kWin) {
@@ -504,7 +519,7 @@ CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
     n_in += size_t(__builtin_popcount(in));
   }
   if constexpr (kL1) s.l1 = add_abs(s.l1, _mm512_castsi512_ps(a));
-  if constexpr (kL2) s.l2 = add_sq(s.l2, dv);
+  if constexpr (kL2 && !kX) s.l2 = add_sq(s.l2, dv);
   if constexpr (kTgt) s.tl2 = add_sq(s.tl2, widen(t + 2 * at, km));
 }
 template <bool kL1, bool kL2>
@@ -519,7 +534,12 @@ CHATVEC_AVX512_TARGET inline void exact_finish(const StatAcc& s, uint32_t e0, Ex
   if constexpr (kL2) {
     _mm512_store_si512(reinterpret_cast<__m512i*>(lo), s.x2lo);
     _mm512_store_si512(reinterpret_cast<__m512i*>(hi), s.x2hi);
-    for (int j = 0; j < 8; ++j) x2->add_shifted((unsigned __int128)hi[j] << 64 | lo[j], 2 * (e0 - 1));
+    unsigned __int128 th = 0, tl = 0;  // (hi lanes < 2^63, lo lanes < 2^61)
+    for (int j = 0; j < 8; ++j) {
+      th += hi[j];
+      tl += lo[j];
+    }
+    x2->add_shifted((th << 52) + tl, 2 * (e0 - 1));  // < 2^119
   }
 }
 CHATVEC_AVX512_TARGET inline void stats_finish(const StatAcc& s, BlockStats* out) {
@@ -543,7 +563,8 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(const uint8_t* __restrict c, const
   const StatConsts k{_mm512_set1_epi32(0x7fffffff),          _mm512_set1_epi32(int(lo)),
                      _mm512_set1_epi32(int(width)),          _mm512_set1_epi32(int(lo + (width - 1))),
                      _mm512_set1_epi32(int(x_bits)),
-                     _mm512_set1_epi32(int(e0)),             _mm512_set1_epi32(int(exact_outlier_bits(e0)))};
+                     _mm512_set1_epi32(int(exact_outlier_bits(e0))), _mm512_set1_pd(std::ldexp(1.0, 150 - int(e0))),
+                     _mm512_set1_pd(std::ldexp(1.0, 2 * (150 - int(e0))))};
   StatAcc s0{_mm512_setzero_pd(),    _mm512_setzero_pd(),    _mm512_setzero_pd(), _mm512_setzero_si512(),
              _mm512_setzero_si512(), _mm512_setzero_si512(), 0},
       s1 = s0;
@@ -562,7 +583,7 @@ CHATVEC_AVX512_TARGET void stats_block_avx512(const uint8_t* __restrict c, const
   if constexpr (kWin)
     for (size_t j = 0; j < n_in; ++j) ++hist[inside[j]];
   if constexpr (kX) {
-    exact_finish<kL1, kL2>(s0, e0, x1, x2);
+    exact_finish<kL1, kL2>(s0, e0, x1, x2);  // (the lanes, then the outliers)
     if constexpr (kNB == 2) exact_finish<kL1, kL2>(s1, e0, x1, x2);
     for (size_t j = 0; j < n_out; ++j) {
       if constexpr (kL1) x1->add_abs_bits(outl[j]);
