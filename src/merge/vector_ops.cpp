@@ -15,6 +15,7 @@
 
 #include "core/dtype.h"
 #include "core/interrupt.h"
+#include "merge/exact_sum.h"
 
 namespace chatvec {
 
@@ -337,6 +338,39 @@ __attribute__((target_clones("arch=x86-64-v4", "avx2", "default"))) double lane_
   return reduce_lanes(l);
 }
 
+// The exact sums (exact_sum.h) of |d| (`which` & 1) and d^2 (& 2) over the
+// elements of a block whose |d| bits are >= min_bits, added to x1 / x2.  In
+// 128-bit fixed point relative to min_bits' exponent E0 (every element
+// counted has an exponent >= E0), flushed once per block; those 31 or more
+// binades above E0, and inf/NaN, one by one.
+// (An AVX-512 lane adds 512 elements of a block: (m << 29) * 512 < 2^62, and
+// (m^2 << 58) / 2^52 * 512 < 2^63.)
+constexpr uint32_t kExactSpan = 30;
+inline uint32_t exact_outlier_bits(uint32_t e0) {
+  return uint32_t(std::min<uint64_t>(0x7f800000u, uint64_t(e0 + kExactSpan) << 23));
+}
+inline uint32_t exact_e0(uint32_t min_bits) { return std::max<uint32_t>(1u, std::min<uint32_t>(min_bits, 0x7f800000u) >> 23); }
+void exact_block(const float* d, size_t m, uint32_t min_bits, unsigned which, ExactSum* x1, ExactSum* x2) {
+  const uint32_t e0 = exact_e0(min_bits), out_bits = exact_outlier_bits(e0);
+  unsigned __int128 s1 = 0, s2 = 0;
+  for (size_t i = 0; i < m; ++i) {
+    const uint32_t a = abs_bits(d[i]);
+    if (a < min_bits) continue;
+    if (a >= out_bits) {
+      if (which & 1) x1->add_abs_bits(a);
+      if (which & 2) x2->add_sq_bits(a);
+      continue;
+    }
+    uint32_t mm, e;
+    fp32_split(a, &mm, &e);
+    const unsigned s = e - e0;  // < kExactSpan
+    if (which & 1) s1 += (unsigned __int128)mm << s;
+    if (which & 2) s2 += (unsigned __int128)(uint64_t(mm) * mm) << (2 * s);
+  }
+  if (which & 1) x1->add_shifted(s1, e0 - 1);
+  if (which & 2) x2->add_shifted(s2, 2 * (e0 - 1));
+}
+
 // The windowed count of a block: returns how many |d| (as bits) lie above
 // [lo, lo + width) and counts those inside into hist[bits - lo].  One
 // unsigned compare per element, so the branch is taken only inside the
@@ -402,25 +436,79 @@ CHATVEC_AVX512_TARGET inline __m512d add_sq(__m512d acc, __m512 v) {
 // kNB blocks side by side (2: two full blocks, the next one's data kStatBlock
 // elements on), each with its own lanes: the lanes' additions are sequential
 // by definition, so two blocks give the CPU two independent chains.
+// (kX: x1 the exact sum of |delta| in fixed point relative to E0, x2lo/x2hi
+// that of delta^2 as 128-bit lanes; exact_block's arithmetic.)
 struct StatAcc {
   __m512d l1, l2, tl2;
+  __m512i x1, x2lo, x2hi;
   uint64_t up;
 };
 struct StatConsts {
-  __m512i abs_mask, lo, width, hi, keep;
+  __m512i abs_mask, lo, width, hi, xmin, out_bits;
+  __m512d scale, scale2;  // 2^(150 - E0), its square
 };
+// The exact sums' lanes of the 8 elements (m, s: 64-bit lanes, 0 where not counted).
+// The fixed point of 8 counted elements (0 where not counted), in fp64:
+// y = |delta| * 2^(150 - E0) = m << (e - E0), an integer < 2^53, and
+// x = delta^2 * 2^(2 (150 - E0)) = y^2 (48 significant bits, < 2^106).  The
+// scalings, the split of x at 2^52 and the conversions to integers are all
+// exact.  x1 += y; x2hi:x2lo += x as hi * 2^52 + lo.
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void exact_abs(StatAcc& s, __m512d y) {
+  s.x1 = _mm512_add_epi64(s.x1, _mm512_cvttpd_epu64(y));
+}
+CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void exact_sq(StatAcc& s, __m512d x) {
+  const __m512d hi =
+      _mm512_roundscale_pd(_mm512_mul_pd(x, _mm512_set1_pd(0x1p-52)), _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+  const __m512d lo = _mm512_sub_pd(x, _mm512_mul_pd(hi, _mm512_set1_pd(0x1p52)));
+  s.x2hi = _mm512_add_epi64(s.x2hi, _mm512_cvttpd_epu64(hi));
+  s.x2lo = _mm512_add_epi64(s.x2lo, _mm512_cvttpd_epu64(lo));
+}
 // 16 elements from `at` on (the first of km) into s.
-template <bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
+// kKept: only the exact sums of the kept elements (kX); kWin with kX: also
+// the exact sums of those above the window.
+template <bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt, bool kX>
 CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
     StatAcc& s, const StatConsts& k, const uint8_t* __restrict c, const uint8_t* __restrict b,
     const float* __restrict d, const uint8_t* __restrict t, size_t at, __mmask16 km, uint32_t* __restrict inside,
-    size_t& n_in) {
+    size_t& n_in, uint32_t* __restrict outl, size_t& n_out) {
   __m512 dv;
   if constexpr (kBf16)
     dv = _mm512_sub_ps(widen(c + 2 * at, km), widen(b + 2 * at, km));
   else
     dv = _mm512_maskz_loadu_ps(km, d + at);
   __m512i a = _mm512_and_si512(_mm512_castps_si512(dv), k.abs_mask);
+  if constexpr (kX) {
+    // Those counted exactly: above the window (kWin), or kept (kKept); the
+    // outliers (31 binades or more above E0, inf, NaN) packed into `outl`.
+    const __mmask16 sel = _mm512_mask_cmpge_epu32_mask(km, a, k.xmin);
+    const __mmask16 om = _mm512_mask_cmpge_epu32_mask(sel, a, k.out_bits);
+    if (__builtin_expect(om != 0, 0)) {
+      _mm512_storeu_si512(reinterpret_cast<__m512i*>(outl + n_out), _mm512_maskz_compress_epi32(om, a));
+      n_out += size_t(__builtin_popcount(om));
+    }
+    const __mmask16 acc = sel & __mmask16(~om);
+    if constexpr (kL1) {
+      const __m512 av = _mm512_castsi512_ps(a);
+      exact_abs(s, _mm512_maskz_mul_pd(__mmask8(acc), _mm512_cvtps_pd(_mm512_castps512_ps256(av)), k.scale));
+      exact_abs(s, _mm512_maskz_mul_pd(
+                       __mmask8(acc >> 8),
+                       _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(av), 1))), k.scale));
+    }
+    if constexpr (kL2) {
+      // The squares, shared with the lane sums of all elements (add_sq's
+      // operations in its order).
+      const __m512d vl = _mm512_cvtps_pd(_mm512_castps512_ps256(dv));
+      const __m512d vh = _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(dv), 1)));
+      const __m512d ql = _mm512_mul_pd(vl, vl), qh = _mm512_mul_pd(vh, vh);
+      exact_sq(s, _mm512_maskz_mul_pd(__mmask8(acc), ql, k.scale2));
+      exact_sq(s, _mm512_maskz_mul_pd(__mmask8(acc >> 8), qh, k.scale2));
+      if constexpr (!kKept) {
+        s.l2 = _mm512_add_pd(s.l2, ql);
+        s.l2 = _mm512_add_pd(s.l2, qh);
+      }
+    }
+  }
+  if constexpr (kKept) return;
   if constexpr (kWin) {
     s.up += uint64_t(__builtin_popcount(_mm512_mask_cmpgt_epu32_mask(km, a, k.hi)));
     // Those inside the window: their bins packed into `inside`, without a
@@ -430,14 +518,29 @@ CHATVEC_AVX512_TARGET __attribute__((always_inline)) inline void stats_step(
     _mm512_storeu_si512(reinterpret_cast<__m512i*>(inside + n_in), _mm512_maskz_compress_epi32(in, idx));
     n_in += size_t(__builtin_popcount(in));
   }
-  if constexpr (kKept) {
-    const __mmask16 kk = _mm512_cmpge_epu32_mask(a, k.keep);
-    dv = _mm512_maskz_mov_ps(kk, dv);
-    a = _mm512_maskz_mov_epi32(kk, a);
-  }
   if constexpr (kL1) s.l1 = add_abs(s.l1, _mm512_castsi512_ps(a));
-  if constexpr (kL2) s.l2 = add_sq(s.l2, dv);
+  if constexpr (kL2 && !kX) s.l2 = add_sq(s.l2, dv);
   if constexpr (kTgt) s.tl2 = add_sq(s.tl2, widen(t + 2 * at, km));
+}
+template <bool kL1, bool kL2>
+CHATVEC_AVX512_TARGET inline void exact_finish(const StatAcc& s, uint32_t e0, ExactSum* x1, ExactSum* x2) {
+  alignas(64) uint64_t lo[8], hi[8];
+  if constexpr (kL1) {
+    _mm512_store_si512(reinterpret_cast<__m512i*>(lo), s.x1);
+    unsigned __int128 t = 0;  // (8 lanes < 2^64 each)
+    for (int j = 0; j < 8; ++j) t += lo[j];
+    x1->add_shifted(t, e0 - 1);
+  }
+  if constexpr (kL2) {
+    _mm512_store_si512(reinterpret_cast<__m512i*>(lo), s.x2lo);
+    _mm512_store_si512(reinterpret_cast<__m512i*>(hi), s.x2hi);
+    unsigned __int128 th = 0, tl = 0;  // (hi lanes < 2^63, lo lanes < 2^61)
+    for (int j = 0; j < 8; ++j) {
+      th += hi[j];
+      tl += lo[j];
+    }
+    x2->add_shifted((th << 52) + tl, 2 * (e0 - 1));  // < 2^119
+  }
 }
 CHATVEC_AVX512_TARGET inline void stats_finish(const StatAcc& s, BlockStats* out) {
   alignas(64) double lanes[8];
@@ -449,36 +552,68 @@ CHATVEC_AVX512_TARGET inline void stats_finish(const StatAcc& s, BlockStats* out
   _mm512_store_pd(lanes, s.tl2);
   out->tl2 = reduce_lanes(lanes);
 }
-template <int kNB, bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt>
-CHATVEC_AVX512_TARGET void stats_block_avx512(
-    const uint8_t* __restrict c, const uint8_t* __restrict b, const float* __restrict d, const uint8_t* __restrict t,
-    size_t m, uint32_t lo, uint32_t width, uint64_t* __restrict hist, uint32_t keep_bits, BlockStats* out) {
-  const StatConsts k{_mm512_set1_epi32(0x7fffffff), _mm512_set1_epi32(int(lo)), _mm512_set1_epi32(int(width)),
-                     _mm512_set1_epi32(int(lo + (width - 1))), _mm512_set1_epi32(int(keep_bits))};
-  StatAcc s0{_mm512_setzero_pd(), _mm512_setzero_pd(), _mm512_setzero_pd(), 0}, s1 = s0;
-  // (kWin) the window bins of the elements inside it, 16 spare for the last store.
+// (x_bits: kX counts the elements whose |delta| bits are >= this; their
+// exact sums are added to x1 / x2.)
+template <int kNB, bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt, bool kX>
+CHATVEC_AVX512_TARGET void stats_block_avx512(const uint8_t* __restrict c, const uint8_t* __restrict b,
+                                              const float* __restrict d, const uint8_t* __restrict t, size_t m,
+                                              uint32_t lo, uint32_t width, uint64_t* __restrict hist,
+                                              uint32_t x_bits, BlockStats* out, ExactSum* x1, ExactSum* x2) {
+  const uint32_t e0 = exact_e0(x_bits);
+  const StatConsts k{_mm512_set1_epi32(0x7fffffff),          _mm512_set1_epi32(int(lo)),
+                     _mm512_set1_epi32(int(width)),          _mm512_set1_epi32(int(lo + (width - 1))),
+                     _mm512_set1_epi32(int(x_bits)),
+                     _mm512_set1_epi32(int(exact_outlier_bits(e0))), _mm512_set1_pd(std::ldexp(1.0, 150 - int(e0))),
+                     _mm512_set1_pd(std::ldexp(1.0, 2 * (150 - int(e0))))};
+  StatAcc s0{_mm512_setzero_pd(),    _mm512_setzero_pd(),    _mm512_setzero_pd(), _mm512_setzero_si512(),
+             _mm512_setzero_si512(), _mm512_setzero_si512(), 0},
+      s1 = s0;
+  // (kWin) the window bins of the elements inside it, 16 spare for the last
+  // store; (kX) the outliers' bits.
   alignas(64) uint32_t inside[kWin ? kNB * kStatBlock + 16 : 1];
-  size_t n_in = 0;
+  alignas(64) uint32_t outl[kX ? kNB * kStatBlock + 16 : 1];
+  size_t n_in = 0, n_out = 0;
   for (size_t i = 0; i < m; i += 16) {
     const __mmask16 km = m - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (m - i)) - 1);
-    stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s0, k, c, b, d, t, i, km, inside, n_in);
+    stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt, kX>(s0, k, c, b, d, t, i, km, inside, n_in, outl, n_out);
     if constexpr (kNB == 2)
-      stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt>(s1, k, c, b, d, t, i + kStatBlock, km, inside, n_in);
+      stats_step<kBf16, kWin, kKept, kL1, kL2, kTgt, kX>(s1, k, c, b, d, t, i + kStatBlock, km, inside, n_in, outl,
+                                                         n_out);
   }
   if constexpr (kWin)
     for (size_t j = 0; j < n_in; ++j) ++hist[inside[j]];
-  stats_finish(s0, out);
-  if constexpr (kNB == 2) stats_finish(s1, out + 1);
+  if constexpr (kX) {
+    exact_finish<kL1, kL2>(s0, e0, x1, x2);  // (the lanes, then the outliers)
+    if constexpr (kNB == 2) exact_finish<kL1, kL2>(s1, e0, x1, x2);
+    for (size_t j = 0; j < n_out; ++j) {
+      if constexpr (kL1) x1->add_abs_bits(outl[j]);
+      if constexpr (kL2) x2->add_sq_bits(outl[j]);
+    }
+  }
+  if constexpr (!kKept) {
+    stats_finish(s0, out);
+    if constexpr (kNB == 2) stats_finish(s1, out + 1);
+  }
 }
 using StatsFn = void (*)(const uint8_t*, const uint8_t*, const float*, const uint8_t*, size_t, uint32_t, uint32_t,
-                         uint64_t*, uint32_t, BlockStats*);
-// The kernel for these flags (kNB, kBf16, then win, kept, l1, l2, target).
+                         uint64_t*, uint32_t, BlockStats*, ExactSum*, ExactSum*);
+// The kernel for these flags (kNB, kBf16, then win, kept, l1, l2, target,
+// exact); null for combinations no pass uses.
+template <int kNB, bool kBf16, bool kWin, bool kKept, bool kL1, bool kL2, bool kTgt, bool kX>
+constexpr bool stats_valid() {
+  if constexpr (kWin && kKept) return false;
+  if constexpr (kKept && (!kX || kTgt)) return false;
+  if constexpr (kX && ((!kWin && !kKept) || (!kL1 && !kL2))) return false;
+  return true;
+}
 template <int kNB, bool... kFlags>
 StatsFn stats_pick(const bool* flags, int left) {
   if (left == 0) {
-    if constexpr (sizeof...(kFlags) == 6) return &stats_block_avx512<kNB, kFlags...>;
+    if constexpr (sizeof...(kFlags) == 7) {
+      if constexpr (stats_valid<kNB, kFlags...>()) return &stats_block_avx512<kNB, kFlags...>;
+    }
     return nullptr;
-  } else if constexpr (sizeof...(kFlags) < 6) {
+  } else if constexpr (sizeof...(kFlags) < 7) {
     return *flags ? stats_pick<kNB, kFlags..., true>(flags + 1, left - 1)
                   : stats_pick<kNB, kFlags..., false>(flags + 1, left - 1);
   }
@@ -499,12 +634,14 @@ struct PassResult {
                                          // kWindow: by the bits minus top_bin << 16 (bins top_bin..top_bin_hi)
   uint64_t above = 0;                    // kWindow: elements whose top 16 bits exceed top_bin_hi
   std::vector<double> l1, l2, tl2;       // per statistics block
+  ExactSum x1, x2;  // (`exact`) the exact sums of |delta| and delta^2: kKept of the kept elements,
+                    // kWindow of those above the window
 };
 
 // One pass over term `ti` of `task` (and the target for its norm).
 PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState& st, size_t ti, PassKind kind,
                     uint32_t top_bin, bool want_hist, bool want_target, unsigned sums, uint64_t step, int threads,
-                    uint32_t top_bin_hi = 0) {
+                    uint32_t top_bin_hi = 0, unsigned exact = 0) {
   const uint64_t n = sp.n;
   const uint64_t blocks = (n + kStatBlock - 1) / kStatBlock;
   PassResult r;
@@ -518,6 +655,13 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
   const int nt = std::max(1, threads);
   std::vector<std::vector<uint64_t>> local(static_cast<size_t>(nt));
   std::vector<uint64_t> above(static_cast<size_t>(nt), 0);
+  std::vector<ExactSum> x1(static_cast<size_t>(nt)), x2(static_cast<size_t>(nt));
+  if (kind != kKept && kind != kWindow) exact = 0;
+  if (kind == kKept) sums = 0;  // (its lane sums are not used: only the exact ones)
+  // kX counts exactly the elements whose |delta| bits are >= x_bits.
+  const uint32_t x_bits = kind == kKept ? st.keep_bits : uint32_t((uint64_t(top_bin_hi) + 1) << 16 > 0x80000000u
+                                                                         ? 0x80000000u
+                                                                         : (uint64_t(top_bin_hi) + 1) << 16);
   // The fused statistics kernel (AVX-512), where it covers the pass: straight
   // from the bf16 pair when there is no DARE, else from the DARE'd block.
   StatsFn fused = nullptr, fused2 = nullptr;  // one block, two full blocks
@@ -529,10 +673,11 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
     direct = !term.vector && !st.dare_threshold && plus->dtype() == DType::BF16 &&
              term.base->dtype() == DType::BF16 && !plus->fp8_block_scales() && !term.base->fp8_block_scales();
     fused_target = want_target && task.target->dtype() == DType::BF16 && !task.target->fp8_block_scales();
-    const bool flags[6] = {direct, kind == kWindow, kind == kKept, (sums & kL1Sum) != 0, (sums & kL2Sum) != 0,
-                           fused_target};
-    fused = stats_pick<1>(flags, 6);
-    fused2 = stats_pick<2>(flags, 6);
+    const unsigned which = kind == kKept ? exact : sums;
+    const bool flags[7] = {direct, kind == kWindow, kind == kKept, (which & kL1Sum) != 0, (which & kL2Sum) != 0,
+                           fused_target, exact != 0};
+    fused = stats_pick<1>(flags, 7);
+    fused2 = stats_pick<2>(flags, 7);
   }
 #endif
   for (uint64_t first = 0; first < n; first += step) {
@@ -565,7 +710,8 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
                                     d.data() + size_t(k) * kStatBlock,
                                     fused_target ? task.target->element(gk) : nullptr,
                                     pair ? size_t(kStatBlock) : size_t(std::min(kStatBlock, n - gk)), top_bin << 16,
-                                    uint32_t(hist_size), h.data(), st.keep_bits, &bs[k]);
+                                    uint32_t(hist_size), h.data(), x_bits, &bs[k], &x1[size_t(me)],
+                                    &x2[size_t(me)]);
           }
           for (int k = 0; k < nb; ++k) {
             const size_t bk = size_t(b + k);
@@ -601,8 +747,8 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
             const uint32_t a = abs_bits(d[i]);
             if ((a >> 16) == top_bin) ++h[a & 0xffffu];
           }
-        if (kind == kKept) prune_block(d.data(), m, st.keep_bits);  // only what pruning keeps (+0.0 adds nothing)
-        if (kind != kLowBits) {  // (kWindow: the sums of all, as kFirst)
+        if (exact) exact_block(d.data(), m, x_bits, exact, &x1[size_t(me)], &x2[size_t(me)]);
+        if (kind != kLowBits) {  // (kWindow: the sums of all, as kFirst; kKept: none)
           if (sums & kL1Sum) s1 = lane_sum_abs(d.data(), m);
           if (sums & kL2Sum) s2 = lane_sum_sq(d.data(), m);
         }
@@ -619,6 +765,10 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
     space_release(task, term, sp, first, count);
   }
   for (uint64_t a : above) r.above += a;
+  for (int i = 0; i < nt; ++i) {
+    r.x1.add(x1[size_t(i)]);
+    r.x2.add(x2[size_t(i)]);
+  }
   if (want_hist) {
     for (auto& h : local) {
       if (h.empty()) continue;
@@ -735,8 +885,11 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
     bool found = false;
     uint32_t window_bits = 0;
     PassResult first;
+    // (The kept elements' exact sums, for a rescale or clip: on a hit those
+    // above the window from its pass, those in it from its histogram.)
+    const unsigned kept_sums = prune ? sums : 0u;
     if (have_window) {
-      first = run_pass(task, sp, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi);
+      first = run_pass(task, sp, st, ti, kWindow, w_lo, true, clip, sums, step, threads, w_hi, kept_sums);
       uint64_t inside = 0;
       for (uint64_t c : first.hist) inside += c;
       if (first.above < rank && first.above + inside >= rank) {
@@ -769,10 +922,24 @@ OpsState prepare_vector_ops(const TensorTask& task, uint64_t chunk_elements, int
       }
       st.prune = true;
       st.window_hit = found;
-      if (rescale || clip) {
-        PassResult kept = run_pass(task, sp, st, ti, kKept, 0, false, false, sums, step, threads);
-        st.l1_kept = ordered_sum(kept.l1);
-        st.l2sq_kept = ordered_sum(kept.l2);
+      if (kept_sums) {
+        ExactSum x1, x2;
+        if (found) {
+          x1 = first.x1;
+          x2 = first.x2;
+          for (size_t i = 0; i < first.hist.size(); ++i) {
+            const uint32_t bits = (w_lo << 16) + uint32_t(i);
+            if (first.hist[i] == 0 || bits < st.keep_bits) continue;
+            if (kept_sums & kL1Sum) x1.add_abs_bits(bits, first.hist[i]);
+            if (kept_sums & kL2Sum) x2.add_sq_bits(bits, first.hist[i]);
+          }
+        } else {
+          PassResult kept = run_pass(task, sp, st, ti, kKept, 0, false, false, 0, step, threads, 0, kept_sums);
+          x1 = kept.x1;
+          x2 = kept.x2;
+        }
+        if (kept_sums & kL1Sum) st.l1_kept = x1.abs_value();
+        if (kept_sums & kL2Sum) st.l2sq_kept = x2.sq_value();
       }
       if (ops.rescale == PruneRescale::L1 && st.l1_kept > 0) rescale_factor = st.l1_all / st.l1_kept;
       if (ops.rescale == PruneRescale::L2 && st.l2sq_kept > 0) rescale_factor = std::sqrt(st.l2sq_all / st.l2sq_kept);

@@ -10,15 +10,19 @@
 //                         (with the L1/L2 norms of the vector and the L2 norm
 //                         of the target); on a miss, a 65536-bin histogram of
 //                         the top 16 bits and then of the low 16 bits inside
-//                         the bin that holds the k-th largest.  Then, for a
-//                         rescale or clip, the norms of the kept elements.
+//                         the bin that holds the k-th largest.  For a rescale
+//                         or clip the kept elements' norms are exact sums
+//                         (exact_sum.h): on a hit from the windowed pass (above
+//                         the window) and its histogram; after a miss, one
+//                         more pass.
 //                         Each pass walks the tensor in steps no larger than the
 //                         executor's chunk, handing the inputs' pages back
 //                         after each, so memory stays what a plain merge uses.
 //   combine_ops_range()   the output elements, from the inputs and those
 //                         statistics.
 //
-// Everything is a function of the element index and of sums in a fixed order
+// Everything is a function of the element index, of exact sums rounded once
+// (the kept elements' norms) and of sums in a fixed order
 // (blocks of 4096 elements, element i in lane i mod 8, lanes summed in index
 // order in fp64 and added pairwise, then the block sums in block order), so the result is the same whatever --threads and the
 // chunk size.  docs/operations.md states every formula.
@@ -57,7 +61,8 @@ struct TermOpsState {
   uint64_t kept_threshold_rank = 0;  // ceil(keep * n)
   bool window_hit = false;           // the threshold came from the sampled window's pass
   // (Only the sums the operations need: L1 for an l1 rescale, L2 for an l2
-  // rescale or clipping; the others stay 0.)
+  // rescale or clipping; the others stay 0.  The kept ones are exact sums
+  // rounded once, the others in the fixed lane order.)
   double l1_all = 0, l2sq_all = 0, l1_kept = 0, l2sq_kept = 0, target_l2sq = 0;
 };
 

@@ -141,6 +141,13 @@ def ordered_sum(values):
     return total
 
 
+def kept_sum(values):
+    """The kept elements' sums: the exact sum of the float64 values (|d|, or
+    d^2, exact in float64 for a float32 d) rounded once to nearest-even, as
+    math.fsum computes it (inf among them: inf; NaN: NaN)."""
+    return math.fsum(values.tolist())
+
+
 def abs_bits(d):
     return d.view(np.uint32) & np.uint32(0x7FFFFFFF)
 
@@ -168,9 +175,8 @@ def operate(name, d, target32, index, a, elements=None):
         kept = bits >= t
         facts["threshold_bits"] = int(t)
         facts["kept"] = int(kept.sum())
-        dk = np.where(kept, d64, 0.0)
-        l1_kept = ordered_sum(np.abs(dk))
-        l2_kept = ordered_sum(dk * dk)
+        l1_kept = kept_sum(np.abs(d64[kept]))
+        l2_kept = kept_sum(d64[kept] * d64[kept])
         d = np.where(kept, d, np.float32(0.0)).astype(np.float32)
         if a.rescale == "l1" and l1_kept > 0:
             rescale = l1_all / l1_kept

@@ -9,6 +9,7 @@
 #include <limits>
 
 #include "core/error.h"
+#include "fsum_reference.h"
 #include "core/file_util.h"
 #include "formats/checkpoint.h"
 #include "formats/safetensors/safetensors_writer.h"
@@ -136,8 +137,10 @@ TEST(Recipe, RoundTripUnknownKeysAndRelativePaths) {
 
 // A model of one tensor, written by the library's own writer (the values do
 // not matter here, only that two ways of computing give the same bits).
+// (wide: the values spread over 150 binades, subnormals included, so the
+// exact sums' lanes, their outliers and subnormals all take part.)
 void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t rows, uint64_t cols, uint32_t seed,
-               bool specials = false) {
+               bool specials = false, bool wide = false) {
   fs::create_directories(dir);
   std::vector<float> v(rows * cols);
   uint64_t s = seed;
@@ -145,6 +148,8 @@ void write_one(const fs::path& dir, const std::string& name, DType dt, uint64_t 
     s = s * 6364136223846793005ull + 1442695040888963407ull;
     x = float(int64_t(s >> 40) - (1ll << 23)) * 1e-8f;
   }
+  if (wide)
+    for (size_t i = 0; i < v.size(); ++i) v[i] = std::ldexp(v[i], 20 - int((i * 37 + seed) % 150));
   // Ties in |delta|: every 7th value repeated.
   for (size_t i = 7; i < v.size(); i += 7) v[i] = v[i - 7];
   if (specials) {  // NaN, infinities, zeros, a subnormal, near the tail too
@@ -284,17 +289,20 @@ TEST(VectorOps, FusedStatisticsEqualTheGeneralPathInAnyGrouping) {
   testing::TempDir tmp;
   const std::string name = "model.layers.0.mlp.up_proj.weight";
   NullReporter rep;
-  for (bool specials : {false, true})
+  for (int data : {0, 1, 2})  // clean, specials, wide
     for (DType tdt : {DType::BF16, DType::F16}) {
-      const fs::path dir = tmp.path() / (std::string(specials ? "s" : "c") + std::string(dtype_name(tdt)));
-      write_one(dir / "base", name, DType::BF16, 151, 233, 11, specials);  // 8.6 blocks
-      write_one(dir / "chat", name, DType::BF16, 151, 233, 12, specials);
+      if (data == 2 && tdt == DType::F16) continue;
+      const bool specials = data == 1, wide = data == 2;
+      const fs::path dir = tmp.path() / (std::to_string(data) + std::string(dtype_name(tdt)));
+      write_one(dir / "base", name, DType::BF16, 151, 233, 11, specials, wide);  // 8.6 blocks
+      write_one(dir / "chat", name, DType::BF16, 151, 233, 12, specials, wide);
       write_one(dir / "target", name, tdt, 151, 233, 13, specials);
       for (double dare : {0.0, 0.4})
-        for (double keep : {1.0, 0.2})
+        for (double keep : {1.0, 0.2, 0.97})
           for (PruneRescale rescale : {PruneRescale::None, PruneRescale::L1, PruneRescale::L2})
             for (double clip : {0.0, 0.3}) {
               if (keep == 1.0 && (rescale != PruneRescale::None || clip == 0)) continue;
+              if (keep == 0.97 && !wide) continue;  // (wide: a threshold among the subnormals)
               MergeJob job;
               job.base = (dir / "base").string();
               job.chat = (dir / "chat").string();
@@ -314,7 +322,7 @@ TEST(VectorOps, FusedStatisticsEqualTheGeneralPathInAnyGrouping) {
               set_vector_ops_fast_paths(true);
               const std::string what = std::string(dtype_name(tdt)) + std::string(" dare ") + std::to_string(dare) + " keep " +
                                        std::to_string(keep) + " clip " + std::to_string(clip) + " specials " +
-                                       std::to_string(specials);
+                                       std::to_string(data);
               for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 1}, {n, 1}, {n, 2}, {3 * 4096, 3}}) {
                 const OpsState fast = prepare_vector_ops(task, chunk, threads);
                 const TermOpsState &a = slow.terms[0], &b = fast.terms[0];
@@ -342,7 +350,8 @@ TEST(VectorOps, ThresholdWindowHitAndMissAgree) {
   write_one(tmp.path() / "chat", name, DType::BF16, 400, 129, 5);
   write_one(tmp.path() / "target", name, DType::BF16, 400, 129, 6);
   NullReporter rep;
-  for (double keep : {0.3, 0.01, 0.999}) {
+  for (double keep : {0.3, 0.01, 0.999})
+   for (PruneRescale rescale : {PruneRescale::L1, PruneRescale::L2}) {
     MergeJob job;
     job.base = (tmp.path() / "base").string();
     job.chat = (tmp.path() / "chat").string();
@@ -350,7 +359,7 @@ TEST(VectorOps, ThresholdWindowHitAndMissAgree) {
     job.output = (tmp.path() / "out").string();
     job.ops.dare = 0.2;
     job.ops.keep = keep;
-    job.ops.rescale = PruneRescale::L2;
+    job.ops.rescale = rescale;
     job.ops.clip = 0.5;
     PreparedJob p = prepare_job(job, rep);
     const TensorTask& task = p.plan.tasks[0];
@@ -362,23 +371,39 @@ TEST(VectorOps, ThresholdWindowHitAndMissAgree) {
     task.terms[0].chat->read_f32(0, n, d.data());
     task.terms[0].base->read_f32(0, n, scratch.data());
     std::vector<uint32_t> bits(n);
+    std::vector<float> delta(n);
     for (uint64_t i = 0; i < n; ++i) {
       float v = d[i] - scratch[i];
       const uint64_t z = dare_bits(hit.terms[0].dare_state, i);
       v = (z >> 11) < hit.terms[0].dare_threshold ? 0.0f : v * hit.terms[0].dare_scale;
+      delta[i] = v;
       uint32_t b;
       std::memcpy(&b, &v, 4);
       bits[i] = b & 0x7fffffffu;
     }
-    std::sort(bits.begin(), bits.end());
+    std::vector<uint32_t> sorted = bits;
+    std::sort(sorted.begin(), sorted.end());
     const uint64_t rank = uint64_t(std::ceil(keep * double(n)));
-    EXPECT_EQ(hit.terms[0].keep_bits, bits[n - rank]) << keep;
+    EXPECT_EQ(hit.terms[0].keep_bits, sorted[n - rank]) << keep;
+    // The kept sums: the correctly rounded sums over the kept elements.
+    std::vector<double> k1, k2;
+    for (uint64_t i = 0; i < n; ++i)
+      if (bits[i] >= sorted[n - rank]) {
+        k1.push_back(std::fabs(double(delta[i])));
+        k2.push_back(double(delta[i]) * double(delta[i]));
+      }
+    const double r1 = fsum_reference(k1), r2 = fsum_reference(k2);
+    if (rescale == PruneRescale::L1) {
+      EXPECT_EQ(std::memcmp(&hit.terms[0].l1_kept, &r1, 8), 0) << keep;
+    }
+    EXPECT_EQ(std::memcmp(&hit.terms[0].l2sq_kept, &r2, 8), 0) << keep;  // (clip needs it)
     set_vector_ops_force_window_miss(true);
     for (auto [chunk, threads] : {std::pair<uint64_t, int>{4096, 1}, {5000, 3}, {n, 2}}) {
       const OpsState miss = prepare_vector_ops(task, chunk, threads);
       EXPECT_FALSE(miss.terms[0].window_hit);
       EXPECT_EQ(miss.terms[0].keep_bits, hit.terms[0].keep_bits) << keep << " " << chunk;
       EXPECT_EQ(std::memcmp(&miss.terms[0].l2sq_kept, &hit.terms[0].l2sq_kept, sizeof(double)), 0);
+      EXPECT_EQ(std::memcmp(&miss.terms[0].l1_kept, &hit.terms[0].l1_kept, sizeof(double)), 0);
       EXPECT_EQ(std::memcmp(&miss.terms[0].l2sq_all, &hit.terms[0].l2sq_all, sizeof(double)), 0);
       EXPECT_EQ(std::memcmp(&miss.terms[0].target_l2sq, &hit.terms[0].target_l2sq, sizeof(double)), 0);
       EXPECT_EQ(miss.terms[0].factor, hit.terms[0].factor);
