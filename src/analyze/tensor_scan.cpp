@@ -17,6 +17,12 @@ namespace chatvec {
 
 namespace {
 
+// The hot loops are compiled for AVX-512 (x86-64-v4), AVX2 and the
+// baseline, chosen at load time by the CPU's features; every operation is
+// the scalar one lane by lane (no FMA contraction: -ffp-contract=off), so
+// the results are the same whichever runs.
+#define CHATVEC_AN_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+
 constexpr uint64_t B = kAnalyzeBlock;
 // Every sum over a block runs in kLanes lanes: element i of the block goes
 // to lane i mod kLanes, each lane adds its elements in order, and the lanes
@@ -157,7 +163,7 @@ struct Sums1 {
 // Pass 1 over one block of m elements: δc to dc[], every sum.  δc and δt
 // are computed in float64 from the exactly widened values.
 template <Repr R, bool kT>
-__attribute__((target_clones("avx2", "default"))) void pass1_kernel(const uint8_t* __restrict b,
+CHATVEC_AN_CLONES void pass1_kernel(const uint8_t* __restrict b,
                                                                     const uint8_t* __restrict c,
                                                                     const uint8_t* __restrict t, size_t m,
                                                                     double* __restrict dc, Sums1& out) {
@@ -220,7 +226,7 @@ __attribute__((target_clones("avx2", "default"))) void pass1_kernel(const uint8_
 
 // δc only (the later passes).
 template <Repr R>
-__attribute__((target_clones("avx2", "default"))) void delta_kernel(const uint8_t* __restrict b,
+CHATVEC_AN_CLONES void delta_kernel(const uint8_t* __restrict b,
                                                                     const uint8_t* __restrict c, size_t m,
                                                                     double* __restrict dc) {
   const size_t full = m / 4 * 4;
@@ -238,7 +244,7 @@ struct Above {
 
 // The count, Σ|δc| and Σδc² of the block's elements with |δc| > lim, in
 // lanes (an element at or below lim adds +0).
-__attribute__((target_clones("avx2", "default"))) void above_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void above_kernel(const double* __restrict dc, size_t m,
                                                                     double lim, Above& out) {
   v4d vl1[2] = {}, vl2[2] = {};
   v4l vcnt[2] = {};
@@ -272,7 +278,7 @@ __attribute__((target_clones("avx2", "default"))) void above_kernel(const double
 
 // The keys of the block's elements with lo <= |δc| <= hi, appended to `out`
 // while it holds fewer than `cap`; `count` counts them all.
-__attribute__((target_clones("avx2", "default"))) void gather_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void gather_kernel(const double* __restrict dc, size_t m,
                                                                      double lo, double hi,
                                                                      std::vector<uint64_t>& out, uint64_t& count,
                                                                      uint64_t cap) {
@@ -357,7 +363,7 @@ class KeyCounts {
 // For each window w < nw, the keys of the block's elements with
 // lo[w] <= |δc| <= hi[w], counted in into[w]: one scan for all windows,
 // branching only on groups of four that hold a candidate.
-__attribute__((target_clones("avx2", "default"))) void window_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void window_kernel(const double* __restrict dc, size_t m,
                                                                      const double* lo, const double* hi,
                                                                      size_t nw, KeyCounts* into) {
   const size_t full = m / 4 * 4;
@@ -384,7 +390,7 @@ __attribute__((target_clones("avx2", "default"))) void window_kernel(const doubl
 // the level-0 histogram (counts only), for each window the mass above it
 // (in lanes, exactly as above_kernel) and its values (as window_kernel).
 template <size_t NW, bool kHist = true>
-__attribute__((target_clones("avx2", "default"))) void select_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void select_kernel(const double* __restrict dc, size_t m,
                                                                      const double* lo, const double* hi,
                                                                      Above* above, KeyCounts* into, Bin* h) {
   v4d vl1[NW][2] = {}, vl2[NW][2] = {};
