@@ -1,9 +1,11 @@
 #include "analyze/tensor_scan.h"
 
+#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -158,6 +160,7 @@ inline void lanes(const V* v, T* a) {
 struct Sums1 {
   double bsq = 0, csq = 0, cl1 = 0, tsq = 0, dot = 0;
   uint64_t cnz = 0, both = 0, agree = 0;
+  bool selected = false;  // the selection work of the block is done too (fused_kernel)
 };
 
 // Pass 1 over one block of m elements: δc to dc[], every sum.  δc and δt
@@ -462,6 +465,171 @@ void select_windows(size_t nw, const double* dc, size_t m, const double* lo, con
   }
 }
 
+// Pass 1 and its selection work fused (BF16 or F32 inputs, with windows;
+// AVX-512 only, see fused_ok()): the sums of pass1_kernel and the scan of
+// select_kernel<NW, true> in one loop over the stored values, eight
+// elements (one register, element i of the block in lane i mod 8) at a
+// time, δc kept in registers instead of a block buffer, the counts summed
+// from the compare masks.  Each lane takes the same values in the same
+// order as in the two kernels (an element at or below a window adds +0 to
+// a sum that is never -0), the tail and the order in which window keys are
+// added are theirs, so the bits are the same (tests/analyze: the JSON with
+// CHATVEC_ANALYZE_UNFUSED=1 is the same file).
+#define CHATVEC_AN_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
+
+bool fused_ok() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("popcnt");
+  return yes;
+}
+
+template <Repr R>
+CHATVEC_AN_AVX512 inline __m512d ld8(const uint8_t* p, size_t i) {
+  if constexpr (R == Repr::BF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
+    const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+    return _mm512_cvtps_pd(_mm256_castsi256_ps(w));
+  } else {
+    static_assert(R == Repr::F32);
+    return _mm512_cvtps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i)));
+  }
+}
+
+template <Repr R, bool kT, size_t NW>
+CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* __restrict c,
+                                    const uint8_t* __restrict t, size_t m, Sums1& out, const double* lo,
+                                    const double* hi, Above* above, KeyCounts* into, Bin* h) {
+  const __m512d zero = _mm512_setzero_pd();
+  const __m512i absmask = _mm512_set1_epi64(INT64_MAX);
+  __m512d vbsq = zero, vcsq = zero, vcl1 = zero, vtsq = zero, vdot = zero;
+  uint64_t ncnz = 0, nboth = 0, nagree = 0, ncnt[NW] = {};
+  __m512d vl1[NW], vl2[NW], vlo[NW], vhi[NW];
+  double wlo[NW], whi[NW];
+  for (size_t w = 0; w < NW; ++w) {
+    wlo[w] = lo[w], whi[w] = hi[w];
+    vl1[w] = zero, vl2[w] = zero;
+    vlo[w] = _mm512_set1_pd(lo[w]), vhi[w] = _mm512_set1_pd(hi[w]);
+  }
+  const size_t full = m / kLanes * kLanes;
+  for (size_t i = 0; i < full; i += kLanes) {
+    const __m512d bv = ld8<R>(b, i), d = _mm512_sub_pd(ld8<R>(c, i), bv);
+    vbsq = _mm512_add_pd(vbsq, _mm512_mul_pd(bv, bv));
+    vcsq = _mm512_add_pd(vcsq, _mm512_mul_pd(d, d));
+    const __m512i keys = _mm512_and_si512(_mm512_castpd_si512(d), absmask);
+    const __m512d v = _mm512_castsi512_pd(keys);
+    vcl1 = _mm512_add_pd(vcl1, v);
+    const __mmask8 dnz = _mm512_cmp_pd_mask(d, zero, _CMP_NEQ_UQ);
+    ncnz += unsigned(__builtin_popcount(dnz));
+    if constexpr (kT) {
+      const __m512d e = _mm512_sub_pd(ld8<R>(t, i), bv);
+      vtsq = _mm512_add_pd(vtsq, _mm512_mul_pd(e, e));
+      vdot = _mm512_add_pd(vdot, _mm512_mul_pd(d, e));
+      const __mmask8 nz = dnz & _mm512_cmp_pd_mask(e, zero, _CMP_NEQ_UQ);
+      const __mmask8 same = __mmask8(~(_mm512_cmp_pd_mask(d, zero, _CMP_GT_OQ) ^ _mm512_cmp_pd_mask(e, zero, _CMP_GT_OQ)));
+      nboth += unsigned(__builtin_popcount(nz));
+      nagree += unsigned(__builtin_popcount(__mmask8(nz & same)));
+    }
+    alignas(64) uint64_t bins[kLanes];
+    _mm512_store_si512(bins, _mm512_srli_epi64(keys, kLevels[0].shift));
+    for (size_t j = 0; j < kLanes; ++j) ++h[bins[j]].n;
+    __mmask8 any = 0;
+    for (size_t w = 0; w < NW; ++w) {
+      const __mmask8 up = _mm512_cmp_pd_mask(v, vhi[w], _CMP_GT_OQ);
+      const __m512d kept = _mm512_maskz_mov_pd(up, v);
+      ncnt[w] += unsigned(__builtin_popcount(up));
+      vl1[w] = _mm512_add_pd(vl1[w], kept);
+      vl2[w] = _mm512_add_pd(vl2[w], _mm512_mul_pd(kept, kept));
+      any |= __mmask8(_mm512_cmp_pd_mask(v, vlo[w], _CMP_GE_OQ) & ~up);
+    }
+    if (any == 0) continue;
+    alignas(64) double vs[kLanes];
+    alignas(64) uint64_t ks[kLanes];
+    _mm512_store_pd(vs, v);
+    _mm512_store_si512(ks, keys);
+    for (size_t j = 0; j < kLanes; ++j)
+      if (any >> j & 1)
+        for (size_t w = 0; w < NW; ++w)
+          if (vs[j] >= wlo[w] && vs[j] <= whi[w]) into[w].add(ks[j]);
+  }
+  alignas(64) double bsq[kLanes], csq[kLanes], cl1[kLanes], tsq[kLanes], dot[kLanes];
+  _mm512_store_pd(bsq, vbsq), _mm512_store_pd(csq, vcsq), _mm512_store_pd(cl1, vcl1);
+  _mm512_store_pd(tsq, vtsq), _mm512_store_pd(dot, vdot);
+  double dt[kLanes];  // the tail's δc (fewer than kLanes)
+  for (size_t i = full; i < m; ++i) {  // the tail, into lanes 0, 1, ...
+    const size_t j = i - full;
+    const double bv = ld<R>(b, i), d = ld<R>(c, i) - bv;
+    dt[j] = d;
+    bsq[j] += bv * bv;
+    csq[j] += d * d;
+    cl1[j] += std::fabs(d);
+    ncnz += d != 0;
+    if constexpr (kT) {
+      const double e = ld<R>(t, i) - bv;
+      tsq[j] += e * e;
+      dot[j] += d * e;
+      const bool nz = d != 0 && e != 0;
+      nboth += nz;
+      nagree += nz && ((d > 0) == (e > 0));
+    }
+  }
+  out.bsq = fold(bsq);
+  out.csq = fold(csq);
+  out.cl1 = fold(cl1);
+  out.cnz = ncnz;
+  if constexpr (kT) {
+    out.tsq = fold(tsq);
+    out.dot = fold(dot);
+    out.both = nboth;
+    out.agree = nagree;
+  }
+  for (size_t w = 0; w < NW; ++w) {  // as select_kernel's tail: window by window
+    alignas(64) double l1[kLanes], l2[kLanes];
+    _mm512_store_pd(l1, vl1[w]), _mm512_store_pd(l2, vl2[w]);
+    for (size_t i = full; i < m; ++i) {
+      const size_t j = i - full;
+      const double v = std::fabs(dt[j]);
+      const double kept = v > whi[w] ? v : 0.0;
+      ncnt[w] += v > whi[w];
+      l1[j] += kept;
+      l2[j] += kept * kept;
+      if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+    }
+    above[w].count = ncnt[w];
+    above[w].l1 = fold(l1);
+    above[w].l2 = fold(l2);
+  }
+  for (size_t i = full; i < m; ++i) ++h[key_of(dt[i - full]) >> kLevels[0].shift].n;
+}
+
+// fused_kernel for a window count known at run time (1 to 9).
+template <Repr R, bool kT>
+void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t* t, size_t m, Sums1& out,
+                   const double* lo, const double* hi, Above* above, KeyCounts* into, Bin* h) {
+  switch (nw) {
+    case 1: return fused_kernel<R, kT, 1>(b, c, t, m, out, lo, hi, above, into, h);
+    case 2: return fused_kernel<R, kT, 2>(b, c, t, m, out, lo, hi, above, into, h);
+    case 3: return fused_kernel<R, kT, 3>(b, c, t, m, out, lo, hi, above, into, h);
+    case 4: return fused_kernel<R, kT, 4>(b, c, t, m, out, lo, hi, above, into, h);
+    case 5: return fused_kernel<R, kT, 5>(b, c, t, m, out, lo, hi, above, into, h);
+    case 6: return fused_kernel<R, kT, 6>(b, c, t, m, out, lo, hi, above, into, h);
+    case 7: return fused_kernel<R, kT, 7>(b, c, t, m, out, lo, hi, above, into, h);
+    case 8: return fused_kernel<R, kT, 8>(b, c, t, m, out, lo, hi, above, into, h);
+    case 9: return fused_kernel<R, kT, 9>(b, c, t, m, out, lo, hi, above, into, h);
+    default: throw std::logic_error("analyze: too many windows");
+  }
+}
+
+// CHATVEC_ANALYZE_UNFUSED set (to anything but 0): pass 1 runs pass1_kernel
+// then select_kernel, not fused_kernel (a test hook; the same figures).
+bool unfused() {
+  static const bool yes = [] {
+    const char* e = std::getenv("CHATVEC_ANALYZE_UNFUSED");
+    return e && *e && std::string(e) != "0";
+  }();
+  return yes;
+}
+
 // Stored values to fp64, exactly (the slow path that looks for a bad element).
 void load_f64(const ScanOperand& op, uint64_t width, uint64_t first, size_t n, double* dst) {
   const CheckpointTensor& t = *op.tensor;
@@ -709,8 +877,15 @@ class Scanner {
         if (full) {
           const uint8_t* pt = with_t ? fetch(in_.target, in_.width, off, m, repr_, st(2)) : nullptr;
           Sums1 sums;
-          run_pass1(pb, pc, pt, m, dc, sums);
-          fn(bi, off, dc, m, tid, &sums);
+          if (fused_.nu && repr_ != Repr::F64) {
+            const FusedSelect& f = fused_;
+            run_fused(pb, pc, pt, m, sums, &f.blocks[size_t(bi) * f.nu], (*f.keys)[size_t(tid)].data(),
+                      (*f.hist)[size_t(tid)].data());
+            fn(bi, off, static_cast<const double*>(nullptr), m, tid, &sums);
+          } else {
+            run_pass1(pb, pc, pt, m, dc, sums);
+            fn(bi, off, static_cast<const double*>(dc), m, tid, &sums);
+          }
         } else {
           delta(pb, pc, m, dc);
           fn(bi, off, dc, m, tid, static_cast<const Sums1*>(nullptr));
@@ -720,6 +895,18 @@ class Scanner {
       if (with_t) hint(in_.target, in_.width, first, count, true);
       after(first, size_t(blocks));
     }
+  }
+
+  void run_fused(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, Sums1& s, Above* above,
+                 KeyCounts* into, Bin* h) const {
+    const FusedSelect& f = fused_;
+    s.selected = true;
+    if (pt) {
+      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+      return fused_windows<Repr::F32, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    }
+    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    return fused_windows<Repr::F32, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
   }
 
   void run_pass1(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, double* dc, Sums1& s) const {
@@ -863,6 +1050,11 @@ class Scanner {
     const size_t nu = ulo.size();
     std::vector<Above> wblocks(nu * blocks.size()), uabove(nu);
     std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nu));
+    // With the tensor's windows, the selection work runs in pass 1's own
+    // loop (fused_kernel) unless CHATVEC_ANALYZE_UNFUSED is set (the tests'
+    // check that both give the same bits).
+    fused_ = FusedSelect{};
+    if (nw == 3 && nu <= 9 && fused_ok() && !unfused()) fused_ = FusedSelect{nu, ulo.data(), uhi.data(), wblocks.data(), &wkeys, &hist};
     pass(
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
@@ -870,7 +1062,8 @@ class Scanner {
           // With windows (they decide nearly always) the histogram counts only:
           // every bin "mixed" for the fallback.
           if (nw == 3) {
-            select_windows<true>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
+            if (!x->selected)
+              select_windows<true>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
                                  wkeys[size_t(tid)].data(), h);
           } else {
             if (nw) {
@@ -917,6 +1110,7 @@ class Scanner {
             }
           }
         });
+    fused_ = FusedSelect{};
     // The scanned windows' distinct keys and counts, whichever thread saw them.
     std::vector<std::vector<std::pair<uint64_t, uint64_t>>> ukeys(nu);
     std::vector<uint8_t> uover(nu, 0);
@@ -1208,6 +1402,16 @@ class Scanner {
   std::vector<Window> windows_;
   std::vector<WindowSums> win_;
   std::vector<Above> xabove_;  // the extra windows': |δc| > hi, block by block
+  // Pass 1 with fused_kernel (nu > 0): the scanned windows and where their
+  // block figures, keys and histogram go.
+  struct FusedSelect {
+    size_t nu = 0;
+    const double *lo = nullptr, *hi = nullptr;
+    Above* blocks = nullptr;
+    std::vector<std::vector<KeyCounts>>* keys = nullptr;
+    std::vector<std::vector<Bin>>* hist = nullptr;
+  };
+  FusedSelect fused_;
 };
 
 }  // namespace
