@@ -940,20 +940,33 @@ class Scanner {
       return;
     }
     const double s = double(sample.size());
-    auto at_rank = [&](double rank) {  // the rank-th largest of the sample (1 = largest)
-      const size_t i = size_t(std::clamp(rank, 1.0, s)) - 1;
-      std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.end(), std::greater<double>());
-      return sample[i];
-    };
+    // The ranks wanted (1 = largest), selected from the largest rank down:
+    // after nth_element at index i, the i elements before it are the i
+    // largest, so a smaller rank is selected among them only (the values
+    // are the exact order statistics whatever the order of the calls).
+    std::vector<std::pair<size_t, double*>> ranks;
     for (size_t q = 0; q < windows_.size(); ++q) {
       const double p = opt_.percents[size_t(q)] / 100.0;
       const double r = std::ceil(p * s), w = kWindowSigmas * std::sqrt(s * p * (1 - p)) + 16;
       Window& x = windows_[q];
       x.on = true;
-      x.hi = r - w < 1 ? HUGE_VAL : at_rank(r - w);
-      x.lo = r + w > s ? 0.0 : at_rank(r + w);
-      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+      x.hi = HUGE_VAL;
+      x.lo = 0.0;
+      if (!(r - w < 1)) ranks.emplace_back(size_t(std::clamp(r - w, 1.0, s)) - 1, &x.hi);
+      if (!(r + w > s)) ranks.emplace_back(size_t(std::clamp(r + w, 1.0, s)) - 1, &x.lo);
     }
+    std::stable_sort(ranks.begin(), ranks.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    size_t bound = sample.size();
+    for (const auto& [i, to] : ranks) {
+      if (i < bound) {
+        std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.begin() + ptrdiff_t(bound),
+                         std::greater<double>());
+        bound = i;
+      }
+      *to = sample[i];
+    }
+    for (Window& x : windows_)
+      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
     // All windows or none (the first pass scans for all of them at once).
     if (std::any_of(windows_.begin(), windows_.end(), [](const Window& x) { return !x.on; })) windows_.clear();
   }
