@@ -496,7 +496,7 @@ CHATVEC_AN_AVX512 inline __m512d ld8(const uint8_t* p, size_t i) {
   }
 }
 
-template <Repr R, bool kT, size_t NW>
+template <Repr R, bool kT, size_t NW, bool kHist>
 CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* __restrict c,
                                     const uint8_t* __restrict t, size_t m, Sums1& out, const double* lo,
                                     const double* hi, Above* above, KeyCounts* into, Bin* h) {
@@ -530,9 +530,11 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
       nboth += unsigned(__builtin_popcount(nz));
       nagree += unsigned(__builtin_popcount(__mmask8(nz & same)));
     }
-    alignas(64) uint64_t bins[kLanes];
-    _mm512_store_si512(bins, _mm512_srli_epi64(keys, kLevels[0].shift));
-    for (size_t j = 0; j < kLanes; ++j) ++h[bins[j]].n;
+    if constexpr (kHist) {
+      alignas(64) uint64_t bins[kLanes];
+      _mm512_store_si512(bins, _mm512_srli_epi64(keys, kLevels[0].shift));
+      for (size_t j = 0; j < kLanes; ++j) ++h[bins[j]].n;
+    }
     __mmask8 any = 0;
     for (size_t w = 0; w < NW; ++w) {
       const __mmask8 up = _mm512_cmp_pd_mask(v, vhi[w], _CMP_GT_OQ);
@@ -599,23 +601,24 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
     above[w].l1 = fold(l1);
     above[w].l2 = fold(l2);
   }
-  for (size_t i = full; i < m; ++i) ++h[key_of(dt[i - full]) >> kLevels[0].shift].n;
+  if constexpr (kHist)
+    for (size_t i = full; i < m; ++i) ++h[key_of(dt[i - full]) >> kLevels[0].shift].n;
 }
 
 // fused_kernel for a window count known at run time (1 to 9).
-template <Repr R, bool kT>
+template <Repr R, bool kT, bool kHist>
 void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t* t, size_t m, Sums1& out,
                    const double* lo, const double* hi, Above* above, KeyCounts* into, Bin* h) {
   switch (nw) {
-    case 1: return fused_kernel<R, kT, 1>(b, c, t, m, out, lo, hi, above, into, h);
-    case 2: return fused_kernel<R, kT, 2>(b, c, t, m, out, lo, hi, above, into, h);
-    case 3: return fused_kernel<R, kT, 3>(b, c, t, m, out, lo, hi, above, into, h);
-    case 4: return fused_kernel<R, kT, 4>(b, c, t, m, out, lo, hi, above, into, h);
-    case 5: return fused_kernel<R, kT, 5>(b, c, t, m, out, lo, hi, above, into, h);
-    case 6: return fused_kernel<R, kT, 6>(b, c, t, m, out, lo, hi, above, into, h);
-    case 7: return fused_kernel<R, kT, 7>(b, c, t, m, out, lo, hi, above, into, h);
-    case 8: return fused_kernel<R, kT, 8>(b, c, t, m, out, lo, hi, above, into, h);
-    case 9: return fused_kernel<R, kT, 9>(b, c, t, m, out, lo, hi, above, into, h);
+    case 1: return fused_kernel<R, kT, 1, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 2: return fused_kernel<R, kT, 2, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 3: return fused_kernel<R, kT, 3, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 4: return fused_kernel<R, kT, 4, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 5: return fused_kernel<R, kT, 5, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 6: return fused_kernel<R, kT, 6, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 7: return fused_kernel<R, kT, 7, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 8: return fused_kernel<R, kT, 8, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 9: return fused_kernel<R, kT, 9, kHist>(b, c, t, m, out, lo, hi, above, into, h);
     default: throw std::logic_error("analyze: too many windows");
   }
 }
@@ -819,6 +822,7 @@ class Scanner {
     for (size_t q = 0; q < sel.size(); ++q) {
       Selection& s = sel[q];
       if (window_hit(q, s)) continue;
+      if (hist0_.empty()) hist_pass();
       size_t d = 0;
       choose_bin(s, hist0_, capacity, &d);
       if (s.next == Selection::Done) mass_from_bins(s, d);
@@ -835,8 +839,34 @@ class Scanner {
       if (r.sums.chat_sq > 0) m.l2_share = sel[q].l2 / r.sums.chat_sq;
       r.top.push_back(m);
     }
+    if (opt_.want_hist && !hist0_.empty()) {  // else: every window hit (no histogram counted)
+      r.hist.resize(kBins);
+      for (size_t d = 0; d < kBins; ++d) r.hist[d] = hist0_[d].n;
+    }
     r.passes = passes_;
     return r;
+  }
+
+  // One pass over δc: the level-0 histogram, counts only (as pass 1 with
+  // windows would have counted it), into hist0_.
+  void hist_pass() {
+    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
+    pass(
+        false,
+        [&](int64_t, uint64_t, const double* dc, size_t m, int tid, const Sums1*) {
+          Bin* h = hist[size_t(tid)].data();
+          for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+        },
+        [](uint64_t, int64_t) {});
+    hist0_ = std::move(hist[0]);
+    for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
+  }
+
+  std::vector<uint64_t> hist_counts() {
+    hist_pass();
+    std::vector<uint64_t> out(kBins);
+    for (size_t d = 0; d < kBins; ++d) out[d] = hist0_[d].n;
+    return out;
   }
 
  private:
@@ -902,11 +932,11 @@ class Scanner {
     const FusedSelect& f = fused_;
     s.selected = true;
     if (pt) {
-      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
-      return fused_windows<Repr::F32, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+      return fused_windows<Repr::F32, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
     }
-    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
-    return fused_windows<Repr::F32, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    return fused_windows<Repr::F32, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
   }
 
   void run_pass1(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, double* dc, Sums1& s) const {
@@ -967,6 +997,8 @@ class Scanner {
     }
     for (Window& x : windows_)
       if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+    if (analyze_force_miss())
+      for (Window& x : windows_) x.lo = x.hi = 0;  // the test hook: every window misses (unless k-th is 0)
     // All windows or none (the first pass scans for all of them at once).
     if (std::any_of(windows_.begin(), windows_.end(), [](const Window& x) { return !x.on; })) windows_.clear();
   }
@@ -1072,11 +1104,11 @@ class Scanner {
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
           Bin* h = hist[size_t(tid)].data();
-          // With windows (they decide nearly always) the histogram counts only:
-          // every bin "mixed" for the fallback.
+          // With windows (they decide nearly always) no histogram: when one
+          // misses, hist_pass() counts it (every bin "mixed" for the fallback).
           if (nw == 3) {
             if (!x->selected)
-              select_windows<true>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
+              select_windows<false>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
                                  wkeys[size_t(tid)].data(), h);
           } else {
             if (nw) {
@@ -1184,11 +1216,9 @@ class Scanner {
       throw InputError("tensor \"" + in_.name + "\": an element is not finite (NaN or infinity in an input, or "
                        "their difference), the first at element " + std::to_string(first) +
                        ": the figures would be meaningless");
-    hist0_ = std::move(hist[0]);
-    for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
-    if (opt_.want_hist) {
-      r.hist.resize(kBins);
-      for (size_t d = 0; d < kBins; ++d) r.hist[d] = hist0_[d].n;
+    if (nw != 3) {
+      hist0_ = std::move(hist[0]);
+      for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
     }
   }
 
@@ -1463,6 +1493,16 @@ ScanResult scan_tensor(const ScanInput& in, const ScanOptions& opt) { return Sca
 std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& opt) {
   return Scanner(in, opt).tally_only();
 }
+
+bool analyze_force_miss() {
+  static const bool yes = [] {
+    const char* e = std::getenv("CHATVEC_ANALYZE_MISS");
+    return e && *e && std::string(e) != "0";
+  }();
+  return yes;
+}
+
+std::vector<uint64_t> level0_hist(const ScanInput& in, const ScanOptions& opt) { return Scanner(in, opt).hist_counts(); }
 
 std::vector<double> sample_abs_delta(const ScanInput& in, const ScanOptions& opt, double* weight) {
   return Scanner(in, opt).sample(weight);

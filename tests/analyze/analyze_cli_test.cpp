@@ -308,6 +308,25 @@ TEST_F(AnalyzeCli, FusedAndGeneralPassOneGiveTheSameBits) {
   }
 }
 
+// When the windows miss (forced by CHATVEC_ANALYZE_MISS=1: every window is
+// [0, 0]), the level-0 histogram that pass 1 no longer counts with windows
+// is counted by one more pass (the tensor's, the layer members'), and the
+// fallback selection still equals numpy.
+TEST_F(AnalyzeCli, WindowMissCountsTheHistogramThenFallsBack) {
+  setenv("CHATVEC_ANALYZE_MISS", "1", 1);
+  Json odd = check("base_odd", "chat_odd", "target_odd", "", "odd_miss.json");
+  Json wide = check("base_wide", "chat_wide", "", "--chunk 65536 --threads 2", "wide_miss.json");
+  unsetenv("CHATVEC_ANALYZE_MISS");
+  for (const Json* j : {&odd, &wide}) {
+    EXPECT_EQ((*j)["error_count"].get<int>(), 0);
+    for (const auto& [l, p] : (*j)["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
+  }
+  const Json out = read_json_file(path("odd_miss.json"));
+  for (const auto& t : out["tensors"])
+    if (t["elements"].get<uint64_t>() > (uint64_t(1) << 20))
+      EXPECT_GE(t["passes"].get<int>(), 3) << t["name"];  // pass 1, the histogram, the selection
+}
+
 TEST_F(AnalyzeCli, TableAndPlot) {
   auto r = chatvec("-q analyze " + models("base", "chat", "target") + " --top 3 --svg " + path("plot.svg"));
   ASSERT_EQ(r.exit_code, 0) << r.err;
