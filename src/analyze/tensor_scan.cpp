@@ -1,7 +1,9 @@
 #include "analyze/tensor_scan.h"
 
-#include <immintrin.h>
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -475,24 +477,30 @@ void select_windows(size_t nw, const double* dc, size_t m, const double* lo, con
 // a sum that is never -0), the tail and the order in which window keys are
 // added are theirs, so the bits are the same (tests/analyze: the JSON with
 // CHATVEC_ANALYZE_UNFUSED=1 is the same file).
-#define CHATVEC_AN_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
-
+#if defined(__x86_64__)
 bool fused_ok() {
   static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                           __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
                           __builtin_cpu_supports("popcnt");
   return yes;
 }
+#else
+bool fused_ok() { return false; }
+#endif
+
+#if defined(__x86_64__)
+#define CHATVEC_AN_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
+
 
 template <Repr R>
 CHATVEC_AN_AVX512 inline __m512d ld8(const uint8_t* p, size_t i) {
   if constexpr (R == Repr::BF16) {
     const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
     const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
-    return _mm512_cvtps_pd(_mm256_castsi256_ps(w));
+    return _mm512_maskz_cvtps_pd(__mmask8(0xFF), _mm256_castsi256_ps(w));  // (maskz: GCC 12 warns on the plain one)
   } else {
     static_assert(R == Repr::F32);
-    return _mm512_cvtps_pd(_mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i)));
+    return _mm512_maskz_cvtps_pd(__mmask8(0xFF), _mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i)));
   }
 }
 
@@ -622,6 +630,7 @@ void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t*
     default: throw std::logic_error("analyze: too many windows");
   }
 }
+#endif  // __x86_64__
 
 // CHATVEC_ANALYZE_UNFUSED set (to anything but 0): pass 1 runs pass1_kernel
 // then select_kernel, not fused_kernel (a test hook; the same figures).
@@ -929,6 +938,7 @@ class Scanner {
 
   void run_fused(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, Sums1& s, Above* above,
                  KeyCounts* into, Bin* h) const {
+#if defined(__x86_64__)
     const FusedSelect& f = fused_;
     s.selected = true;
     if (pt) {
@@ -937,6 +947,10 @@ class Scanner {
     }
     if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
     return fused_windows<Repr::F32, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+#else
+    (void)pb, (void)pc, (void)pt, (void)m, (void)s, (void)above, (void)into, (void)h;
+    throw std::logic_error("analyze: no fused kernel on this machine");
+#endif
   }
 
   void run_pass1(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, double* dc, Sums1& s) const {
