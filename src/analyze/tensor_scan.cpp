@@ -1070,7 +1070,9 @@ class Scanner {
     std::vector<DeltaSums> blocks;
     std::vector<uint64_t> bad(static_cast<size_t>(threads_), UINT64_MAX);
     std::vector<uint8_t> any_bad(static_cast<size_t>(threads_), 0);
-    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
+    // With the tensor's windows no histogram is counted (hist_pass() on a miss).
+    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_),
+                                       std::vector<Bin>(windows_.size() == 3 ? 0 : kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
     const size_t nw = windows_.size(), nx = opt_.extra.size(), nall = nw + nx;
     std::vector<double> wlo(nall), whi(nall);
