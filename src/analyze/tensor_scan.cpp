@@ -520,6 +520,10 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
     vlo[w] = _mm512_set1_pd(lo[w]), vhi[w] = _mm512_set1_pd(hi[w]);
   }
   const size_t full = m / kLanes * kLanes;
+  const uint8_t* const c_ = c;
+  uint32_t cand[B / kLanes];
+  __mmask8 candm[B / kLanes];
+  size_t nc = 0;
   for (size_t i = 0; i < full; i += kLanes) {
     const __m512d bv = ld8<R>(b, i), d = _mm512_sub_pd(ld8<R>(c, i), bv);
     vbsq = _mm512_add_pd(vbsq, _mm512_mul_pd(bv, bv));
@@ -552,16 +556,20 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
       vl2[w] = _mm512_add_pd(vl2[w], _mm512_mul_pd(kept, kept));
       any |= __mmask8(_mm512_cmp_pd_mask(v, vlo[w], _CMP_GE_OQ) & ~up);
     }
-    if (any == 0) continue;
-    alignas(64) double vs[kLanes];
-    alignas(64) uint64_t ks[kLanes];
-    _mm512_store_pd(vs, v);
-    _mm512_store_si512(ks, keys);
-    for (size_t j = 0; j < kLanes; ++j)
-      if (any >> j & 1)
-        for (size_t w = 0; w < NW; ++w)
-          if (vs[j] >= wlo[w] && vs[j] <= whi[w]) into[w].add(ks[j]);
+    // Candidates noted, added after the loop (no call in it, so the sums
+    // stay in registers): the same keys in the same order.
+    cand[nc] = uint32_t(i);
+    candm[nc] = any;
+    nc += any != 0;
   }
+  for (size_t c = 0; c < nc; ++c)
+    for (size_t j = 0; j < kLanes; ++j)
+      if (candm[c] >> j & 1) {
+        const size_t i = cand[c] + j;
+        const double v = std::fabs(ld<R>(c_, i) - ld<R>(b, i));
+        for (size_t w = 0; w < NW; ++w)
+          if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+      }
   alignas(64) double bsq[kLanes], csq[kLanes], cl1[kLanes], tsq[kLanes], dot[kLanes];
   _mm512_store_pd(bsq, vbsq), _mm512_store_pd(csq, vcsq), _mm512_store_pd(cl1, vcl1);
   _mm512_store_pd(tsq, vtsq), _mm512_store_pd(dot, vdot);
