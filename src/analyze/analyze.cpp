@@ -200,6 +200,7 @@ struct SetSelect {
   std::vector<ExtraWindow> win;  // one per percent, or none
   std::vector<SetTally> tally;
   std::vector<uint64_t> hist;  // the members' level-0 histograms, summed
+  std::vector<size_t> unhist;  // members whose windows decided: no histogram counted (added on a miss)
   int passes = 0;              // further reads of the members
 };
 
@@ -297,7 +298,19 @@ std::vector<TopMass> finish_set(const std::vector<ScanInput>& ins, SetSelect& se
     m.k = (set.n * uint64_t(m.percent) + 99) / 100;
     if (m.k == 0) continue;
     if (!set.win.empty() && set.tally[q].settle(m.k, m)) continue;
-    // The level-0 bin holding the k-th largest.
+    // The level-0 bin holding the k-th largest (the members whose windows
+    // decided counted no histogram: one pass over them first).
+    if (!set.unhist.empty()) {
+      ScanOptions o = so;
+      o.extra.clear();
+      o.want_hist = false;
+      for (size_t i : set.unhist) {
+        const std::vector<uint64_t> h = level0_hist(ins[i], o);
+        for (size_t d = 0; d < h.size(); ++d) set.hist[d] += h[d];
+      }
+      set.unhist.clear();
+      ++set.passes;
+    }
     uint64_t above = 0;
     size_t d = set.hist.size();
     while (d > 0) {
@@ -502,6 +515,8 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
       if (!set->started) {
         set->started = true;
         if (job.estimate) set->win = estimate_set(inputs_of, *set, so);
+        if (analyze_force_miss())
+          for (ExtraWindow& x : set->win) x.lo = x.hi = 0;
         set->tally.resize(set->win.size());
         set->hist.assign(size_t(1) << (63 - kHistShift), 0);
       }
@@ -514,6 +529,7 @@ AnalyzeResult analyze(const AnalyzeJob& job, JobReporter& report) {
     a.passes = sr.passes;
     if (set) {
       for (size_t q = 0; q < sr.extra.size(); ++q) set->tally[q].add(sr.extra[q]);
+      if (sr.hist.empty()) set->unhist.push_back(wi);
       for (size_t d = 0; d < sr.hist.size(); ++d) set->hist[d] += sr.hist[d];
       layer_sums[a.layer].add(a.sums);
       if (--set->left == 0) {

@@ -1,9 +1,13 @@
 #include "analyze/tensor_scan.h"
 
 #include <omp.h>
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -16,6 +20,12 @@
 namespace chatvec {
 
 namespace {
+
+// The hot loops are compiled for AVX-512 (x86-64-v4), AVX2 and the
+// baseline, chosen at load time by the CPU's features; every operation is
+// the scalar one lane by lane (no FMA contraction: -ffp-contract=off), so
+// the results are the same whichever runs.
+#define CHATVEC_AN_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
 
 constexpr uint64_t B = kAnalyzeBlock;
 // Every sum over a block runs in kLanes lanes: element i of the block goes
@@ -152,12 +162,13 @@ inline void lanes(const V* v, T* a) {
 struct Sums1 {
   double bsq = 0, csq = 0, cl1 = 0, tsq = 0, dot = 0;
   uint64_t cnz = 0, both = 0, agree = 0;
+  bool selected = false;  // the selection work of the block is done too (fused_kernel)
 };
 
 // Pass 1 over one block of m elements: δc to dc[], every sum.  δc and δt
 // are computed in float64 from the exactly widened values.
 template <Repr R, bool kT>
-__attribute__((target_clones("avx2", "default"))) void pass1_kernel(const uint8_t* __restrict b,
+CHATVEC_AN_CLONES void pass1_kernel(const uint8_t* __restrict b,
                                                                     const uint8_t* __restrict c,
                                                                     const uint8_t* __restrict t, size_t m,
                                                                     double* __restrict dc, Sums1& out) {
@@ -220,7 +231,7 @@ __attribute__((target_clones("avx2", "default"))) void pass1_kernel(const uint8_
 
 // δc only (the later passes).
 template <Repr R>
-__attribute__((target_clones("avx2", "default"))) void delta_kernel(const uint8_t* __restrict b,
+CHATVEC_AN_CLONES void delta_kernel(const uint8_t* __restrict b,
                                                                     const uint8_t* __restrict c, size_t m,
                                                                     double* __restrict dc) {
   const size_t full = m / 4 * 4;
@@ -238,7 +249,7 @@ struct Above {
 
 // The count, Σ|δc| and Σδc² of the block's elements with |δc| > lim, in
 // lanes (an element at or below lim adds +0).
-__attribute__((target_clones("avx2", "default"))) void above_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void above_kernel(const double* __restrict dc, size_t m,
                                                                     double lim, Above& out) {
   v4d vl1[2] = {}, vl2[2] = {};
   v4l vcnt[2] = {};
@@ -272,7 +283,7 @@ __attribute__((target_clones("avx2", "default"))) void above_kernel(const double
 
 // The keys of the block's elements with lo <= |δc| <= hi, appended to `out`
 // while it holds fewer than `cap`; `count` counts them all.
-__attribute__((target_clones("avx2", "default"))) void gather_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void gather_kernel(const double* __restrict dc, size_t m,
                                                                      double lo, double hi,
                                                                      std::vector<uint64_t>& out, uint64_t& count,
                                                                      uint64_t cap) {
@@ -357,7 +368,7 @@ class KeyCounts {
 // For each window w < nw, the keys of the block's elements with
 // lo[w] <= |δc| <= hi[w], counted in into[w]: one scan for all windows,
 // branching only on groups of four that hold a candidate.
-__attribute__((target_clones("avx2", "default"))) void window_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void window_kernel(const double* __restrict dc, size_t m,
                                                                      const double* lo, const double* hi,
                                                                      size_t nw, KeyCounts* into) {
   const size_t full = m / 4 * 4;
@@ -384,7 +395,7 @@ __attribute__((target_clones("avx2", "default"))) void window_kernel(const doubl
 // the level-0 histogram (counts only), for each window the mass above it
 // (in lanes, exactly as above_kernel) and its values (as window_kernel).
 template <size_t NW, bool kHist = true>
-__attribute__((target_clones("avx2", "default"))) void select_kernel(const double* __restrict dc, size_t m,
+CHATVEC_AN_CLONES void select_kernel(const double* __restrict dc, size_t m,
                                                                      const double* lo, const double* hi,
                                                                      Above* above, KeyCounts* into, Bin* h) {
   v4d vl1[NW][2] = {}, vl2[NW][2] = {};
@@ -454,6 +465,189 @@ void select_windows(size_t nw, const double* dc, size_t m, const double* lo, con
     case 9: return select_kernel<9, kHist>(dc, m, lo, hi, above, into, h);
     default: throw std::logic_error("analyze: too many windows");
   }
+}
+
+// Pass 1 and its selection work fused (BF16 or F32 inputs, with windows;
+// AVX-512 only, see fused_ok()): the sums of pass1_kernel and the scan of
+// select_kernel<NW, true> in one loop over the stored values, eight
+// elements (one register, element i of the block in lane i mod 8) at a
+// time, δc kept in registers instead of a block buffer, the counts summed
+// from the compare masks.  Each lane takes the same values in the same
+// order as in the two kernels (an element at or below a window adds +0 to
+// a sum that is never -0), the tail and the order in which window keys are
+// added are theirs, so the bits are the same (tests/analyze: the JSON with
+// CHATVEC_ANALYZE_UNFUSED=1 is the same file).
+#if defined(__x86_64__)
+bool fused_ok() {
+  static const bool yes = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                          __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+                          __builtin_cpu_supports("popcnt");
+  return yes;
+}
+#else
+bool fused_ok() { return false; }
+#endif
+
+#if defined(__x86_64__)
+#define CHATVEC_AN_AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,popcnt")))
+
+
+template <Repr R>
+CHATVEC_AN_AVX512 inline __m512d ld8(const uint8_t* p, size_t i) {
+  if constexpr (R == Repr::BF16) {
+    const __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 2 * i));
+    const __m256i w = _mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16);
+    return _mm512_maskz_cvtps_pd(__mmask8(0xFF), _mm256_castsi256_ps(w));  // (maskz: GCC 12 warns on the plain one)
+  } else {
+    static_assert(R == Repr::F32);
+    return _mm512_maskz_cvtps_pd(__mmask8(0xFF), _mm256_loadu_ps(reinterpret_cast<const float*>(p + 4 * i)));
+  }
+}
+
+template <Repr R, bool kT, size_t NW, bool kHist>
+CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* __restrict c,
+                                    const uint8_t* __restrict t, size_t m, Sums1& out, const double* lo,
+                                    const double* hi, Above* above, KeyCounts* into, Bin* h) {
+  const __m512d zero = _mm512_setzero_pd();
+  const __m512i absmask = _mm512_set1_epi64(INT64_MAX);
+  __m512d vbsq = zero, vcsq = zero, vcl1 = zero, vtsq = zero, vdot = zero;
+  uint64_t ncnz = 0, nboth = 0, nagree = 0, ncnt[NW] = {};
+  __m512d vl1[NW], vl2[NW], vlo[NW], vhi[NW];
+  double wlo[NW], whi[NW];
+  for (size_t w = 0; w < NW; ++w) {
+    wlo[w] = lo[w], whi[w] = hi[w];
+    vl1[w] = zero, vl2[w] = zero;
+    vlo[w] = _mm512_set1_pd(lo[w]), vhi[w] = _mm512_set1_pd(hi[w]);
+  }
+  const size_t full = m / kLanes * kLanes;
+  const uint8_t* const c_ = c;
+  uint32_t cand[B / kLanes];
+  __mmask8 candm[B / kLanes];
+  size_t nc = 0;
+  for (size_t i = 0; i < full; i += kLanes) {
+    const __m512d bv = ld8<R>(b, i), d = _mm512_sub_pd(ld8<R>(c, i), bv);
+    vbsq = _mm512_add_pd(vbsq, _mm512_mul_pd(bv, bv));
+    vcsq = _mm512_add_pd(vcsq, _mm512_mul_pd(d, d));
+    const __m512i keys = _mm512_and_si512(_mm512_castpd_si512(d), absmask);
+    const __m512d v = _mm512_castsi512_pd(keys);
+    vcl1 = _mm512_add_pd(vcl1, v);
+    const __mmask8 dnz = _mm512_cmp_pd_mask(d, zero, _CMP_NEQ_UQ);
+    ncnz += unsigned(__builtin_popcount(dnz));
+    if constexpr (kT) {
+      const __m512d e = _mm512_sub_pd(ld8<R>(t, i), bv);
+      vtsq = _mm512_add_pd(vtsq, _mm512_mul_pd(e, e));
+      vdot = _mm512_add_pd(vdot, _mm512_mul_pd(d, e));
+      const __mmask8 nz = dnz & _mm512_cmp_pd_mask(e, zero, _CMP_NEQ_UQ);
+      const __mmask8 same = __mmask8(~(_mm512_cmp_pd_mask(d, zero, _CMP_GT_OQ) ^ _mm512_cmp_pd_mask(e, zero, _CMP_GT_OQ)));
+      nboth += unsigned(__builtin_popcount(nz));
+      nagree += unsigned(__builtin_popcount(__mmask8(nz & same)));
+    }
+    if constexpr (kHist) {
+      alignas(64) uint64_t bins[kLanes];
+      _mm512_store_si512(bins, _mm512_srli_epi64(keys, kLevels[0].shift));
+      for (size_t j = 0; j < kLanes; ++j) ++h[bins[j]].n;
+    }
+    __mmask8 any = 0;
+    for (size_t w = 0; w < NW; ++w) {
+      const __mmask8 up = _mm512_cmp_pd_mask(v, vhi[w], _CMP_GT_OQ);
+      const __m512d kept = _mm512_maskz_mov_pd(up, v);
+      ncnt[w] += unsigned(__builtin_popcount(up));
+      vl1[w] = _mm512_add_pd(vl1[w], kept);
+      vl2[w] = _mm512_add_pd(vl2[w], _mm512_mul_pd(kept, kept));
+      any |= __mmask8(_mm512_cmp_pd_mask(v, vlo[w], _CMP_GE_OQ) & ~up);
+    }
+    // Candidates noted, added after the loop (no call in it, so the sums
+    // stay in registers): the same keys in the same order.
+    cand[nc] = uint32_t(i);
+    candm[nc] = any;
+    nc += any != 0;
+  }
+  for (size_t c = 0; c < nc; ++c)
+    for (size_t j = 0; j < kLanes; ++j)
+      if (candm[c] >> j & 1) {
+        const size_t i = cand[c] + j;
+        const double v = std::fabs(ld<R>(c_, i) - ld<R>(b, i));
+        for (size_t w = 0; w < NW; ++w)
+          if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+      }
+  alignas(64) double bsq[kLanes], csq[kLanes], cl1[kLanes], tsq[kLanes], dot[kLanes];
+  _mm512_store_pd(bsq, vbsq), _mm512_store_pd(csq, vcsq), _mm512_store_pd(cl1, vcl1);
+  _mm512_store_pd(tsq, vtsq), _mm512_store_pd(dot, vdot);
+  double dt[kLanes];  // the tail's δc (fewer than kLanes)
+  for (size_t i = full; i < m; ++i) {  // the tail, into lanes 0, 1, ...
+    const size_t j = i - full;
+    const double bv = ld<R>(b, i), d = ld<R>(c, i) - bv;
+    dt[j] = d;
+    bsq[j] += bv * bv;
+    csq[j] += d * d;
+    cl1[j] += std::fabs(d);
+    ncnz += d != 0;
+    if constexpr (kT) {
+      const double e = ld<R>(t, i) - bv;
+      tsq[j] += e * e;
+      dot[j] += d * e;
+      const bool nz = d != 0 && e != 0;
+      nboth += nz;
+      nagree += nz && ((d > 0) == (e > 0));
+    }
+  }
+  out.bsq = fold(bsq);
+  out.csq = fold(csq);
+  out.cl1 = fold(cl1);
+  out.cnz = ncnz;
+  if constexpr (kT) {
+    out.tsq = fold(tsq);
+    out.dot = fold(dot);
+    out.both = nboth;
+    out.agree = nagree;
+  }
+  for (size_t w = 0; w < NW; ++w) {  // as select_kernel's tail: window by window
+    alignas(64) double l1[kLanes], l2[kLanes];
+    _mm512_store_pd(l1, vl1[w]), _mm512_store_pd(l2, vl2[w]);
+    for (size_t i = full; i < m; ++i) {
+      const size_t j = i - full;
+      const double v = std::fabs(dt[j]);
+      const double kept = v > whi[w] ? v : 0.0;
+      ncnt[w] += v > whi[w];
+      l1[j] += kept;
+      l2[j] += kept * kept;
+      if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
+    }
+    above[w].count = ncnt[w];
+    above[w].l1 = fold(l1);
+    above[w].l2 = fold(l2);
+  }
+  if constexpr (kHist)
+    for (size_t i = full; i < m; ++i) ++h[key_of(dt[i - full]) >> kLevels[0].shift].n;
+}
+
+// fused_kernel for a window count known at run time (1 to 9).
+template <Repr R, bool kT, bool kHist>
+void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t* t, size_t m, Sums1& out,
+                   const double* lo, const double* hi, Above* above, KeyCounts* into, Bin* h) {
+  switch (nw) {
+    case 1: return fused_kernel<R, kT, 1, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 2: return fused_kernel<R, kT, 2, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 3: return fused_kernel<R, kT, 3, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 4: return fused_kernel<R, kT, 4, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 5: return fused_kernel<R, kT, 5, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 6: return fused_kernel<R, kT, 6, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 7: return fused_kernel<R, kT, 7, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 8: return fused_kernel<R, kT, 8, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 9: return fused_kernel<R, kT, 9, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    default: throw std::logic_error("analyze: too many windows");
+  }
+}
+#endif  // __x86_64__
+
+// CHATVEC_ANALYZE_UNFUSED set (to anything but 0): pass 1 runs pass1_kernel
+// then select_kernel, not fused_kernel (a test hook; the same figures).
+bool unfused() {
+  static const bool yes = [] {
+    const char* e = std::getenv("CHATVEC_ANALYZE_UNFUSED");
+    return e && *e && std::string(e) != "0";
+  }();
+  return yes;
 }
 
 // Stored values to fp64, exactly (the slow path that looks for a bad element).
@@ -645,6 +839,7 @@ class Scanner {
     for (size_t q = 0; q < sel.size(); ++q) {
       Selection& s = sel[q];
       if (window_hit(q, s)) continue;
+      if (hist0_.empty()) hist_pass();
       size_t d = 0;
       choose_bin(s, hist0_, capacity, &d);
       if (s.next == Selection::Done) mass_from_bins(s, d);
@@ -661,8 +856,34 @@ class Scanner {
       if (r.sums.chat_sq > 0) m.l2_share = sel[q].l2 / r.sums.chat_sq;
       r.top.push_back(m);
     }
+    if (opt_.want_hist && !hist0_.empty()) {  // else: every window hit (no histogram counted)
+      r.hist.resize(kBins);
+      for (size_t d = 0; d < kBins; ++d) r.hist[d] = hist0_[d].n;
+    }
     r.passes = passes_;
     return r;
+  }
+
+  // One pass over δc: the level-0 histogram, counts only (as pass 1 with
+  // windows would have counted it), into hist0_.
+  void hist_pass() {
+    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
+    pass(
+        false,
+        [&](int64_t, uint64_t, const double* dc, size_t m, int tid, const Sums1*) {
+          Bin* h = hist[size_t(tid)].data();
+          for (size_t i = 0; i < m; ++i) ++h[key_of(dc[i]) >> kLevels[0].shift].n;
+        },
+        [](uint64_t, int64_t) {});
+    hist0_ = std::move(hist[0]);
+    for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
+  }
+
+  std::vector<uint64_t> hist_counts() {
+    hist_pass();
+    std::vector<uint64_t> out(kBins);
+    for (size_t d = 0; d < kBins; ++d) out[d] = hist0_[d].n;
+    return out;
   }
 
  private:
@@ -703,8 +924,15 @@ class Scanner {
         if (full) {
           const uint8_t* pt = with_t ? fetch(in_.target, in_.width, off, m, repr_, st(2)) : nullptr;
           Sums1 sums;
-          run_pass1(pb, pc, pt, m, dc, sums);
-          fn(bi, off, dc, m, tid, &sums);
+          if (fused_.nu && repr_ != Repr::F64) {
+            const FusedSelect& f = fused_;
+            run_fused(pb, pc, pt, m, sums, &f.blocks[size_t(bi) * f.nu], (*f.keys)[size_t(tid)].data(),
+                      (*f.hist)[size_t(tid)].data());
+            fn(bi, off, static_cast<const double*>(nullptr), m, tid, &sums);
+          } else {
+            run_pass1(pb, pc, pt, m, dc, sums);
+            fn(bi, off, static_cast<const double*>(dc), m, tid, &sums);
+          }
         } else {
           delta(pb, pc, m, dc);
           fn(bi, off, dc, m, tid, static_cast<const Sums1*>(nullptr));
@@ -714,6 +942,23 @@ class Scanner {
       if (with_t) hint(in_.target, in_.width, first, count, true);
       after(first, size_t(blocks));
     }
+  }
+
+  void run_fused(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, Sums1& s, Above* above,
+                 KeyCounts* into, Bin* h) const {
+#if defined(__x86_64__)
+    const FusedSelect& f = fused_;
+    s.selected = true;
+    if (pt) {
+      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+      return fused_windows<Repr::F32, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    }
+    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    return fused_windows<Repr::F32, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+#else
+    (void)pb, (void)pc, (void)pt, (void)m, (void)s, (void)above, (void)into, (void)h;
+    throw std::logic_error("analyze: no fused kernel on this machine");
+#endif
   }
 
   void run_pass1(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, double* dc, Sums1& s) const {
@@ -747,20 +992,35 @@ class Scanner {
       return;
     }
     const double s = double(sample.size());
-    auto at_rank = [&](double rank) {  // the rank-th largest of the sample (1 = largest)
-      const size_t i = size_t(std::clamp(rank, 1.0, s)) - 1;
-      std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.end(), std::greater<double>());
-      return sample[i];
-    };
+    // The ranks wanted (1 = largest), selected from the largest rank down:
+    // after nth_element at index i, the i elements before it are the i
+    // largest, so a smaller rank is selected among them only (the values
+    // are the exact order statistics whatever the order of the calls).
+    std::vector<std::pair<size_t, double*>> ranks;
     for (size_t q = 0; q < windows_.size(); ++q) {
       const double p = opt_.percents[size_t(q)] / 100.0;
       const double r = std::ceil(p * s), w = kWindowSigmas * std::sqrt(s * p * (1 - p)) + 16;
       Window& x = windows_[q];
       x.on = true;
-      x.hi = r - w < 1 ? HUGE_VAL : at_rank(r - w);
-      x.lo = r + w > s ? 0.0 : at_rank(r + w);
-      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+      x.hi = HUGE_VAL;
+      x.lo = 0.0;
+      if (!(r - w < 1)) ranks.emplace_back(size_t(std::clamp(r - w, 1.0, s)) - 1, &x.hi);
+      if (!(r + w > s)) ranks.emplace_back(size_t(std::clamp(r + w, 1.0, s)) - 1, &x.lo);
     }
+    std::stable_sort(ranks.begin(), ranks.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+    size_t bound = sample.size();
+    for (const auto& [i, to] : ranks) {
+      if (i < bound) {
+        std::nth_element(sample.begin(), sample.begin() + ptrdiff_t(i), sample.begin() + ptrdiff_t(bound),
+                         std::greater<double>());
+        bound = i;
+      }
+      *to = sample[i];
+    }
+    for (Window& x : windows_)
+      if (std::isnan(x.lo) || std::isnan(x.hi)) x.on = false;
+    if (analyze_force_miss())
+      for (Window& x : windows_) x.lo = x.hi = 0;  // the test hook: every window misses (unless k-th is 0)
     // All windows or none (the first pass scans for all of them at once).
     if (std::any_of(windows_.begin(), windows_.end(), [](const Window& x) { return !x.on; })) windows_.clear();
   }
@@ -818,7 +1078,9 @@ class Scanner {
     std::vector<DeltaSums> blocks;
     std::vector<uint64_t> bad(static_cast<size_t>(threads_), UINT64_MAX);
     std::vector<uint8_t> any_bad(static_cast<size_t>(threads_), 0);
-    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_), std::vector<Bin>(kBins));
+    // With the tensor's windows no histogram is counted (hist_pass() on a miss).
+    std::vector<std::vector<Bin>> hist(static_cast<size_t>(threads_),
+                                       std::vector<Bin>(windows_.size() == 3 ? 0 : kBins));
     blocks.resize(size_t(std::min<uint64_t>(chunk_, in_.elements) + B - 1) / B);
     const size_t nw = windows_.size(), nx = opt_.extra.size(), nall = nw + nx;
     std::vector<double> wlo(nall), whi(nall);
@@ -857,14 +1119,20 @@ class Scanner {
     const size_t nu = ulo.size();
     std::vector<Above> wblocks(nu * blocks.size()), uabove(nu);
     std::vector<std::vector<KeyCounts>> wkeys(static_cast<size_t>(threads_), std::vector<KeyCounts>(nu));
+    // With the tensor's windows, the selection work runs in pass 1's own
+    // loop (fused_kernel) unless CHATVEC_ANALYZE_UNFUSED is set (the tests'
+    // check that both give the same bits).
+    fused_ = FusedSelect{};
+    if (nw == 3 && nu <= 9 && fused_ok() && !unfused()) fused_ = FusedSelect{nu, ulo.data(), uhi.data(), wblocks.data(), &wkeys, &hist};
     pass(
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
           Bin* h = hist[size_t(tid)].data();
-          // With windows (they decide nearly always) the histogram counts only:
-          // every bin "mixed" for the fallback.
+          // With windows (they decide nearly always) no histogram: when one
+          // misses, hist_pass() counts it (every bin "mixed" for the fallback).
           if (nw == 3) {
-            select_windows<true>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
+            if (!x->selected)
+              select_windows<false>(nu, dc, m, ulo.data(), uhi.data(), &wblocks[size_t(bi) * nu],
                                  wkeys[size_t(tid)].data(), h);
           } else {
             if (nw) {
@@ -911,6 +1179,7 @@ class Scanner {
             }
           }
         });
+    fused_ = FusedSelect{};
     // The scanned windows' distinct keys and counts, whichever thread saw them.
     std::vector<std::vector<std::pair<uint64_t, uint64_t>>> ukeys(nu);
     std::vector<uint8_t> uover(nu, 0);
@@ -971,11 +1240,9 @@ class Scanner {
       throw InputError("tensor \"" + in_.name + "\": an element is not finite (NaN or infinity in an input, or "
                        "their difference), the first at element " + std::to_string(first) +
                        ": the figures would be meaningless");
-    hist0_ = std::move(hist[0]);
-    for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
-    if (opt_.want_hist) {
-      r.hist.resize(kBins);
-      for (size_t d = 0; d < kBins; ++d) r.hist[d] = hist0_[d].n;
+    if (nw != 3) {
+      hist0_ = std::move(hist[0]);
+      for (size_t t = 1; t < hist.size(); ++t) merge_bins(hist0_, hist[t]);
     }
   }
 
@@ -1202,6 +1469,16 @@ class Scanner {
   std::vector<Window> windows_;
   std::vector<WindowSums> win_;
   std::vector<Above> xabove_;  // the extra windows': |δc| > hi, block by block
+  // Pass 1 with fused_kernel (nu > 0): the scanned windows and where their
+  // block figures, keys and histogram go.
+  struct FusedSelect {
+    size_t nu = 0;
+    const double *lo = nullptr, *hi = nullptr;
+    Above* blocks = nullptr;
+    std::vector<std::vector<KeyCounts>>* keys = nullptr;
+    std::vector<std::vector<Bin>>* hist = nullptr;
+  };
+  FusedSelect fused_;
 };
 
 }  // namespace
@@ -1240,6 +1517,16 @@ ScanResult scan_tensor(const ScanInput& in, const ScanOptions& opt) { return Sca
 std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& opt) {
   return Scanner(in, opt).tally_only();
 }
+
+bool analyze_force_miss() {
+  static const bool yes = [] {
+    const char* e = std::getenv("CHATVEC_ANALYZE_MISS");
+    return e && *e && std::string(e) != "0";
+  }();
+  return yes;
+}
+
+std::vector<uint64_t> level0_hist(const ScanInput& in, const ScanOptions& opt) { return Scanner(in, opt).hist_counts(); }
 
 std::vector<double> sample_abs_delta(const ScanInput& in, const ScanOptions& opt, double* weight) {
   return Scanner(in, opt).sample(weight);

@@ -70,7 +70,8 @@ struct ScanResult {
   std::vector<TopMass> top;
   int passes = 0;
   std::vector<WindowTally> extra;  // one per ScanOptions::extra
-  std::vector<uint64_t> hist;      // want_hist: elements per value of (bit pattern of |δc|) >> 47
+  std::vector<uint64_t> hist;      // want_hist: elements per value of (bit pattern of |δc|) >> 47;
+                                   // empty when the tensor's windows decided (no histogram counted)
 };
 
 // InputError naming the tensor when an input element is not finite.
@@ -79,6 +80,14 @@ ScanResult scan_tensor(const ScanInput& in, const ScanOptions& opt);
 // Pass 1 only for the extra windows (reading δc, no other figure): what a
 // set's selection needs when its windows missed.
 std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& opt);
+
+// CHATVEC_ANALYZE_MISS set (to anything but 0): every window estimated
+// (a tensor's, a layer's) is [0, 0], so that it misses (a test hook: the
+// fallback paths give the same figures).
+bool analyze_force_miss();
+
+// One pass over δc: the counts of the level-0 histogram (as ScanResult::hist).
+std::vector<uint64_t> level0_hist(const ScanInput& in, const ScanOptions& opt);
 
 // |δc| of the blocks a tensor's estimate samples (every stride-th block;
 // every block of a tensor under 2^20 elements); *weight: elements of the

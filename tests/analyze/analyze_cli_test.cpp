@@ -75,6 +75,13 @@ class AnalyzeCli : public testing::SharedDirSuite<AnalyzeCli> {
           const std::string wide = "--shape small --vocab 512 --hidden 128 --intermediate 8448 --layers 2 --dtype f32 ";
           gen("base_wide", wide + "--seed 21 --shard-bytes 3000000");
           gen("chat_wide", wide + "--derive-from " + path("base_wide") + " --seed 22 --noise 0.01");
+          // bf16 tensors of 1,048,628 elements (over 2^20, so sampled; not a
+          // multiple of 8, so the last block has a tail outside the lanes).
+          const std::string odd = "--shape small --vocab 15421 --hidden 68 --heads 4 --kv-heads 2 --head-dim 17 "
+                                  "--intermediate 15421 --layers 1 --dtype bf16 ";
+          gen("base_odd", odd + "--seed 31");
+          gen("chat_odd", odd + "--derive-from " + path("base_odd") + " --seed 32 --noise 0.01");
+          gen("target_odd", odd + "--derive-from " + path("base_odd") + " --seed 33 --noise 0.02");
         });
   }
 
@@ -272,6 +279,52 @@ TEST_F(AnalyzeCli, LayerTopFractionsEqualNumpyWhicheverPath) {
   }
   Json wide_bis = check("base_wide", "chat_wide", "", "--no-estimate --chunk 65536 --threads 2", "wide_bis.json");
   for (const auto& [l, p] : wide_bis["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
+}
+
+// Pass 1 of a sampled tensor runs one fused loop (AVX-512 machines) or the
+// general kernels (CHATVEC_ANALYZE_UNFUSED=1, and every other machine): the
+// same JSON, byte for byte, for bf16 with and without a target, with a tail
+// outside the lanes, and for f32; and it equals numpy.
+TEST_F(AnalyzeCli, FusedAndGeneralPassOneGiveTheSameBits) {
+  Json odd = check("base_odd", "chat_odd", "target_odd", "", "odd.json");
+  EXPECT_EQ(odd["tensors"].get<int>(), 12);
+  int sampled = 0;
+  const Json out = read_json_file(path("odd.json"));
+  for (const auto& t : out["tensors"])
+    if (t["elements"].get<uint64_t>() > (uint64_t(1) << 20)) {
+      ++sampled;
+      EXPECT_EQ(t["passes"].get<int>(), 1) << t["name"];  // the windows decided in pass 1
+    }
+  EXPECT_EQ(sampled, 5);  // embeddings, LM head, three MLP matrices
+  for (const std::string& m :
+       {models("base_odd", "chat_odd", "target_odd"), models("base_odd", "chat_odd"), models("base_wide", "chat_wide") + " --threads 1"}) {
+    auto fused = chatvec("-q analyze " + m + " --json -");
+    auto general = run_command("CHATVEC_ANALYZE_UNFUSED=1 " + shell_quote(testing::chatvec_bin()) + " -q analyze " + m +
+                               " --json -");
+    ASSERT_EQ(fused.exit_code, 0) << fused.err;
+    ASSERT_EQ(general.exit_code, 0) << general.err;
+    EXPECT_FALSE(fused.out.empty());
+    EXPECT_EQ(fused.out, general.out) << m;
+  }
+}
+
+// When the windows miss (forced by CHATVEC_ANALYZE_MISS=1: every window is
+// [0, 0]), the level-0 histogram that pass 1 no longer counts with windows
+// is counted by one more pass (the tensor's, the layer members'), and the
+// fallback selection still equals numpy.
+TEST_F(AnalyzeCli, WindowMissCountsTheHistogramThenFallsBack) {
+  setenv("CHATVEC_ANALYZE_MISS", "1", 1);
+  Json odd = check("base_odd", "chat_odd", "target_odd", "", "odd_miss.json");
+  Json wide = check("base_wide", "chat_wide", "", "--chunk 65536 --threads 2", "wide_miss.json");
+  unsetenv("CHATVEC_ANALYZE_MISS");
+  for (const Json* j : {&odd, &wide}) {
+    EXPECT_EQ((*j)["error_count"].get<int>(), 0);
+    for (const auto& [l, p] : (*j)["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
+  }
+  const Json out = read_json_file(path("odd_miss.json"));
+  for (const auto& t : out["tensors"])
+    if (t["elements"].get<uint64_t>() > (uint64_t(1) << 20))
+      EXPECT_GE(t["passes"].get<int>(), 3) << t["name"];  // pass 1, the histogram, the selection
 }
 
 TEST_F(AnalyzeCli, TableAndPlot) {
