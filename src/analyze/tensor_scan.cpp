@@ -25,7 +25,13 @@ namespace {
 // baseline, chosen at load time by the CPU's features; every operation is
 // the scalar one lane by lane (no FMA contraction: -ffp-contract=off), so
 // the results are the same whichever runs.
+// (clang, e.g. the fuzz build, has no target_clones on function templates:
+// the default code there.)
+#ifdef __clang__
+#define CHATVEC_AN_CLONES
+#else
 #define CHATVEC_AN_CLONES __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
+#endif
 
 constexpr uint64_t B = kAnalyzeBlock;
 // Every sum over a block runs in kLanes lanes: element i of the block goes
