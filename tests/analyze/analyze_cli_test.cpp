@@ -322,9 +322,11 @@ TEST_F(AnalyzeCli, WindowMissCountsTheHistogramThenFallsBack) {
     for (const auto& [l, p] : (*j)["layer_passes"].items()) EXPECT_GE(p.get<int>(), 1) << "layer " << l;
   }
   const Json out = read_json_file(path("odd_miss.json"));
-  for (const auto& t : out["tensors"])
-    if (t["elements"].get<uint64_t>() > (uint64_t(1) << 20))
+  for (const auto& t : out["tensors"]) {
+    if (t["elements"].get<uint64_t>() > (uint64_t(1) << 20)) {
       EXPECT_GE(t["passes"].get<int>(), 3) << t["name"];  // pass 1, the histogram, the selection
+    }
+  }
 }
 
 TEST_F(AnalyzeCli, TableAndPlot) {
