@@ -48,26 +48,29 @@ void ExactSum::add(const ExactSum& o) {
   nan_ = nan_ || o.nan_;
 }
 
-void ExactSum::add_abs_bits(uint32_t bits, uint64_t count) {
+namespace {
+// The fp32 magnitude's (m, e) when finite; otherwise marks inf or NaN
+// (when count > 0) and returns false.
+bool finite_split(uint32_t bits, uint64_t count, bool* inf, bool* nan, uint32_t* m, uint32_t* e) {
   const uint32_t a = bits & 0x7fffffffu;
   if (a >= 0x7f800000u) {
-    if (count) (a > 0x7f800000u ? nan_ : inf_) = true;
-    return;
+    if (count) *(a > 0x7f800000u ? nan : inf) = true;
+    return false;
   }
+  fp32_split(a, m, e);
+  return true;
+}
+}  // namespace
+
+void ExactSum::add_abs_bits(uint32_t bits, uint64_t count) {
   uint32_t m, e;
-  fp32_split(a, &m, &e);
-  add_shifted((unsigned __int128)m * count, e - 1);
+  if (finite_split(bits, count, &inf_, &nan_, &m, &e)) add_shifted((unsigned __int128)m * count, e - 1);
 }
 
 void ExactSum::add_sq_bits(uint32_t bits, uint64_t count) {
-  const uint32_t a = bits & 0x7fffffffu;
-  if (a >= 0x7f800000u) {
-    if (count) (a > 0x7f800000u ? nan_ : inf_) = true;
-    return;
-  }
   uint32_t m, e;
-  fp32_split(a, &m, &e);
-  add_shifted((unsigned __int128)(uint64_t(m) * m) * count, 2 * (e - 1));
+  if (finite_split(bits, count, &inf_, &nan_, &m, &e))
+    add_shifted((unsigned __int128)(uint64_t(m) * m) * count, 2 * (e - 1));
 }
 
 bool ExactSum::empty() const {

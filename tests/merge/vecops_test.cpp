@@ -459,19 +459,24 @@ TEST(VectorOps, RowsTaskStatisticsAreThoseOfTheCombinedRows) {
   const OpsState hit = prepare_vector_ops(task, 4096, 1);
   const TermOpsState& st = hit.terms.at(0);
   EXPECT_TRUE(st.window_hit);
-  // Brute force over the combined rows in output order.
-  std::vector<float> c(w), b(w);
-  std::vector<uint32_t> bits;
-  for (const RowOp& r : map->rows) {
-    if (r.kind != RowOp::Combine) continue;
+  // Brute force over the combined rows in output order: a row's delta after
+  // DARE (the documented function of the base row's element index).
+  std::vector<float> c(w), b(w), d(w);
+  auto dare_row = [&](const RowOp& r) {
     chat.at(name).read_f32(uint64_t(r.chat_row) * w, w, c.data());
     base.at(name).read_f32(uint64_t(r.base_row) * w, w, b.data());
     for (uint64_t j = 0; j < w; ++j) {
-      float v = c[j] - b[j];
       const uint64_t z = dare_bits(st.dare_state, uint64_t(r.base_row) * w + j);
-      v = (z >> 11) < st.dare_threshold ? 0.0f : v * st.dare_scale;
+      d[j] = (z >> 11) < st.dare_threshold ? 0.0f : (c[j] - b[j]) * st.dare_scale;
+    }
+  };
+  std::vector<uint32_t> bits;
+  for (const RowOp& r : map->rows) {
+    if (r.kind != RowOp::Combine) continue;
+    dare_row(r);
+    for (uint64_t j = 0; j < w; ++j) {
       uint32_t u;
-      std::memcpy(&u, &v, 4);
+      std::memcpy(&u, &d[j], 4);
       bits.push_back(u & 0x7fffffffu);
     }
   }
@@ -505,13 +510,10 @@ TEST(VectorOps, RowsTaskStatisticsAreThoseOfTheCombinedRows) {
   for (const RowOp& r : map->rows) {
     if (r.kind != RowOp::Combine || r.target_row % 37 != 1) continue;
     combine_ops_row(task, hit, r, got.data());
-    chat.at(name).read_f32(uint64_t(r.chat_row) * w, w, c.data());
-    base.at(name).read_f32(uint64_t(r.base_row) * w, w, b.data());
+    dare_row(r);
     target.at(name).read_f32(uint64_t(r.target_row) * w, w, t.data());
     for (uint64_t j = 0; j < w; ++j) {
-      float v = c[j] - b[j];
-      const uint64_t z = dare_bits(st.dare_state, uint64_t(r.base_row) * w + j);
-      v = (z >> 11) < st.dare_threshold ? 0.0f : v * st.dare_scale;
+      float v = d[j];
       uint32_t u;
       std::memcpy(&u, &v, 4);
       if ((u & 0x7fffffffu) < st.keep_bits) v = 0.0f;
