@@ -510,10 +510,10 @@ CHATVEC_AN_AVX512 inline __m512d ld8(const uint8_t* p, size_t i) {
   }
 }
 
-template <Repr R, bool kT, size_t NW, bool kHist>
+template <Repr R, bool kT, size_t NW>
 CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* __restrict c,
                                     const uint8_t* __restrict t, size_t m, Sums1& out, const double* lo,
-                                    const double* hi, Above* above, KeyCounts* into, Bin* h) {
+                                    const double* hi, Above* above, KeyCounts* into) {
   const __m512d zero = _mm512_setzero_pd();
   const __m512i absmask = _mm512_set1_epi64(INT64_MAX);
   __m512d vbsq = zero, vcsq = zero, vcl1 = zero, vtsq = zero, vdot = zero;
@@ -526,7 +526,6 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
     vlo[w] = _mm512_set1_pd(lo[w]), vhi[w] = _mm512_set1_pd(hi[w]);
   }
   const size_t full = m / kLanes * kLanes;
-  const uint8_t* const c_ = c;
   uint32_t cand[B / kLanes];
   __mmask8 candm[B / kLanes];
   size_t nc = 0;
@@ -548,11 +547,6 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
       nboth += unsigned(__builtin_popcount(nz));
       nagree += unsigned(__builtin_popcount(__mmask8(nz & same)));
     }
-    if constexpr (kHist) {
-      alignas(64) uint64_t bins[kLanes];
-      _mm512_store_si512(bins, _mm512_srli_epi64(keys, kLevels[0].shift));
-      for (size_t j = 0; j < kLanes; ++j) ++h[bins[j]].n;
-    }
     __mmask8 any = 0;
     for (size_t w = 0; w < NW; ++w) {
       const __mmask8 up = _mm512_cmp_pd_mask(v, vhi[w], _CMP_GT_OQ);
@@ -568,11 +562,11 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
     candm[nc] = any;
     nc += any != 0;
   }
-  for (size_t c = 0; c < nc; ++c)
+  for (size_t k = 0; k < nc; ++k)
     for (size_t j = 0; j < kLanes; ++j)
-      if (candm[c] >> j & 1) {
-        const size_t i = cand[c] + j;
-        const double v = std::fabs(ld<R>(c_, i) - ld<R>(b, i));
+      if (candm[k] >> j & 1) {
+        const size_t i = cand[k] + j;
+        const double v = std::fabs(ld<R>(c, i) - ld<R>(b, i));
         for (size_t w = 0; w < NW; ++w)
           if (v >= wlo[w] && v <= whi[w]) into[w].add(key_of(v));
       }
@@ -623,24 +617,22 @@ CHATVEC_AN_AVX512 void fused_kernel(const uint8_t* __restrict b, const uint8_t* 
     above[w].l1 = fold(l1);
     above[w].l2 = fold(l2);
   }
-  if constexpr (kHist)
-    for (size_t i = full; i < m; ++i) ++h[key_of(dt[i - full]) >> kLevels[0].shift].n;
 }
 
 // fused_kernel for a window count known at run time (1 to 9).
-template <Repr R, bool kT, bool kHist>
+template <Repr R, bool kT>
 void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t* t, size_t m, Sums1& out,
-                   const double* lo, const double* hi, Above* above, KeyCounts* into, Bin* h) {
+                   const double* lo, const double* hi, Above* above, KeyCounts* into) {
   switch (nw) {
-    case 1: return fused_kernel<R, kT, 1, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 2: return fused_kernel<R, kT, 2, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 3: return fused_kernel<R, kT, 3, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 4: return fused_kernel<R, kT, 4, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 5: return fused_kernel<R, kT, 5, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 6: return fused_kernel<R, kT, 6, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 7: return fused_kernel<R, kT, 7, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 8: return fused_kernel<R, kT, 8, kHist>(b, c, t, m, out, lo, hi, above, into, h);
-    case 9: return fused_kernel<R, kT, 9, kHist>(b, c, t, m, out, lo, hi, above, into, h);
+    case 1: return fused_kernel<R, kT, 1>(b, c, t, m, out, lo, hi, above, into);
+    case 2: return fused_kernel<R, kT, 2>(b, c, t, m, out, lo, hi, above, into);
+    case 3: return fused_kernel<R, kT, 3>(b, c, t, m, out, lo, hi, above, into);
+    case 4: return fused_kernel<R, kT, 4>(b, c, t, m, out, lo, hi, above, into);
+    case 5: return fused_kernel<R, kT, 5>(b, c, t, m, out, lo, hi, above, into);
+    case 6: return fused_kernel<R, kT, 6>(b, c, t, m, out, lo, hi, above, into);
+    case 7: return fused_kernel<R, kT, 7>(b, c, t, m, out, lo, hi, above, into);
+    case 8: return fused_kernel<R, kT, 8>(b, c, t, m, out, lo, hi, above, into);
+    case 9: return fused_kernel<R, kT, 9>(b, c, t, m, out, lo, hi, above, into);
     default: throw std::logic_error("analyze: too many windows");
   }
 }
@@ -648,11 +640,12 @@ void fused_windows(size_t nw, const uint8_t* b, const uint8_t* c, const uint8_t*
 
 // CHATVEC_ANALYZE_UNFUSED set (to anything but 0): pass 1 runs pass1_kernel
 // then select_kernel, not fused_kernel (a test hook; the same figures).
+bool env_flag(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e && std::string(e) != "0";
+}
 bool unfused() {
-  static const bool yes = [] {
-    const char* e = std::getenv("CHATVEC_ANALYZE_UNFUSED");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool yes = env_flag("CHATVEC_ANALYZE_UNFUSED");
   return yes;
 }
 
@@ -932,8 +925,7 @@ class Scanner {
           Sums1 sums;
           if (fused_.nu && repr_ != Repr::F64) {
             const FusedSelect& f = fused_;
-            run_fused(pb, pc, pt, m, sums, &f.blocks[size_t(bi) * f.nu], (*f.keys)[size_t(tid)].data(),
-                      (*f.hist)[size_t(tid)].data());
+            run_fused(pb, pc, pt, m, sums, &f.blocks[size_t(bi) * f.nu], (*f.keys)[size_t(tid)].data());
             fn(bi, off, static_cast<const double*>(nullptr), m, tid, &sums);
           } else {
             run_pass1(pb, pc, pt, m, dc, sums);
@@ -951,18 +943,18 @@ class Scanner {
   }
 
   void run_fused(const uint8_t* pb, const uint8_t* pc, const uint8_t* pt, size_t m, Sums1& s, Above* above,
-                 KeyCounts* into, Bin* h) const {
+                 KeyCounts* into) const {
 #if defined(__x86_64__)
     const FusedSelect& f = fused_;
     s.selected = true;
     if (pt) {
-      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
-      return fused_windows<Repr::F32, true, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+      if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into);
+      return fused_windows<Repr::F32, true>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into);
     }
-    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
-    return fused_windows<Repr::F32, false, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into, h);
+    if (repr_ == Repr::BF16) return fused_windows<Repr::BF16, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into);
+    return fused_windows<Repr::F32, false>(f.nu, pb, pc, pt, m, s, f.lo, f.hi, above, into);
 #else
-    (void)pb, (void)pc, (void)pt, (void)m, (void)s, (void)above, (void)into, (void)h;
+    (void)pb, (void)pc, (void)pt, (void)m, (void)s, (void)above, (void)into;
     throw std::logic_error("analyze: no fused kernel on this machine");
 #endif
   }
@@ -1129,7 +1121,7 @@ class Scanner {
     // loop (fused_kernel) unless CHATVEC_ANALYZE_UNFUSED is set (the tests'
     // check that both give the same bits).
     fused_ = FusedSelect{};
-    if (nw == 3 && nu <= 9 && fused_ok() && !unfused()) fused_ = FusedSelect{nu, ulo.data(), uhi.data(), wblocks.data(), &wkeys, &hist};
+    if (nw == 3 && nu <= 9 && fused_ok() && !unfused()) fused_ = FusedSelect{nu, ulo.data(), uhi.data(), wblocks.data(), &wkeys};
     pass(
         true,
         [&](int64_t bi, uint64_t off, const double* dc, size_t m, int tid, const Sums1* x) {
@@ -1482,7 +1474,6 @@ class Scanner {
     const double *lo = nullptr, *hi = nullptr;
     Above* blocks = nullptr;
     std::vector<std::vector<KeyCounts>>* keys = nullptr;
-    std::vector<std::vector<Bin>>* hist = nullptr;
   };
   FusedSelect fused_;
 };
@@ -1525,10 +1516,7 @@ std::vector<WindowTally> tally_windows(const ScanInput& in, const ScanOptions& o
 }
 
 bool analyze_force_miss() {
-  static const bool yes = [] {
-    const char* e = std::getenv("CHATVEC_ANALYZE_MISS");
-    return e && *e && std::string(e) != "0";
-  }();
+  static const bool yes = env_flag("CHATVEC_ANALYZE_MISS");
   return yes;
 }
 

@@ -255,6 +255,18 @@ void row_delta(const TensorTerm& term, const TermOpsState& st, const RowOp& r, u
   if (st.dare_threshold) dare_block(d, n, st.dare_state, vb, st.dare_threshold, st.dare_scale);
 }
 
+// Elements [g, g + n) of a row space, a row's piece at a time:
+// fn(row op, column, length, offset of the piece in the range).
+template <class Fn>
+void for_each_row_piece(const Space& sp, uint64_t g, size_t n, Fn&& fn) {
+  for (size_t done = 0; done < n;) {
+    const uint64_t col = (g + done) % sp.width;
+    const size_t len = size_t(std::min<uint64_t>(n - done, sp.width - col));
+    fn(sp.map->rows[sp.rows[size_t((g + done) / sp.width)]], col, len, done);
+    done += len;
+  }
+}
+
 // term_delta over a space: elements [g, g + n) of it.
 void space_delta(const TensorTerm& term, const TermOpsState& st, const Space& sp, uint64_t g, size_t n, float* d,
                  float* scratch) {
@@ -262,14 +274,9 @@ void space_delta(const TensorTerm& term, const TermOpsState& st, const Space& sp
     term_delta(term, st, g, n, d, scratch);
     return;
   }
-  while (n > 0) {
-    const uint64_t col = g % sp.width;
-    const size_t len = size_t(std::min<uint64_t>(n, sp.width - col));
-    row_delta(term, st, sp.map->rows[sp.rows[size_t(g / sp.width)]], sp.width, col, len, d, scratch);
-    d += len;
-    g += len;
-    n -= len;
-  }
+  for_each_row_piece(sp, g, n, [&](const RowOp& r, uint64_t col, size_t len, size_t at) {
+    row_delta(term, st, r, sp.width, col, len, d + at, scratch);
+  });
 }
 
 // The target's elements [g, g + n) of a space (the rows the term is added to).
@@ -278,15 +285,9 @@ void space_target(const TensorTask& task, const Space& sp, uint64_t g, size_t n,
     task.target->read_f32(g, n, d);
     return;
   }
-  while (n > 0) {
-    const uint64_t col = g % sp.width;
-    const size_t len = size_t(std::min<uint64_t>(n, sp.width - col));
-    const RowOp& r = sp.map->rows[sp.rows[size_t(g / sp.width)]];
-    task.target->read_f32(uint64_t(r.target_row) * sp.width + col, len, d);
-    d += len;
-    g += len;
-    n -= len;
-  }
+  for_each_row_piece(sp, g, n, [&](const RowOp& r, uint64_t col, size_t len, size_t at) {
+    task.target->read_f32(uint64_t(r.target_row) * sp.width + col, len, d + at);
+  });
 }
 
 // Hand back the input pages elements [first, first + count) of a space read:
@@ -447,7 +448,6 @@ struct StatConsts {
   __m512i abs_mask, lo, width, hi, xmin, out_bits;
   __m512d scale, scale2;  // 2^(150 - E0), its square
 };
-// The exact sums' lanes of the 8 elements (m, s: 64-bit lanes, 0 where not counted).
 // The fixed point of 8 counted elements (0 where not counted), in fp64:
 // y = |delta| * 2^(150 - E0) = m << (e - E0), an integer < 2^53, and
 // x = delta^2 * 2^(2 (150 - E0)) = y^2 (48 significant bits, < 2^106).  The
@@ -659,9 +659,9 @@ PassResult run_pass(const TensorTask& task, const Space& sp, const TermOpsState&
   if (kind != kKept && kind != kWindow) exact = 0;
   if (kind == kKept) sums = 0;  // (its lane sums are not used: only the exact ones)
   // kX counts exactly the elements whose |delta| bits are >= x_bits.
-  const uint32_t x_bits = kind == kKept ? st.keep_bits : uint32_t((uint64_t(top_bin_hi) + 1) << 16 > 0x80000000u
-                                                                         ? 0x80000000u
-                                                                         : (uint64_t(top_bin_hi) + 1) << 16);
+  // (kWindow: the first pattern above the window's top bin.)
+  const uint32_t x_bits =
+      kind == kKept ? st.keep_bits : uint32_t(std::min<uint64_t>((uint64_t(top_bin_hi) + 1) << 16, 0x80000000u));
   // The fused statistics kernel (AVX-512), where it covers the pass: straight
   // from the bf16 pair when there is no DARE, else from the DARE'd block.
   StatsFn fused = nullptr, fused2 = nullptr;  // one block, two full blocks
